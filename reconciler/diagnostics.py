@@ -34,7 +34,8 @@ class Diagnostic:
         return self.severity is Severity.ERROR
 
     def format(self) -> str:
-        where = f"{self.path}:{self.line}" if self.path else "<repository>"
+        where = f"{self.path}:{self.line}" if self.line else self.path
+        where = where or "<repository>"
         parts = [where]
         if self.obj:
             parts.append(self.obj)

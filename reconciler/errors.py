@@ -17,7 +17,8 @@ that sees them, so callers never catch a library's exception type.
     └── ProviderError          raised by providers, translated at their boundary
         ├── TransientError     retry later (timeouts, 429/5xx, connection refused)
         └── PermanentError     a human must act (invalid object, policy, conflicts)
-            └── PolicyError    the local policy forbids what the repository asks for
+            ├── PolicyError    the local policy forbids what the repository asks for
+            └── TemplateError  a template names something undefined or breaks the sandbox
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ __all__ = [
     "ReconcilerError",
     "SourceError",
     "StatusPushError",
+    "TemplateError",
     "TransientError",
     "VerificationError",
 ]
@@ -113,3 +115,7 @@ class PermanentError(ProviderError):
 
 class PolicyError(PermanentError):
     reason = "PolicyViolation"
+
+
+class TemplateError(PermanentError):
+    reason = "TemplateFailed"

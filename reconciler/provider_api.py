@@ -92,6 +92,10 @@ class Component:
     repo_root: Path  # root of the checked-out revision; paths never leave it
     depends_on: tuple[str, ...] = ()
     secret_params: frozenset[str] = frozenset()  # names whose values must never be shown
+    # the names templates may use: {"params", "target", "site", "instance", "solution"};
+    # providers that render files from the repo (file templates, Kubernetes manifests) pass it
+    # to reconciler.templating.render_text so files see exactly what properties saw
+    template_context: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -144,6 +148,10 @@ class Provider(Protocol):
     name: ClassVar[str]
     # properties that must be literal (no template expressions), e.g. script argv
     untemplated: ClassVar[frozenset[str]]
+    # properties naming repository paths relative to the Solution's file (for a list, its
+    # first element when it contains '/'); validation checks they exist and stay inside the
+    # repository, and the loader treats the files they name as data, not manifests
+    path_properties: ClassVar[frozenset[str]]
 
     def __init__(self, config: Mapping[str, Any], context: ProviderContext) -> None: ...
 

@@ -1,0 +1,37 @@
+"""structlog set-up: JSON lines when not on a terminal (journald, containers), a console
+renderer on one. Called once by the CLI before any command runs."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import TextIO
+
+import structlog
+
+__all__ = ["configure_logging"]
+
+
+def configure_logging(level: str = "info", fmt: str = "auto",
+                      stream: TextIO | None = None) -> None:
+    """``fmt``: ``auto`` (console on a terminal, else JSON), ``json`` or ``console``."""
+    out = stream or sys.stderr
+    numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+    use_console = fmt == "console" or (fmt == "auto" and out.isatty())
+    renderer: structlog.typing.Processor = (
+        structlog.dev.ConsoleRenderer(colors=out.isatty()) if use_console
+        else structlog.processors.JSONRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(out),
+        cache_logger_on_first_use=False,
+    )

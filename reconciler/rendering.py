@@ -1,0 +1,264 @@
+"""Resolve parameters with their provenance, select targets, render components.
+
+Precedence, lowest first (DESIGN §2): solution defaults < the instance's profile < instance
+params < site params from the root down to the target's site (general, then solution-scoped,
+at each level) < target params. General site and target params apply to the solutions that
+declare them; everything else must name a declared parameter (checked by validation).
+
+Pure: reads nothing but the :class:`~reconciler.model.Fleet` it is given. Called by
+validation (which turns problems into diagnostics) and by explain/plan/sync through it.
+"""
+
+from __future__ import annotations
+
+import graphlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reconciler.errors import TemplateError
+from reconciler.model import Fleet, Instance, Solution, Target
+from reconciler.provider_api import Component
+from reconciler.templating import has_template, render_value
+
+__all__ = [
+    "Origin",
+    "Placement",
+    "RenderProblem",
+    "ResolvedParam",
+    "component_order",
+    "render_placement",
+    "resolve_params",
+    "select_targets",
+    "template_context",
+]
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a parameter value was set."""
+
+    level: str  # "default", "profile:<name>", "instance", a hierarchy level name, "target"
+    obj: str  # "Solution/web", "Site/berlin", ...
+    path: str  # repository-relative file
+    line: int
+    field: str  # dotted field path of the setting
+
+    def format(self) -> str:
+        return f"{self.path}:{self.line} ({self.level}, {self.obj} {self.field})"
+
+
+@dataclass(frozen=True)
+class ResolvedParam:
+    name: str
+    value: Any
+    origin: Origin
+    overridden: tuple[Origin, ...] = ()  # lower-precedence settings this value replaced
+    secret: bool = False
+
+
+@dataclass(frozen=True)
+class RenderProblem:
+    """A problem found while resolving or rendering one (instance, target) pair."""
+
+    path: str
+    line: int
+    obj: str
+    field: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Placement:
+    """One instance on one target: resolved parameters and rendered components."""
+
+    instance: Instance
+    target: Target
+    solution: Solution
+    params: Mapping[str, ResolvedParam]
+    components: tuple[Component, ...]  # in dependsOn order
+    problems: tuple[RenderProblem, ...]
+
+    @property
+    def values(self) -> dict[str, Any]:
+        return {name: p.value for name, p in self.params.items()}
+
+
+def select_targets(fleet: Fleet, instance: Instance) -> list[Target]:
+    """Targets an instance deploys to: its names plus every target its selector matches."""
+    chosen: dict[str, Target] = {}
+    for name in instance.names:
+        target = fleet.targets.get(name)
+        if target is not None:
+            chosen[name] = target
+    sel = instance.selector
+    if sel is not None and (sel.sites or sel.match_labels):
+        roots = {s.name for ref in sel.sites if (s := fleet.find_site(ref)) is not None}
+        for target in fleet.targets.values():
+            if sel.sites:
+                chain = fleet.site_chains.get(target.site, ())
+                if not any(s.name in roots for s in chain):
+                    continue
+            if sel.match_labels:
+                labels = fleet.target_labels(target)
+                if any(labels.get(k) != v for k, v in sel.match_labels.items()):
+                    continue
+            chosen[target.name] = target
+    return sorted(chosen.values(), key=lambda t: t.name)
+
+
+def _layers(fleet: Fleet, instance: Instance, target: Target,
+            solution: Solution) -> Iterator[tuple[Origin, Mapping[str, Any], bool]]:
+    """Each layer of settings, lowest precedence first: (origin template, values, general)."""
+    src = solution.source
+    for name, param in solution.parameters.items():
+        if param.has_default:
+            yield (Origin("default", f"Solution/{solution.name}", src.path,
+                          src.line_of("spec", "parameters", name, "default"),
+                          f"spec.parameters.{name}.default"),
+                   {name: param.rules["default"]}, False)
+    if instance.profile and instance.profile in solution.profiles:
+        yield (Origin(f"profile:{instance.profile}", f"Solution/{solution.name}", src.path, 0,
+                      f"spec.profiles.{instance.profile}"),
+               solution.profiles[instance.profile], False)
+    yield (Origin("instance", f"Instance/{instance.name}", instance.source.path, 0,
+                  "spec.params"), instance.params, False)
+    for site in fleet.site_chains.get(target.site, ()):
+        level = fleet.site_level(site.name)
+        yield (Origin(level, f"Site/{site.name}", site.source.path, 0, "spec.params"),
+               site.params, True)
+        scoped = site.solution_params.get(solution.name)
+        if scoped:
+            yield (Origin(level, f"Site/{site.name}", site.source.path, 0,
+                          f"spec.solutionParams.{solution.name}"), scoped, False)
+    yield (Origin("target", f"Target/{target.name}", target.source.path, 0, "spec.params"),
+           target.params, True)
+
+
+def _source_of(fleet: Fleet, origin: Origin) -> Any:
+    kind, _, name = origin.obj.partition("/")
+    table: Mapping[str, Any] = {"Solution": fleet.solutions, "Instance": fleet.instances,
+                                "Site": fleet.sites, "Target": fleet.targets}[kind]
+    return table[name].source
+
+
+def resolve_params(fleet: Fleet, instance: Instance, target: Target,
+                   solution: Solution) -> dict[str, ResolvedParam]:
+    """Every declared parameter that has a value, with where the value came from."""
+    resolved: dict[str, ResolvedParam] = {}
+    for template, values, _general in _layers(fleet, instance, target, solution):
+        source = _source_of(fleet, template)
+        for name, value in values.items():
+            param = solution.parameters.get(name)
+            if param is None:
+                continue  # general params for other solutions; unknown names: validation
+            if template.line:
+                origin = template
+            else:
+                field_parts = [*template.field.split("."), name]
+                origin = Origin(template.level, template.obj, template.path,
+                                source.line_of(*field_parts), ".".join(field_parts))
+            previous = resolved.get(name)
+            overridden = (*previous.overridden, previous.origin) if previous else ()
+            resolved[name] = ResolvedParam(name, value, origin, overridden, param.secret)
+    return resolved
+
+
+def template_context(fleet: Fleet, instance: Instance, target: Target, solution: Solution,
+                     values: Mapping[str, Any]) -> dict[str, Any]:
+    site = fleet.sites.get(target.site)
+    return {
+        "params": dict(values),
+        "target": {"name": target.name, "labels": fleet.target_labels(target),
+                   "site": target.site},
+        "site": {"name": target.site, "path": fleet.site_path(target.site),
+                 "level": fleet.site_level(target.site) if site else "",
+                 "labels": fleet.site_labels(target.site)},
+        "instance": {"name": instance.name, "labels": dict(instance.labels)},
+        "solution": {"name": solution.name, "labels": dict(solution.labels)},
+    }
+
+
+def component_order(solution: Solution) -> list[str]:
+    """Component names in dependsOn order (declaration order among independent ones)."""
+    sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
+    names = [c.name for c in solution.components]
+    for comp in solution.components:
+        sorter.add(comp.name, *[d for d in comp.depends_on if d in names])
+    try:
+        sorter.prepare()
+    except graphlib.CycleError:
+        return names
+    order: list[str] = []
+    position = {n: i for i, n in enumerate(names)}
+    while sorter.is_active():
+        ready = sorted(sorter.get_ready(), key=lambda n: position.get(n, 0))
+        order.extend(ready)
+        sorter.done(*ready)
+    return order
+
+
+def _render(value: Any, context: Mapping[str, Any], where: str,
+            problems: list[tuple[str, str]], path: str) -> Any:
+    if isinstance(value, str):
+        if not has_template(value):
+            return value
+        try:
+            return render_value(value, context, source=where)
+        except TemplateError as exc:
+            problems.append((path, exc.message.removeprefix(where + ": ")))
+            return value
+    if isinstance(value, dict):
+        return {k: _render(v, context, where, problems, f"{path}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [_render(v, context, where, problems, f"{path}[{i}]")
+                for i, v in enumerate(value)]
+    return value
+
+
+def render_placement(fleet: Fleet, instance: Instance, target: Target, solution: Solution,
+                     *, revision: str = "", params: dict[str, ResolvedParam] | None = None
+                     ) -> Placement:
+    """Resolve and render one (instance, target) pair; problems are returned, not raised."""
+    resolved = params if params is not None else resolve_params(fleet, instance, target,
+                                                                solution)
+    values = {name: p.value for name, p in resolved.items()}
+    context = template_context(fleet, instance, target, solution, values)
+    problems: list[RenderProblem] = []
+    by_name = {c.name: c for c in solution.components}
+    components: list[Component] = []
+    src = solution.source
+    base_dir = fleet.root / solution.directory if solution.directory else fleet.root
+    secrets = frozenset(n for n, p in resolved.items() if p.secret)
+    for name in component_order(solution):
+        comp = by_name[name]
+        found: list[tuple[str, str]] = []
+        where = f"{src.path}: Solution/{solution.name}: spec.components[{comp.index}]"
+        props = _render(comp.properties, context, where, found,
+                        f"spec.components[{comp.index}].properties")
+        for fld, message in found:
+            parts = _split_field(fld)
+            problems.append(RenderProblem(src.path, src.line_of(*parts),
+                                          f"Solution/{solution.name}", fld, message))
+        components.append(Component(
+            name=comp.name, type=comp.type, properties=props, params=values,
+            instance=instance.name, solution=solution.name, target=target.name,
+            site=fleet.site_path(target.site), revision=revision, base_dir=Path(base_dir),
+            repo_root=fleet.root, depends_on=comp.depends_on, secret_params=secrets,
+            template_context=context))
+    return Placement(instance, target, solution, resolved, tuple(components), tuple(problems))
+
+
+def _split_field(fld: str) -> list[str | int]:
+    parts: list[str | int] = []
+    for chunk in fld.split("."):
+        while "[" in chunk:
+            head, _, rest = chunk.partition("[")
+            if head:
+                parts.append(head)
+            index, _, chunk = rest.partition("]")
+            parts.append(int(index))
+        if chunk:
+            parts.append(chunk)
+    return parts

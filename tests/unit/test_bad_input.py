@@ -1,0 +1,56 @@
+"""The bad-input corpus: each case under tests/badinput/cases/ is the valid base fleet
+(tests/badinput/base/) with one defect; validation must name it exactly, quickly, and not
+crash."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from reconciler.validation import validate_repository
+
+CORPUS = Path(__file__).resolve().parents[1] / "badinput"
+CASES = sorted(p.name for p in (CORPUS / "cases").iterdir() if p.is_dir())
+
+
+def build(case: str, tmp_path: Path) -> Path:
+    repo = tmp_path / "repo"
+    shutil.copytree(CORPUS / "base", repo, symlinks=True)
+    shutil.copytree(CORPUS / "cases" / case, repo, symlinks=True, dirs_exist_ok=True)
+    (repo / "expect.txt").unlink()
+    if case == "big-file":
+        with (repo / "huge.yaml").open("wb") as fh:
+            fh.write(b"# filler\n" * (50 * 1024 * 1024 // 9))
+            fh.write(b"\n" * (50 * 1024 * 1024 - fh.tell()))
+    return repo
+
+
+def expectations(case: str) -> list[str]:
+    text = (CORPUS / "cases" / case / "expect.txt").read_text()
+    return [line for line in text.splitlines() if line and not line.startswith("#")]
+
+
+def test_corpus_has_enough_cases() -> None:
+    assert len(CASES) >= 30
+
+
+def test_base_is_valid(tmp_path: Path) -> None:
+    report = validate_repository(CORPUS / "base")
+    assert [d.format() for d in report.errors] == []
+    assert [d.format() for d in report.diagnostics] == []
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_is_named(case: str, tmp_path: Path) -> None:
+    repo = build(case, tmp_path)
+    started = time.monotonic()
+    report = validate_repository(repo)
+    elapsed = time.monotonic() - started
+    lines = [d.format() for d in report.errors]
+    for expected in expectations(case):
+        assert any(expected in line for line in lines), f"{expected!r} not in {lines}"
+    assert not report.ok
+    assert elapsed < 1.0, f"{case} took {elapsed:.2f}s"
