@@ -68,6 +68,16 @@ class LocalPolicy:
     file_roots: tuple[Path, ...] = ()  # directories the file provider may write under
     allow_scripts: bool = False
     namespaces: frozenset[str] | None = None  # Kubernetes namespaces; None: any
+    # where relative paths of binding configs (file root, script workdir) resolve: the
+    # daemon's state directory; None when validating a repository without a site
+    base_dir: Path | None = None
+
+    def resolve(self, path: str) -> Path | None:
+        """A binding path made absolute, or None when it is relative and no site is known."""
+        candidate = Path(path)
+        if candidate.is_absolute():
+            return candidate
+        return None if self.base_dir is None else self.base_dir / candidate
 
     def allows_path(self, path: Path) -> bool:
         resolved = path.resolve()

@@ -1,0 +1,408 @@
+"""The built-in ``file`` provider: rendered files written atomically under a site-allowed root.
+
+Registered as the ``file`` entry point of ``reconciler.providers``; the core constructs one
+instance per Target binding (``config: {root: /abs/dir}``) and calls it per component, in the
+order described in ``reconciler.provider_api``.
+
+Component properties::
+
+    path: conf/app.ini        # relative to the binding's root, must stay under it
+    content: "..."            # inline, already templated by the core   } exactly one
+    template: files/app.ini   # a repository file, rendered here        }
+    mode: "0644"              # octal string or int, default 0644
+
+Decisions an operator can rely on:
+
+* Content that is a string is written as-is (UTF-8). Any other value (a whole-value template
+  such as ``${{ params.limits }}`` keeps its type) is written as JSON with a trailing newline.
+* Drift is detected by SHA-256 of the bytes on disk and by the permission bits.
+* A file is only ever removed (on delete, or when a component's ``path`` moved) when it is
+  still a regular file at the recorded path *and* its hash equals the one we recorded. A file
+  changed by hand since we wrote it is kept and delete raises ``PermanentError`` (reason
+  ``PruneConflict``), so the inventory keeps the entry and a human decides; a moved file's
+  old copy that was changed by hand is left in place with a warning. Symlinks are never
+  followed when removing. Parent directories are removed only when we created them and they
+  are empty, never the root itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import hashlib
+import json
+import os
+import re
+import stat
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import structlog
+
+from reconciler.errors import PermanentError, PolicyError
+from reconciler.provider_api import (
+    Component,
+    Health,
+    HealthReport,
+    LocalPolicy,
+    Observation,
+    Problem,
+    ProviderContext,
+    Record,
+)
+from reconciler.templating import render_text
+
+from ._paths import contained, is_regular_file, map_os_error, relative_path_problem, repo_file
+
+__all__ = ["FileProvider"]
+
+_CONFIG_KEYS = frozenset({"root"})
+_PROPERTY_KEYS = frozenset({"path", "content", "template", "mode"})
+_DEFAULT_MODE = 0o644
+_MODE_TEXT = re.compile(r"^0?[0-7]{3}$")
+_DIFF_LIMIT = 64 * 1024  # characters of diff kept for a plan; beyond that a summary suffices
+
+_log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class _Desired:
+    """One component's file as it should be on disk."""
+
+    path: Path
+    data: bytes
+    sha256: str
+    mode: int
+
+
+def _parse_mode(value: Any) -> tuple[int | None, str | None]:
+    """(mode, problem): ints as given (YAML ``0644`` is already octal), strings as octal."""
+    if isinstance(value, bool):
+        return None, "must be an octal string such as \"0644\""
+    if isinstance(value, int):
+        if 0 <= value <= 0o777:
+            return value, None
+        return None, (f"{value} is not a file mode (at most 0777, no setuid/setgid/sticky "
+                      "bits); write it as an octal string such as \"0644\"")
+    if isinstance(value, str) and _MODE_TEXT.match(value):
+        return int(value, 8), None
+    return None, f"{value!r} is not an octal mode such as \"0644\" (at most 0777)"
+
+
+def _encode(content: Any, what: str) -> bytes:
+    if isinstance(content, str):
+        return content.encode("utf-8")
+    try:
+        return (json.dumps(content, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise PermanentError(f"{what}: content cannot be written as JSON: {exc}") from None
+
+
+def _secret_values(component: Component) -> list[str]:
+    values = []
+    for name in component.secret_params:
+        value = component.params.get(name)
+        if value is None:
+            continue
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        if text:
+            values.append(text)
+    return values
+
+
+class FileProvider:
+    """Writes one file per component under the binding's ``root``."""
+
+    name: ClassVar[str] = "file"
+    untemplated: ClassVar[frozenset[str]] = frozenset()
+    path_properties: ClassVar[frozenset[str]] = frozenset({"template"})
+
+    def __init__(self, config: Mapping[str, Any], context: ProviderContext) -> None:
+        problems = self.check_config(config, context.policy)
+        if problems:
+            text = "; ".join(f"{p.field}: {p.message}" for p in problems)
+            message = f"file provider of binding {context.binding!r} on {context.target}: {text}"
+            if any("local policy" in p.message for p in problems):
+                raise PolicyError(message)
+            raise PermanentError(message, reason="InvalidConfig")
+        root = context.policy.resolve(config["root"])
+        if root is None:
+            raise PermanentError(f"file provider of binding {context.binding!r} on "
+                                 f"{context.target}: root: relative root without a site "
+                                 "state directory", reason="InvalidConfig")
+        self._root = root
+        self._context = context
+        self._log = _log.bind(provider=self.name, target=context.target, binding=context.binding)
+
+    # ---- validation (pure) ----------------------------------------------------------------
+
+    @classmethod
+    def check_config(cls, config: Mapping[str, Any], policy: LocalPolicy) -> Sequence[Problem]:
+        problems = [Problem(key, "unknown setting of the file provider (known: root)")
+                    for key in sorted(set(config) - _CONFIG_KEYS)]
+        root = config.get("root")
+        if root is None:
+            problems.append(Problem("root", "is required: the directory files are written under"))
+        elif not isinstance(root, str) or not root or "\0" in root:
+            problems.append(Problem("root", "must be a non-empty string"))
+        elif not Path(root).is_absolute() and ".." in Path(root).parts:
+            problems.append(Problem("root", f"{root!r}: a relative root (resolved under the "
+                                            "site's state directory) must not contain '..'"))
+        elif (resolved := policy.resolve(root)) is not None and not policy.allows_path(resolved):
+            allowed = ", ".join(str(r) for r in policy.file_roots) or "none"
+            problems.append(Problem("root", f"the local policy does not allow writing under "
+                                            f"{resolved} (allowed file roots: {allowed})"))
+        return problems
+
+    @classmethod
+    def check_properties(cls, properties: Mapping[str, Any]) -> Sequence[Problem]:
+        problems = [Problem(key, "unknown property of a file component (known: content, mode, "
+                                 "path, template)")
+                    for key in sorted(set(properties) - _PROPERTY_KEYS)]
+        if "path" not in properties:
+            problems.append(Problem("path", "is required: where to write, relative to the root"))
+        else:
+            problem = relative_path_problem(properties["path"], allow_parent=False)
+            if problem is not None:
+                problems.append(Problem("path", problem))
+        has_content, has_template = "content" in properties, "template" in properties
+        if has_content == has_template:
+            problems.append(Problem("content", "exactly one of content and template is required"))
+        if has_template:
+            problem = relative_path_problem(properties["template"], allow_parent=True)
+            if problem is not None:
+                problems.append(Problem("template", problem))
+        if "mode" in properties:
+            _, problem = _parse_mode(properties["mode"])
+            if problem is not None:
+                problems.append(Problem("mode", problem))
+        return problems
+
+    # ---- the provider calls --------------------------------------------------------------
+
+    def observe(self, component: Component, record: Record | None) -> Observation:
+        desired = self._desired(component)
+        rel = component.properties["path"]
+        try:
+            info = os.stat(desired.path, follow_symlinks=False)
+        except FileNotFoundError:
+            diff = self._diff(component, b"", desired.data, rel, created=True)
+            return Observation(exists=False, in_sync=False, diff=diff,
+                               message=f"{desired.path} does not exist")
+        except OSError as exc:
+            raise map_os_error(exc, f"component {component.key}: reading {rel}") from None
+        if not stat.S_ISREG(info.st_mode):
+            return Observation(exists=True, in_sync=False,
+                               message=f"{desired.path} exists but is not a regular file")
+        current = self._read(desired.path, component)
+        notes = []
+        moved_from = record.data.get("path") if record is not None else None
+        if moved_from is not None and moved_from != str(desired.path):
+            notes.append(f"path changed from {moved_from} to {desired.path}")
+        mode = stat.S_IMODE(info.st_mode)
+        if mode != desired.mode:
+            notes.append(f"mode {mode:04o} -> {desired.mode:04o}")
+        diff = ""
+        if hashlib.sha256(current).hexdigest() != desired.sha256:
+            notes.append("content differs")
+            diff = self._diff(component, current, desired.data, rel, created=False)
+        return Observation(exists=True, in_sync=not notes, diff=diff, message="; ".join(notes))
+
+    def apply(self, component: Component, record: Record | None) -> Record:
+        desired = self._desired(component)
+        what = f"component {component.key}: writing {component.properties['path']}"
+        created = self._make_parents(desired.path.parent, what)
+        self._write(desired, what)
+        dirs = set(created)
+        if record is not None:
+            old_dirs = [Path(d) for d in record.data.get("dirs", ())]
+            dirs.update(str(d) for d in old_dirs if desired.path.is_relative_to(d))
+            old = record.data.get("path")
+            if old is not None and old != str(desired.path):
+                self._prune(record, component.key, strict=False)
+        self._log.info("file_written", component=component.key, path=str(desired.path),
+                       sha256=desired.sha256, mode=f"{desired.mode:04o}")
+        return Record(provider=self.name, binding=self._context.binding, data={
+            "path": str(desired.path), "sha256": desired.sha256, "mode": desired.mode,
+            "dirs": sorted(dirs), "component": component.key,
+        })
+
+    def delete(self, record: Record) -> None:
+        self._prune(record, str(record.data.get("component", "?")), strict=True)
+
+    def health(self, component: Component, record: Record) -> HealthReport:
+        path = Path(str(record.data.get("path", "")))
+        if not is_regular_file(path):
+            return HealthReport(Health.DEGRADED, f"{path} is missing or not a regular file")
+        try:
+            current = path.read_bytes()
+        except OSError as exc:
+            return HealthReport(Health.DEGRADED, f"{path} cannot be read: {exc.strerror}")
+        if hashlib.sha256(current).hexdigest() != record.data.get("sha256"):
+            return HealthReport(Health.DEGRADED, f"{path} was changed since it was written")
+        return HealthReport(Health.HEALTHY)
+
+    # ---- helpers -------------------------------------------------------------------------
+
+    def _desired(self, component: Component) -> _Desired:
+        props = component.properties
+        rel = props.get("path")
+        what = f"component {component.key}: path"
+        problem = relative_path_problem(rel, allow_parent=False)
+        if problem is not None:
+            raise PermanentError(f"{what}: {problem}")
+        path = contained(self._root, str(rel), what=what)
+        mode, problem = _parse_mode(props.get("mode", _DEFAULT_MODE))
+        if mode is None:
+            raise PermanentError(f"component {component.key}: mode: {problem}")
+        if "template" in props:
+            data = self._render_template(component, str(props["template"]))
+        else:
+            data = _encode(props.get("content"), f"component {component.key}")
+        return _Desired(path, data, hashlib.sha256(data).hexdigest(), mode)
+
+    def _render_template(self, component: Component, template: str) -> bytes:
+        what = f"component {component.key}: template"
+        source = repo_file(component.base_dir, component.repo_root, template, what=what)
+        try:
+            text = source.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise PermanentError(f"{what}: {template} is not UTF-8 text") from None
+        except OSError as exc:
+            raise map_os_error(exc, what) from None
+        rel = source.relative_to(component.repo_root.resolve()).as_posix()
+        return render_text(text, component.template_context, source=rel).encode("utf-8")
+
+    def _read(self, path: Path, component: Component) -> bytes:
+        try:
+            with open(path, "rb", opener=_nofollow) as handle:
+                return handle.read()
+        except OSError as exc:
+            raise map_os_error(exc, f"component {component.key}: reading {path}") from None
+
+    def _diff(self, component: Component, old: bytes, new: bytes, rel: str, *,
+              created: bool) -> str:
+        secrets = _secret_values(component)
+        old_text = old.decode("utf-8", errors="replace")
+        new_text = new.decode("utf-8", errors="replace")
+        if any(secret in old_text or secret in new_text for secret in secrets):
+            return "content differs (contains secret values, not shown)"
+        lines = difflib.unified_diff(
+            old_text.splitlines(keepends=True), new_text.splitlines(keepends=True),
+            fromfile="/dev/null" if created else f"a/{rel}", tofile=f"b/{rel}")
+        diff = "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n"
+                       for line in lines)
+        if len(diff) > _DIFF_LIMIT:
+            diff = diff[:_DIFF_LIMIT] + f"\n[diff truncated: {len(diff)} characters in all]\n"
+        return diff
+
+    def _make_parents(self, parent: Path, what: str) -> list[str]:
+        """Create the missing directories between the root and ``parent``; return them."""
+        missing = []
+        current = parent
+        while not current.exists():
+            missing.append(current)
+            current = current.parent
+        created = []
+        for directory in reversed(missing):
+            try:
+                directory.mkdir(mode=0o755)
+                # mkdir's mode is narrowed by the umask; the contract is 0755 like any /etc dir
+                os.chmod(directory, 0o755)  # noqa: S103
+            except FileExistsError:
+                continue  # made concurrently by another writer: not ours to remove later
+            except OSError as exc:
+                raise map_os_error(exc, what) from None
+            created.append(str(directory))
+        if not current.is_dir():
+            raise PermanentError(f"{what}: {current} exists but is not a directory")
+        return created
+
+    def _write(self, desired: _Desired, what: str) -> None:
+        """Write via a temp file in the same directory, so readers never see half a file."""
+        directory = desired.path.parent
+        try:
+            fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{desired.path.name}.",
+                                        suffix=".tmp")
+        except OSError as exc:
+            raise map_os_error(exc, what) from None
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(desired.data)
+                handle.flush()
+                os.fsync(handle.fileno())
+                os.fchmod(handle.fileno(), desired.mode)
+            os.replace(temp, desired.path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise map_os_error(exc, what) from None
+        _fsync_dir(directory)
+
+    def _prune(self, record: Record, key: str, *, strict: bool) -> None:
+        """Remove the recorded file if it is still what we wrote (see the module docstring)."""
+        raw = record.data.get("path")
+        if not raw:
+            return
+        path = Path(str(raw))
+        what = f"file {path} (component {key})"
+        try:
+            info = os.stat(path, follow_symlinks=False)
+        except FileNotFoundError:
+            self._remove_dirs(path.parent, record)
+            return
+        except OSError as exc:
+            raise map_os_error(exc, what) from None
+        current = None
+        if stat.S_ISREG(info.st_mode):
+            with contextlib.suppress(OSError):
+                current = hashlib.sha256(path.read_bytes()).hexdigest()
+        if current is None or current != record.data.get("sha256"):
+            kind = "changed since it was written" if stat.S_ISREG(info.st_mode) else (
+                "no longer a regular file")
+            if strict:
+                raise PermanentError(f"{what} is {kind}; it was not removed: remove it by "
+                                     "hand or restore its content", reason="PruneConflict")
+            self._log.warning("file_prune_skipped", path=str(path), component=key, why=kind)
+            return
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise map_os_error(exc, f"removing {what}") from None
+        _fsync_dir(path.parent)
+        self._remove_dirs(path.parent, record)
+        self._log.info("file_removed", path=str(path), component=key)
+
+    def _remove_dirs(self, directory: Path, record: Record) -> None:
+        """Remove empty directories we created, from ``directory`` up, never the root."""
+        ours = {str(d) for d in record.data.get("dirs", ())}
+        root = self._root.resolve()
+        while directory != root and directory.is_relative_to(root) and str(directory) in ours:
+            try:
+                directory.rmdir()
+            except OSError:
+                return  # not empty (or already gone): it holds something else
+            directory = directory.parent
+
+
+def _nofollow(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NOFOLLOW)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename or unlink durable: a power cut must not bring back the old file."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on directories; the rename itself happened
+    finally:
+        os.close(fd)

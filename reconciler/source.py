@@ -1,0 +1,330 @@
+"""The fleet repository as the daemon sees it: a bare mirror, a resolved commit, an export.
+
+``GitSource`` keeps a bare repository in the state directory, fetches only the tracked branch
+and the tags (never the status branches, so the daemon's own status pushes never look like new
+work), resolves the tracked ref — a branch, a tag, or the newest tag in a semver range — to a
+commit, and exports that commit's tree into ``checkouts/<sha>/``. Manifests are always read
+from such an export, never from a tree a human edits. ``LocalWatcher`` turns file changes in a
+local repository (development) into triggers.
+
+Called by the reconcile pipeline (``reconciler.pipeline``) and the daemon.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import git
+import semver
+import structlog
+
+from reconciler.errors import ConfigError, SourceError
+
+__all__ = ["GitSource", "LocalWatcher", "RefSpec", "Revision", "parse_ref"]
+
+_log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class RefSpec:
+    kind: str  # "branch", "tag", "semver", "auto"
+    value: str
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.value}"
+
+
+def parse_ref(ref: str) -> RefSpec:
+    """``main``, ``branch:main``, ``tag:v1.2.0``, ``semver:>=1.2.0 <2.0.0`` (or ``^1.2``)."""
+    kind, sep, value = ref.partition(":")
+    if sep and kind in ("branch", "tag", "semver"):
+        if kind == "semver":
+            _semver_predicates(value)  # raises ConfigError when malformed
+        return RefSpec(kind, value.strip())
+    if ref.startswith("refs/heads/"):
+        return RefSpec("branch", ref.removeprefix("refs/heads/"))
+    if ref.startswith("refs/tags/"):
+        return RefSpec("tag", ref.removeprefix("refs/tags/"))
+    return RefSpec("auto", ref)
+
+
+def _semver_predicates(expr: str) -> list[str]:
+    """Normalise ``^1.2``, ``~1.2``, ``1.2.x`` and comparison lists into comparisons."""
+    out: list[str] = []
+    for raw in expr.replace(",", " ").split():
+        token = raw.strip()
+        try:
+            if token.startswith("^"):
+                v = _loose(token[1:])
+                upper = v.bump_major() if v.major else (v.bump_minor() if v.minor
+                                                        else v.bump_patch())
+                out += [f">={v}", f"<{upper}"]
+            elif token.startswith("~"):
+                v = _loose(token[1:])
+                out += [f">={v}", f"<{v.bump_minor()}"]
+            elif token.endswith((".x", ".*")):
+                parts = token[:-2].split(".")
+                v = _loose(token[:-2])
+                upper = v.bump_major() if len(parts) == 1 else v.bump_minor()
+                out += [f">={v}", f"<{upper}"]
+            elif token[0] in "<>=!":
+                op = token.rstrip("0123456789.").rstrip() if False else ""
+                op = "".join(ch for ch in token[:2] if ch in "<>=!")
+                out.append(f"{op}{_loose(token[len(op):])}")
+            else:
+                out.append(f"=={_loose(token)}")
+        except ValueError as exc:
+            raise ConfigError(f"repo.ref: invalid semver range '{expr}': {exc}") from None
+    if not out:
+        raise ConfigError(f"repo.ref: empty semver range '{expr}'")
+    return out
+
+
+def _loose(text: str) -> semver.Version:
+    text = text.strip().lstrip("v")
+    parts = text.split("-", 1)[0].split("+", 1)[0].split(".")
+    while len(parts) < 3:
+        parts.append("0")
+    rest = text[len(text.split("-", 1)[0].split("+", 1)[0]):]
+    return semver.Version.parse(".".join(parts[:3]) + rest)
+
+
+@dataclass(frozen=True)
+class Revision:
+    commit: str
+    ref: str  # the full ref it was resolved from
+    subject: str = ""
+
+    @property
+    def short(self) -> str:
+        return self.commit[:12]
+
+
+class GitSource:
+    """A bare mirror of the fleet repository in the daemon's state directory."""
+
+    def __init__(self, url: str, ref: str, state_dir: Path, *, ssh_key: Path | None = None,
+                 token_file: Path | None = None, timeout: int = 120) -> None:
+        self.url = url
+        self.ref = parse_ref(ref)
+        self.git_dir = state_dir / "repo.git"
+        self.checkouts = state_dir / "checkouts"
+        self.ssh_key = ssh_key
+        self.token_file = token_file
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._repo: git.Repo | None = None
+
+    # -- git plumbing ------------------------------------------------------------------
+    def env(self) -> dict[str, str]:
+        env = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false", "LC_ALL": "C"}
+        if self.ssh_key is not None:
+            env["GIT_SSH_COMMAND"] = (f"ssh -i {self.ssh_key} -o IdentitiesOnly=yes "
+                                      "-o BatchMode=yes -o StrictHostKeyChecking=accept-new")
+        if self.token_file is not None:
+            try:
+                token = self.token_file.read_text().strip()
+            except OSError as exc:
+                raise SourceError(f"repo.tokenFile {self.token_file}: {exc.strerror}") from None
+            # through the environment, so the token never appears in a process list
+            env.update({"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
+                        "GIT_CONFIG_VALUE_0": f"Authorization: Bearer {token}"})
+        return env
+
+    @property
+    def repo(self) -> git.Repo:
+        if self._repo is None:
+            self.git_dir.parent.mkdir(parents=True, exist_ok=True)
+            if not (self.git_dir / "HEAD").exists():
+                git.Repo.init(self.git_dir, bare=True)
+            self._repo = git.Repo(self.git_dir)
+        return self._repo
+
+    def _git(self, *args: str, network: bool = False) -> str:
+        try:
+            with self.repo.git.custom_environment(**self.env()):
+                out = self.repo.git.execute(
+                    ["git", *args], kill_after_timeout=self.timeout if network else None,
+                    with_extended_output=False, strip_newline_in_stdout=True)
+            return str(out)
+        except git.GitCommandError as exc:
+            stderr = (exc.stderr or "").strip().replace(self.url, "<repo>")
+            raise SourceError(f"git {args[0]} failed: {stderr[-500:] or exc.status}") from None
+
+    # -- fetch and resolve -------------------------------------------------------------
+    def fetch(self) -> None:
+        """Fetch the tracked branch and the tags; raises SourceError when unreachable."""
+        with self._lock:
+            specs = ["+refs/tags/*:refs/tags/*"]
+            if self.ref.kind in ("branch", "auto"):
+                specs.insert(0, f"+refs/heads/{self.ref.value}:refs/heads/{self.ref.value}")
+            started = time.monotonic()
+            self._git("fetch", "--prune", "--no-write-fetch-head", "--quiet", self.url, *specs,
+                      network=True)
+            _log.debug("source_fetched", ref=self.ref.describe(),
+                       seconds=round(time.monotonic() - started, 3))
+
+    def _ref_commit(self, full: str) -> str | None:
+        try:
+            return self._git("rev-parse", "--verify", "--quiet", f"{full}^{{commit}}")
+        except SourceError:
+            return None
+
+    def resolve(self) -> Revision:
+        """The commit the tracked ref points at in the local mirror."""
+        kind, value = self.ref.kind, self.ref.value
+        candidates: list[str] = []
+        if kind in ("branch", "auto"):
+            candidates.append(f"refs/heads/{value}")
+        if kind in ("tag", "auto"):
+            candidates.append(f"refs/tags/{value}")
+        if kind == "semver":
+            full = self._newest_tag(value)
+            if full is None:
+                raise SourceError(f"no tag matches the semver range '{value}'")
+            candidates.append(full)
+        for full in candidates:
+            commit = self._ref_commit(full)
+            if commit:
+                subject = self._git("log", "-1", "--format=%s", commit)
+                return Revision(commit, full, subject)
+        raise SourceError(f"ref {self.ref.describe()} not found in {self.url_for_humans()}")
+
+    def _newest_tag(self, expr: str) -> str | None:
+        predicates = _semver_predicates(expr)
+        best: tuple[semver.Version, str] | None = None
+        listing = self._git("for-each-ref", "--format=%(refname)", "refs/tags")
+        for full in listing.splitlines():
+            name = full.removeprefix("refs/tags/")
+            if "/" in name:  # solution releases (<solution>/v1.2.3) are not fleet releases
+                continue
+            try:
+                version = _loose(name)
+            except ValueError:
+                continue
+            if all(version.match(p) for p in predicates) and (best is None or version > best[0]):
+                best = (version, full)
+        return best[1] if best else None
+
+    def tags_at(self, commit: str) -> list[str]:
+        out = self._git("tag", "--points-at", commit)
+        return [t for t in out.splitlines() if t]
+
+    def remote_commit(self) -> str | None:
+        """The tracked ref's commit on the server (one round trip), or None when unknown."""
+        if self.ref.kind == "semver":
+            return None
+        prefix = "refs/heads/" if self.ref.kind in ("branch", "auto") else "refs/tags/"
+        try:
+            out = self._git("ls-remote", self.url, prefix + self.ref.value, network=True)
+        except SourceError:
+            return None
+        return out.split()[0] if out.strip() else None
+
+    def url_for_humans(self) -> str:
+        url = self.url
+        if "@" in url and "://" in url:  # drop credentials in https://user:pass@host/
+            scheme, rest = url.split("://", 1)
+            url = f"{scheme}://{rest.split('@', 1)[1]}"
+        return url
+
+    # -- checkouts ---------------------------------------------------------------------
+    def checkout(self, commit: str) -> Path:
+        """Export ``commit``'s tree to ``checkouts/<commit>`` (once) and return the path."""
+        dest = self.checkouts / commit
+        if dest.is_dir():
+            return dest
+        self.checkouts.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{commit[:12]}-", dir=self.checkouts))
+        try:
+            proc = subprocess.Popen(["git", f"--git-dir={self.git_dir}", "archive",
+                                     "--format=tar", commit], stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, env={**os.environ, **self.env()})
+            assert proc.stdout is not None
+            with tarfile.open(fileobj=proc.stdout, mode="r|") as archive:
+                # "tar" keeps symlinks as they are (validation reports escaping ones) but
+                # refuses member names that would land outside the destination
+                archive.extractall(tmp, filter="tar")
+            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            if proc.wait() != 0:
+                raise SourceError(f"git archive {commit[:12]} failed: {err.strip()[-300:]}")
+            os.replace(tmp, dest)
+        except (OSError, tarfile.TarError) as exc:
+            raise SourceError(f"cannot export {commit[:12]}: {exc}") from None
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return dest
+
+    def prune_checkouts(self, keep: set[str]) -> None:
+        if not self.checkouts.is_dir():
+            return
+        for entry in self.checkouts.iterdir():
+            if entry.name not in keep:
+                shutil.rmtree(entry, ignore_errors=True)
+
+
+class LocalWatcher:
+    """Calls ``trigger`` when files of a local repository change (debounced).
+
+    Events inside ``.git`` count only when they touch refs or HEAD (a commit, a checkout),
+    and never for status branches, so the daemon's own status commits to a local repository
+    do not trigger it.
+    """
+
+    IGNORED = ("reconciler-status", "reconciler-fleet-status", "/objects/", "/logs/",
+               "/refs/reconciler/", "index.lock", "FETCH_HEAD", "ORIG_HEAD")
+
+    def __init__(self, path: Path, trigger: Callable[[str], None], *, debounce: float = 0.5,
+                 extra_ignored: tuple[str, ...] = ()) -> None:
+        from watchdog.events import FileSystemEvent, FileSystemEventHandler
+        from watchdog.observers import Observer
+
+        self.path = path
+        self.debounce = debounce
+        self.ignored = self.IGNORED + extra_ignored
+        self._trigger = trigger
+        self._timer: threading.Timer | None = None
+        self._lock = threading.Lock()
+        watcher = self
+
+        class Handler(FileSystemEventHandler):
+            def on_any_event(self, event: FileSystemEvent) -> None:
+                src = event.src_path
+                watcher.on_change(src if isinstance(src, str) else src.decode(errors="replace"))
+
+        self._observer = Observer()
+        self._observer.schedule(Handler(), str(path), recursive=True)
+
+    def on_change(self, path: str) -> None:
+        if any(part in path for part in self.ignored):
+            return
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = threading.Timer(self.debounce, self._trigger, args=("file-change",))
+            self._timer.daemon = True
+            self._timer.start()
+
+    def start(self) -> None:
+        self._observer.start()
+
+    def stop(self) -> None:
+        self._observer.stop()
+        self._observer.join(timeout=5)
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+
+
+def env_for_tests() -> Mapping[str, str]:  # pragma: no cover - helper for humans debugging
+    return {"GIT_TRACE": "1"}
