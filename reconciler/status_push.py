@@ -158,6 +158,7 @@ class StatusPublisher:
         self._max_retry_delay = max_retry_delay
         self._timeout = timeout
         self._prefix = f"status/{site_path}/"
+        self._prefixes: tuple[str, ...] = (self._prefix,)
         self._local_ref = LOCAL_REF_PREFIX + branch
         self._tracking_ref = TRACKING_REF_PREFIX + branch
         self._lock = threading.Lock()
@@ -171,6 +172,18 @@ class StatusPublisher:
                               "valid git branch name")
 
     # ---------------------------------------------------------------- public API
+
+    def set_sites(self, site_paths: list[str]) -> None:
+        """The sites whose status directories this publisher owns (a daemon serving a
+        subtree owns the directory of every site in it); ``site_path`` always included."""
+        paths = [site_path.strip("/") for site_path in site_paths]
+        for path in paths:
+            if not (path == self.site_path or path.startswith(self.site_path + "/")) or any(
+                    part in ("", ".", "..") for part in path.split("/")):
+                raise ConfigError(f"status: site {path!r} is not inside {self.site_path!r}")
+        with self._lock:
+            self._prefixes = tuple(dict.fromkeys([self._prefix, *(f"status/{p}/"
+                                                                  for p in paths)]))
 
     def publish(self, files: Mapping[str, bytes], message: str) -> PublishResult:
         """Make the site's status files on the branch exactly ``files``, commit if that
@@ -283,14 +296,16 @@ class StatusPublisher:
 
     def _check_paths(self, files: Mapping[str, bytes]) -> None:
         for path in files:
-            name = path[len(self._prefix):] if path.startswith(self._prefix) else ""
-            # Only files directly in our directory are ours: status/a/b/c/ belongs to site
+            prefix = next((p for p in self._prefixes if path.startswith(p)
+                           and "/" not in path[len(p):]), "")
+            name = path[len(prefix):] if prefix else ""
+            # Only files directly in our directories are ours: status/a/b/c/ belongs to site
             # a/b/c, which may share the branch (SHARED layout) with site a/b.
             if not name or "/" in name or name in (".", "..") or any(
                     c in name for c in "\0\n\r"):
                 raise StatusPushError(
                     f"status file {path!r} of site {self.site_path} is not directly under "
-                    f"{self._prefix}", reason="InvalidStatusPath")
+                    f"{' or '.join(self._prefixes)}", reason="InvalidStatusPath")
 
     def _hash_blobs(self, files: Mapping[str, bytes]) -> dict[str, str]:
         """Write every file as a blob; returns path -> blob id."""
@@ -317,7 +332,7 @@ class StatusPublisher:
                 self._git("read-tree", "--empty", index=index)
             else:
                 self._git("read-tree", base, index=index)
-                listed = self._git("ls-tree", "-z", base, "--", self._prefix).stdout
+                listed = self._git("ls-tree", "-z", base, "--", *self._prefixes).stdout
                 for entry in listed.decode("utf-8", "surrogateescape").split("\0"):
                     if not entry:
                         continue

@@ -1,0 +1,292 @@
+"""Apply one target: observe, apply in dependency order, wait for health, prune.
+
+One reconcile of one target is a sequence of steps that stops at the first failure (later
+components are reported as not attempted), in the manner of Flux's kustomize-controller:
+
+1. for each desired component (instances in name order, components in ``dependsOn`` order):
+   ``observe``; when not in sync, ``apply`` and record the result in the inventory at once;
+   then wait for health (polling until Healthy, Degraded, the timeout, or cancellation);
+2. when every component succeeded: prune inventory entries that are no longer desired, in
+   reverse apply order; a failed prune stays in the inventory and is retried next run.
+
+Transient provider errors are retried with exponential backoff; permanent ones fail at once.
+A provider that raises anything else is treated as a permanent failure of that component.
+``cancelled()`` (shutdown, or a newer revision arrived) stops the run between steps and
+abandons health waits. Called by the pipeline for every target.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import structlog
+
+from reconciler.bindings import ProviderSet
+from reconciler.errors import PermanentError, ReconcilerError, TransientError
+from reconciler.inventory import Entry, Inventory
+from reconciler.model import Target
+from reconciler.planning import prunes
+from reconciler.provider_api import Component, Health, Provider, Record
+from reconciler.rendering import Placement
+
+__all__ = ["ComponentPhase", "ComponentResult", "RetryPolicy", "TargetResult",
+           "reconcile_target"]
+
+_log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+
+class ComponentPhase(enum.Enum):
+    READY = "Ready"  # in sync and healthy
+    PROGRESSING = "Progressing"  # applied, not healthy yet (wait abandoned)
+    DEGRADED = "Degraded"  # in sync but reports unhealthy
+    FAILED = "Failed"
+    SKIPPED = "Skipped"  # not attempted: an earlier step failed or the run was cancelled
+    SUSPENDED = "Suspended"
+    PRUNED = "Pruned"
+    PRUNE_FAILED = "PruneFailed"
+
+
+@dataclass(frozen=True)
+class ComponentResult:
+    key: str
+    instance: str
+    component: str
+    provider: str
+    phase: ComponentPhase
+    message: str = ""
+    revision: str = ""  # revision the live state corresponds to
+    applied: bool = False
+    drifted: bool = False  # was out of sync although its inputs had not changed
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    retries: int = 3
+    delay: float = 5.0
+    max_delay: float = 300.0
+    health_timeout: float = 300.0
+    health_poll: float = 2.0
+
+
+@dataclass(frozen=True)
+class TargetResult:
+    target: str
+    revision: str
+    components: tuple[ComponentResult, ...]
+    cancelled: bool = False
+    duration: float = 0.0
+    provider_calls: dict[str, int] = field(default_factory=dict, compare=False)
+
+    def count(self, *phases: ComponentPhase) -> int:
+        return sum(1 for c in self.components if c.phase in phases)
+
+    @property
+    def applied(self) -> int:
+        return sum(1 for c in self.components if c.applied)
+
+    @property
+    def drifted(self) -> int:
+        return sum(1 for c in self.components if c.drifted)
+
+    @property
+    def pruned(self) -> int:
+        return self.count(ComponentPhase.PRUNED)
+
+    @property
+    def failed(self) -> int:
+        return self.count(ComponentPhase.FAILED, ComponentPhase.PRUNE_FAILED)
+
+    @property
+    def succeeded(self) -> bool:
+        return not self.failed and not self.cancelled and not self.count(
+            ComponentPhase.PROGRESSING)
+
+
+class _Stop(Exception):
+    """The run was cancelled between steps."""
+
+
+class _Runner:
+    def __init__(self, target: Target, providers: ProviderSet, inventory: Inventory,
+                 revision: str, retry: RetryPolicy, cancelled: Callable[[], bool]) -> None:
+        self.target = target
+        self.providers = providers
+        self.inventory = inventory
+        self.revision = revision
+        self.retry = retry
+        self.cancelled = cancelled
+        self.calls: dict[str, int] = {}
+        self.log = _log.bind(target=target.name, revision=revision[:12])
+
+    def call(self, what: str, fn: Callable[[], T]) -> T:
+        """Run a provider call with retries; only ReconcilerError leaves."""
+        attempt = 0
+        while True:
+            self.calls[what] = self.calls.get(what, 0) + 1
+            try:
+                return fn()
+            except TransientError as exc:
+                if attempt >= self.retry.retries or self.cancelled():
+                    raise
+                delay = min(self.retry.max_delay,
+                            max(exc.delay or 0.0, self.retry.delay * (2 ** attempt)))
+                self.log.warning("provider_call_retried", call=what, attempt=attempt + 1,
+                                 delay=round(delay, 2), error=exc.message)
+                self.sleep(delay)
+                attempt += 1
+            except ReconcilerError:
+                raise
+            except Exception as exc:  # a provider bug: fail the component, keep the daemon
+                self.log.exception("provider_crashed", call=what)
+                raise PermanentError(f"provider crashed in {what}: {type(exc).__name__}: {exc}",
+                                     reason="ProviderCrashed") from exc
+
+    def sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.cancelled():
+                return
+            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+
+    def wait_healthy(self, provider: Provider, comp: Component, record: Record
+                     ) -> tuple[ComponentPhase, str]:
+        timeout = float(comp.properties.get("healthTimeout", self.retry.health_timeout)) \
+            if isinstance(comp.properties.get("healthTimeout"), int | float) \
+            else self.retry.health_timeout
+        deadline = time.monotonic() + timeout
+        message = ""
+        while True:
+            try:
+                self.calls["health"] = self.calls.get("health", 0) + 1
+                report = provider.health(comp, record)
+            except TransientError as exc:
+                report = None
+                message = exc.message
+            except ReconcilerError as exc:
+                return ComponentPhase.FAILED, f"health check failed: {exc.message}"
+            except Exception as exc:
+                self.log.exception("provider_crashed", call="health")
+                return ComponentPhase.FAILED, f"provider crashed in health: {exc}"
+            if report is not None:
+                message = report.message
+                if report.state is Health.HEALTHY:
+                    return ComponentPhase.READY, message
+                if report.state is Health.DEGRADED:
+                    return ComponentPhase.FAILED, f"unhealthy: {message}"
+            if self.cancelled():
+                return ComponentPhase.PROGRESSING, "health wait abandoned" + (
+                    f" ({message})" if message else "")
+            if time.monotonic() >= deadline:
+                return ComponentPhase.FAILED, (f"not healthy after {timeout:g}s"
+                                               + (f": {message}" if message else ""))
+            self.sleep(self.retry.health_poll)
+
+    def component(self, placement: Placement, comp: Component, order: int) -> ComponentResult:
+        binding = self.target.binding(comp.type)
+        base: dict[str, Any] = {"key": comp.key, "instance": comp.instance,
+                                "component": comp.name}
+        if binding is None:
+            return ComponentResult(**base, provider="", phase=ComponentPhase.FAILED,
+                                   message=f"no binding for role '{comp.type}'")
+        log = self.log.bind(instance=comp.instance, component=comp.name,
+                            provider=binding.provider)
+        entry = self.inventory.get(comp.key)
+        try:
+            provider = self.providers.for_binding(binding)
+            if entry is not None and (entry.record.provider != binding.provider
+                                      or entry.record.binding != binding.role):
+                # moved to another provider or binding: remove what the old one applied first
+                self.prune(entry)
+                entry = None
+            record = entry.record if entry is not None else None
+            obs = self.call("observe", lambda: provider.observe(comp, record))
+            if obs.in_sync and entry is not None:
+                if entry.order != order:
+                    self.inventory.reorder({comp.key: order})
+                health = self.call("health", lambda: provider.health(comp, entry.record))
+                phase = {Health.HEALTHY: ComponentPhase.READY,
+                         Health.PROGRESSING: ComponentPhase.PROGRESSING,
+                         Health.DEGRADED: ComponentPhase.DEGRADED}[health.state]
+                return ComponentResult(**base, provider=binding.provider, phase=phase,
+                                       message=health.message, revision=entry.revision)
+            drifted = entry is not None and obs.exists and entry.revision == self.revision
+            new_record = self.call("apply", lambda: provider.apply(comp, record))
+            self.inventory.put(comp.key, new_record, binding.config, self.revision, order)
+            log.info("component_applied", action="update" if obs.exists else "create",
+                     drifted=drifted, diff=obs.diff[:2000] if obs.diff else None)
+            phase, message = self.wait_healthy(provider, comp, new_record)
+            if phase is ComponentPhase.READY:
+                message = message or ("drift repaired" if drifted else "applied")
+            return ComponentResult(**base, provider=binding.provider, phase=phase,
+                                   message=message, revision=self.revision, applied=True,
+                                   drifted=drifted)
+        except ReconcilerError as exc:
+            log.warning("component_failed", reason=exc.reason, error=exc.message)
+            return ComponentResult(**base, provider=binding.provider,
+                                   phase=ComponentPhase.FAILED, message=exc.message,
+                                   revision=entry.revision if entry else "")
+
+    def prune(self, entry: Entry) -> ComponentResult:
+        instance, _, name = entry.key.partition("/")
+        base: dict[str, Any] = {"key": entry.key, "instance": instance, "component": name,
+                                "provider": entry.record.provider}
+        try:
+            provider = self.providers.get(entry.record.provider, entry.record.binding,
+                                          entry.binding_config)
+            self.call("delete", lambda: provider.delete(entry.record))
+        except ReconcilerError as exc:
+            self.log.warning("component_prune_failed", instance=instance, component=name,
+                             error=exc.message)
+            return ComponentResult(**base, phase=ComponentPhase.PRUNE_FAILED,
+                                   message=f"prune failed (kept, retried next run): "
+                                           f"{exc.message}", revision=entry.revision)
+        self.inventory.remove(entry.key)
+        self.log.info("component_pruned", instance=instance, component=name,
+                      provider=entry.record.provider)
+        return ComponentResult(**base, phase=ComponentPhase.PRUNED, message="pruned",
+                               revision=entry.revision)
+
+
+def reconcile_target(target: Target, placements: Sequence[Placement], providers: ProviderSet,
+                     inventory: Inventory, revision: str, *, retry: RetryPolicy,
+                     cancelled: Callable[[], bool] = lambda: False) -> TargetResult:
+    started = time.monotonic()
+    runner = _Runner(target, providers, inventory, revision, retry, cancelled)
+    results: list[ComponentResult] = []
+    stopped = False
+    order = 0
+    for placement in placements:
+        for comp in placement.components:
+            binding = target.binding(comp.type)
+            provider_name = binding.provider if binding else ""
+            base: dict[str, Any] = {"key": comp.key, "instance": comp.instance,
+                                    "component": comp.name, "provider": provider_name}
+            if placement.instance.suspend:
+                entry = inventory.get(comp.key)
+                results.append(ComponentResult(**base, phase=ComponentPhase.SUSPENDED,
+                                               message="instance suspended",
+                                               revision=entry.revision if entry else ""))
+                continue
+            if stopped or cancelled():
+                stopped = stopped or cancelled()
+                why = "run cancelled" if cancelled() else "not attempted: an earlier step failed"
+                results.append(ComponentResult(**base, phase=ComponentPhase.SKIPPED,
+                                               message=why))
+                continue
+            result = runner.component(placement, comp, order)
+            order += 1
+            results.append(result)
+            if result.phase in (ComponentPhase.FAILED, ComponentPhase.PROGRESSING):
+                stopped = True
+    if not stopped and not cancelled():
+        for entry in prunes(inventory, placements):
+            if cancelled():
+                break
+            results.append(runner.prune(entry))
+    return TargetResult(target.name, revision, tuple(results), cancelled=cancelled(),
+                        duration=time.monotonic() - started, provider_calls=runner.calls)

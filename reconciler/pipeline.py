@@ -1,0 +1,389 @@
+"""One reconcile run of a site: fetch -> verify -> load + validate -> per target: plan,
+apply, prune -> status in Git.
+
+The :class:`Reconciler` is built once per daemon (or per ``sync --once``) and ``run()`` is
+called for every trigger. Per target it decides which revision to enforce: the newest one when
+it is valid for that target, otherwise the target's last good revision (so drift is still
+repaired while a bad commit waits to be fixed), and nothing at all for a target that never had
+a good revision. Status is written for every served target whatever happened, in the manner of
+a deferred status update: a failed step never skips it. One target's failure never stops
+another's.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from reconciler.bindings import ProviderSet
+from reconciler.config import DaemonConfig, site_id
+from reconciler.diagnostics import Diagnostic
+from reconciler.errors import ReconcilerError, SourceError, StatusPushError, VerificationError
+from reconciler.executing import RetryPolicy, TargetResult, reconcile_target
+from reconciler.inventory import Inventory
+from reconciler.model import Fleet, StatusLayout, Target
+from reconciler.planning import TargetPlan, plan_target
+from reconciler.provider_api import LocalPolicy
+from reconciler.registry import ProviderRegistry
+from reconciler.source import GitSource, Revision
+from reconciler.statefiles import read_json, write_json
+from reconciler.status import Phase, TargetStatus, build_status, render_status, status_path
+from reconciler.status_push import Layout, StatusPublisher
+from reconciler.validation import Report, validate_repository
+from reconciler.verification import VerifyMode, VerifyPolicy, verify_revision
+
+__all__ = ["Reconciler", "RunSummary"]
+
+_log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    revision: str
+    statuses: tuple[TargetStatus, ...]
+    duration: float
+    status_commit: str | None = None
+    status_pushed: bool = False
+    fetch_error: str = ""
+    results: tuple[TargetResult, ...] = field(default=(), compare=False)
+
+    @property
+    def ok(self) -> bool:
+        return all(s.phase is Phase.READY for s in self.statuses)
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for s in self.statuses:
+            out[s.phase.value] = out.get(s.phase.value, 0) + 1
+        return out
+
+
+class Reconciler:
+    """Runs reconciles for the targets one daemon serves."""
+
+    def __init__(self, config: DaemonConfig, registry: ProviderRegistry, *,
+                 metrics: Any | None = None) -> None:
+        self.config = config
+        self.registry = registry
+        self.metrics = metrics
+        self.state_dir = config.state_dir
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.source = GitSource(config.repo_url, config.ref, config.state_dir,
+                                ssh_key=config.ssh_key, token_file=config.token_file,
+                                timeout=config.git_timeout)
+        self.policy = LocalPolicy(
+            allowed_providers=config.policy.allowed_providers,
+            file_roots=config.policy.file_roots, allow_scripts=config.policy.allow_scripts,
+            namespaces=config.policy.namespaces, base_dir=config.state_dir)
+        self.verify = VerifyPolicy(VerifyMode(config.verify_mode),
+                                   config.verify_allowed_signers, config.verify_gpg_keyring)
+        self.stop_event = threading.Event()
+        self.newer = threading.Event()  # set when a newer revision is known to exist
+        self._reports: dict[str, Report] = {}
+        self._publisher: StatusPublisher | None = None
+        self._state_path = self.state_dir / "state.json"
+        self._state: dict[str, Any] = read_json(self._state_path, {"targets": {}})
+        self._state.setdefault("targets", {})
+        self._run_lock = threading.Lock()
+        self._current = ""
+        self._last_remote_check = 0.0
+        self.log = _log.bind(site=config.site)
+
+    # -- cancellation ------------------------------------------------------------------
+    def cancelled(self) -> bool:
+        """True on shutdown, or once a revision newer than the one being applied exists."""
+        if self.stop_event.is_set() or self.newer.is_set():
+            return True
+        # during long waits, look at the server now and then (one ls-remote)
+        now = time.monotonic()
+        if self._current and now - self._last_remote_check > 30:
+            self._last_remote_check = now
+            remote = self.source.remote_commit()
+            if remote and remote != self._current:
+                self.log.info("newer_revision_arrived", revision=remote[:12])
+                self.newer.set()
+                return True
+        return False
+
+    # -- revisions ---------------------------------------------------------------------
+    def report_for(self, commit: str) -> Report:
+        found = self._reports.get(commit)
+        if found is None:
+            root = self.source.checkout(commit)
+            found = validate_repository(root, registry=self.registry, policy=self.policy,
+                                        revision=commit)
+            self._reports[commit] = found
+            # keep the reports of the revisions still in use, drop the rest
+            keep = self._revisions_in_use() | {commit}
+            for old in [c for c in self._reports if c not in keep]:
+                del self._reports[old]
+        return found
+
+    def _revisions_in_use(self) -> set[str]:
+        keep = {self._state.get("revision", "")}
+        for t in self._state["targets"].values():
+            keep.add(t.get("lastGood", ""))
+            keep.add(t.get("applied", ""))
+        keep.discard("")
+        return keep
+
+    def served(self, fleet: Fleet) -> list[Target]:
+        targets = fleet.targets_under(self.config.site)
+        if self.config.targets:
+            targets = [t for t in targets if t.name in self.config.targets]
+        return sorted(targets, key=lambda t: t.name)
+
+    def site_path(self, fleet: Fleet) -> str:
+        site = fleet.find_site(self.config.site)
+        return fleet.site_path(site.name) if site else self.config.site
+
+    # -- the run -----------------------------------------------------------------------
+    def fetch(self) -> tuple[Revision | None, str]:
+        try:
+            self.source.fetch()
+        except SourceError as exc:
+            if self.metrics is not None:
+                self.metrics.fetch_failed()
+            self.log.warning("fetch_failed", error=exc.message)
+            error = exc.message
+        else:
+            error = ""
+        try:
+            return self.source.resolve(), error
+        except SourceError as exc:
+            return None, error or exc.message
+
+    def retry_policy(self, fleet: Fleet) -> RetryPolicy:
+        d = fleet.settings.defaults
+        c = self.config
+        return RetryPolicy(
+            retries=c.retries if c.retries is not None else d.retries,
+            delay=c.retry_delay if c.retry_delay is not None else d.retry_delay,
+            max_delay=c.retry_max_delay,
+            health_timeout=float(c.health_timeout if c.health_timeout is not None
+                                 else d.health_timeout),
+            health_poll=c.health_poll_interval)
+
+    def run(self, reason: str = "schedule") -> RunSummary:
+        with self._run_lock:
+            return self._run(reason)
+
+    def _run(self, reason: str) -> RunSummary:
+        started = time.monotonic()
+        self.newer.clear()
+        revision, fetch_error = self.fetch()
+        log = self.log.bind(reason=reason)
+        if revision is None:
+            log.error("run_failed", error=fetch_error)
+            return RunSummary("", (), time.monotonic() - started, fetch_error=fetch_error)
+        commit = revision.commit
+        self._current = commit
+        if self.metrics is not None:
+            self.metrics.revision(commit)
+        log = log.bind(revision=commit[:12])
+        blocked = ""
+        report: Report | None = None
+        try:
+            if self.verify.mode is not VerifyMode.NONE:
+                tags = self.source.tags_at(commit) if self.verify.mode is VerifyMode.TAG else []
+                tag = revision.ref.removeprefix("refs/tags/") \
+                    if revision.ref.startswith("refs/tags/") else (tags[0] if tags else None)
+                verify_revision(self.source.git_dir, commit, policy=self.verify, tag=tag)
+            report = self.report_for(commit)
+        except VerificationError as exc:
+            blocked = exc.message
+            log.warning("revision_blocked", error=blocked)
+        except SourceError as exc:
+            log.error("checkout_failed", error=exc.message)
+            return RunSummary(commit, (), time.monotonic() - started, fetch_error=exc.message)
+        # which fleet says what this daemon serves: the new one when usable, else last good
+        fleet = report.fleet if report is not None and not _global_errors(report) else None
+        if fleet is None:
+            fleet = self._fallback_fleet()
+        statuses: list[TargetStatus] = []
+        results: list[TargetResult] = []
+        served = self.served(fleet) if fleet is not None else []
+        names = {t.name for t in served}
+        for target in served:
+            status, result = self._target(target, commit, report, blocked)
+            statuses.append(status)
+            if result is not None:
+                results.append(result)
+        # targets that left this daemon: prune everything applied there
+        for gone in sorted(set(self._state["targets"]) - names):
+            result = self._retire(gone, commit)
+            if result is not None:
+                results.append(result)
+        self._state["revision"] = commit
+        write_json(self._state_path, self._state)
+        site_path = self.site_path(fleet) if fleet is not None else self.config.site
+        site_paths = sorted({fleet.site_path(s.name) for s in fleet.sites.values()
+                             if fleet.site_path(s.name) == site_path
+                             or fleet.site_path(s.name).startswith(site_path + "/")}) \
+            if fleet is not None else [site_path]
+        commit_sha, pushed = self._publish(statuses, site_path, site_paths, commit, fleet)
+        self.source.prune_checkouts(self._revisions_in_use() | {commit})
+        summary = RunSummary(commit, tuple(statuses), time.monotonic() - started, commit_sha,
+                             pushed, fetch_error, tuple(results))
+        if self.metrics is not None:
+            self.metrics.observe_run(summary.duration)
+        log.info("run_finished", duration=round(summary.duration, 3), targets=len(statuses),
+                 phases=summary.counts(),
+                 applied=sum(r.applied for r in results), pruned=sum(r.pruned for r in results),
+                 failed=sum(r.failed for r in results), drifted=sum(r.drifted for r in results),
+                 status_commit=commit_sha[:12] if commit_sha else None,
+                 fetch_error=fetch_error or None)
+        return summary
+
+    def _fallback_fleet(self) -> Fleet | None:
+        for info in self._state["targets"].values():
+            good = info.get("lastGood")
+            if good:
+                try:
+                    return self.report_for(good).fleet
+                except ReconcilerError:
+                    continue
+        return None
+
+    def _target(self, target: Target, commit: str, report: Report | None, blocked: str
+                ) -> tuple[TargetStatus, TargetResult | None]:
+        info = self._state["targets"].setdefault(target.name, {})
+        last_good = info.get("lastGood", "")
+        errors: list[Diagnostic] = report.errors_for(target.name) if report is not None else []
+        use = commit if (not blocked and not errors) else last_good
+        result: TargetResult | None = None
+        solutions: dict[str, str] = {}
+        if use:
+            try:
+                use_report = report if use == commit and report is not None \
+                    else self.report_for(use)
+                placements = use_report.placements.get(target.name, ())
+                solutions = {p.instance.name: p.solution.name for p in placements}
+                use_target = use_report.fleet.targets.get(target.name, target)
+                result = self._execute(use_target, placements, use, use_report.fleet)
+            except ReconcilerError as exc:
+                self.log.error("target_failed", target=target.name, error=exc.message)
+        if result is not None and result.succeeded:
+            info["applied"] = use
+            if use == commit:
+                info["lastGood"] = commit
+        fleet = report.fleet if report is not None and target.name in report.fleet.targets \
+            else None
+        site = fleet.site_path(target.site) if fleet is not None else info.get("site", "")
+        info["site"] = site
+        status = build_status(target=target.name, site=site, observed=commit,
+                              applied=info.get("applied", ""),
+                              last_good=info.get("lastGood", ""), result=result,
+                              errors=errors, blocked=blocked, solutions=solutions)
+        digest = status.digest()
+        if info.get("digest") != digest:
+            info["digest"] = digest
+            info["lastChange"] = datetime.now(UTC).isoformat(timespec="seconds")
+        if self.metrics is not None:
+            self.metrics.record_target(
+                target.name, status.phase.value,
+                applied=result.applied if result else 0,
+                failed=result.failed if result else 0, pruned=result.pruned if result else 0,
+                drifted=result.drifted if result else 0,
+                success=status.phase is Phase.READY)
+        return status, result
+
+    def _execute(self, target: Target, placements: Any, revision: str, fleet: Fleet
+                 ) -> TargetResult:
+        providers = ProviderSet(target.name, self.registry, self.policy, self.state_dir,
+                                self.cancelled)
+        inventory = Inventory.load(self.state_dir, target.name)
+        result = reconcile_target(target, placements, providers, inventory, revision,
+                                  retry=self.retry_policy(fleet), cancelled=self.cancelled)
+        return result
+
+    def _retire(self, name: str, commit: str) -> TargetResult | None:
+        """A target no longer served: prune what was applied there, then forget it."""
+        inventory = Inventory.load(self.state_dir, name)
+        info = self._state["targets"].get(name, {})
+        result = None
+        if len(inventory):
+            retired = Target(name, {}, "", {}, (), info.get("source") or _NO_SOURCE)
+            providers = ProviderSet(name, self.registry, self.policy, self.state_dir,
+                                    self.cancelled)
+            result = reconcile_target(retired, (), providers, inventory, commit,
+                                      retry=RetryPolicy(retries=self.config.retries or 0,
+                                                        delay=self.config.retry_delay or 1.0),
+                                      cancelled=self.cancelled)
+            self.log.info("target_retired", target=name, pruned=result.pruned,
+                          failed=result.failed)
+        if not len(inventory):
+            self._state["targets"].pop(name, None)
+            inventory.path.unlink(missing_ok=True)
+            if self.metrics is not None:
+                self.metrics.forget_target(name)
+        return result
+
+    # -- status ------------------------------------------------------------------------
+    def publisher(self, site_path: str, fleet: Fleet | None) -> StatusPublisher:
+        if self._publisher is None:
+            layout = self.config.status_layout or (fleet.settings.status_layout if fleet
+                                                   else StatusLayout.PER_SITE)
+            branch = self.config.status_branch
+            if layout is StatusLayout.SHARED and branch is None and fleet is not None:
+                branch = fleet.settings.status_branch
+            self._publisher = StatusPublisher(
+                self.source.git_dir, self.config.repo_url, site_id=site_id(site_path),
+                site_path=site_path,
+                layout=Layout.SHARED if layout is StatusLayout.SHARED else Layout.PER_SITE,
+                branch=branch, push=self.config.status_push)
+        return self._publisher
+
+    def _publish(self, statuses: list[TargetStatus], site_path: str, site_paths: list[str],
+                 commit: str, fleet: Fleet | None) -> tuple[str | None, bool]:
+        files: dict[str, bytes] = {}
+        for status in statuses:
+            info = self._state["targets"].get(status.target, {})
+            files[status_path(status.site or site_path, status.target)] = render_status(
+                status, info.get("lastChange", ""))
+        try:
+            publisher = self.publisher(site_path, fleet)
+            publisher.set_sites(site_paths)
+            result = publisher.publish(files, f"status: {self.config.site} at {commit[:12]}")
+        except StatusPushError as exc:
+            self.log.warning("status_push_failed", error=exc.message)
+            return None, False
+        except ReconcilerError as exc:
+            self.log.error("status_failed", error=exc.message)
+            return None, False
+        if result.error:
+            self.log.warning("status_push_failed", error=result.error)
+        return result.commit, result.pushed
+
+    # -- plan --------------------------------------------------------------------------
+    def plan(self) -> tuple[str, list[TargetPlan], list[Diagnostic]]:
+        revision, fetch_error = self.fetch()
+        if revision is None:
+            raise SourceError(fetch_error or "no revision")
+        report = self.report_for(revision.commit)
+        plans = []
+        for target in self.served(report.fleet):
+            providers = ProviderSet(target.name, self.registry, self.policy, self.state_dir,
+                                    lambda: False)
+            inventory = Inventory.load(self.state_dir, target.name)
+            plans.append(plan_target(target, report.placements.get(target.name, ()), providers,
+                                     inventory, revision.commit))
+        return revision.commit, plans, report.errors
+
+
+def _global_errors(report: Report) -> bool:
+    return any(not d.target and not d.instance for d in report.errors)
+
+
+_NO_SOURCE: Any = None
+
+
+def _unused(*_: Callable[..., Any] | Path) -> None:  # pragma: no cover
+    pass

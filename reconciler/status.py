@@ -1,0 +1,158 @@
+"""Status of a target, as the YAML file committed to the status branch.
+
+``status/<site path>/<target>.yaml`` holds the observed revision, the phase, per instance and
+per component the result and message, the validation errors (file and line) when the revision
+was invalid, the last good revision and the time of the last change. The file contains nothing
+that changes on an idle run (no "last run" time), so the publisher commits only when something
+meaningful changed; ``lastChange`` moves only then. Built by the pipeline after every target.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from reconciler.diagnostics import Diagnostic
+from reconciler.executing import ComponentPhase, TargetResult
+from reconciler.model import API_VERSION
+
+__all__ = ["Phase", "TargetStatus", "build_status", "render_status", "status_path"]
+
+MAX_ERRORS = 50  # per status file; the rest is counted
+
+
+class Phase(enum.Enum):
+    READY = "Ready"  # every component in sync and healthy at observedRevision
+    PROGRESSING = "Progressing"  # applied, waiting for health (or abandoned for a newer rev)
+    DEGRADED = "Degraded"  # in sync but a component reports unhealthy
+    FAILED = "Failed"  # a component failed after its retries
+    INVALID = "Invalid"  # the revision failed validation: nothing of it applied
+    BLOCKED = "Blocked"  # the revision is not signed by a trusted key: nothing applied
+    PENDING = "Pending"  # nothing known yet (no revision could be fetched)
+
+
+@dataclass(frozen=True)
+class TargetStatus:
+    target: str
+    site: str  # site path
+    phase: Phase
+    message: str
+    observed_revision: str  # the newest revision the daemon saw
+    applied_revision: str  # the revision the target's live state corresponds to
+    last_good_revision: str
+    instances: Mapping[str, Any]
+    errors: tuple[Mapping[str, Any], ...]
+
+    def digest(self) -> str:
+        """Identity of the meaningful content (everything but lastChange)."""
+        return hashlib.sha256(yaml.safe_dump(self.body(""), sort_keys=True).encode()
+                              ).hexdigest()
+
+    def body(self, last_change: str) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "apiVersion": API_VERSION,
+            "kind": "TargetStatus",
+            "metadata": {"name": self.target},
+            "site": self.site,
+            "target": self.target,
+            "phase": self.phase.value,
+            "message": self.message,
+            "observedRevision": self.observed_revision,
+            "appliedRevision": self.applied_revision,
+            "lastGoodRevision": self.last_good_revision,
+            "lastChange": last_change,
+            "instances": dict(self.instances),
+        }
+        if self.errors:
+            doc["errors"] = list(self.errors)
+        return doc
+
+
+def status_path(site_path: str, target: str) -> str:
+    return f"status/{site_path}/{target}.yaml"
+
+
+def _instances(result: TargetResult | None, solutions: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if result is None:
+        return out
+    for comp in result.components:
+        inst = out.setdefault(comp.instance, {"solution": solutions.get(comp.instance, ""),
+                                              "phase": "Ready", "components": {}})
+        entry: dict[str, Any] = {"phase": comp.phase.value, "provider": comp.provider}
+        if comp.revision:
+            entry["revision"] = comp.revision
+        if comp.message:
+            entry["message"] = comp.message
+        inst["components"][comp.component] = entry
+    order = [p.value for p in (ComponentPhase.FAILED, ComponentPhase.PRUNE_FAILED,
+                               ComponentPhase.PROGRESSING, ComponentPhase.DEGRADED,
+                               ComponentPhase.SKIPPED, ComponentPhase.SUSPENDED)]
+    for inst in out.values():
+        phases = [c["phase"] for c in inst["components"].values()]
+        worst = next((p for p in order if p in phases), "Ready")
+        if worst == ComponentPhase.PRUNE_FAILED.value:
+            worst = "Failed"
+        if worst == ComponentPhase.SKIPPED.value:
+            worst = "Failed"
+        if all(p == ComponentPhase.PRUNED.value for p in phases):
+            worst = "Removed"
+        inst["phase"] = worst
+    return out
+
+
+def _phase(result: TargetResult | None, errors: Sequence[Diagnostic], blocked: str
+           ) -> tuple[Phase, str]:
+    if blocked:
+        return Phase.BLOCKED, blocked
+    if errors:
+        first = errors[0].format()
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        return Phase.INVALID, f"revision failed validation: {first}{more}"
+    if result is None:
+        return Phase.PENDING, "no revision available yet"
+    failed = [c for c in result.components
+              if c.phase in (ComponentPhase.FAILED, ComponentPhase.PRUNE_FAILED)]
+    if failed:
+        c = failed[0]
+        return Phase.FAILED, f"{c.key}: {c.message}"
+    if result.cancelled or result.count(ComponentPhase.PROGRESSING):
+        progressing = [c for c in result.components if c.phase is ComponentPhase.PROGRESSING]
+        what = progressing[0].key if progressing else "run"
+        return Phase.PROGRESSING, f"{what}: waiting for health" if progressing else \
+            "run interrupted before completion"
+    degraded = [c for c in result.components if c.phase is ComponentPhase.DEGRADED]
+    if degraded:
+        return Phase.DEGRADED, f"{degraded[0].key}: {degraded[0].message}"
+    active = [c for c in result.components if c.phase is ComponentPhase.READY]
+    suspended = result.count(ComponentPhase.SUSPENDED)
+    parts = [f"{len(active)} component{'s' if len(active) != 1 else ''} ready"]
+    if suspended:
+        parts.append(f"{suspended} suspended")
+    return Phase.READY, ", ".join(parts)
+
+
+def build_status(*, target: str, site: str, observed: str, applied: str, last_good: str,
+                 result: TargetResult | None, errors: Sequence[Diagnostic] = (),
+                 blocked: str = "", solutions: Mapping[str, str] | None = None) -> TargetStatus:
+    phase, message = _phase(result, errors, blocked)
+    if phase in (Phase.INVALID, Phase.BLOCKED) and result is not None and result.failed:
+        bad = next(c for c in result.components if c.phase in (ComponentPhase.FAILED,
+                                                               ComponentPhase.PRUNE_FAILED))
+        message += f"; enforcing {applied[:12]} failed: {bad.key}: {bad.message}"
+    shown = [{"file": d.path, "line": d.line, "object": d.obj, "field": d.field,
+              "message": d.message} for d in errors[:MAX_ERRORS]]
+    if len(errors) > MAX_ERRORS:
+        shown.append({"message": f"{len(errors) - MAX_ERRORS} more errors not shown"})
+    return TargetStatus(target, site, phase, message, observed, applied, last_good,
+                        _instances(result, solutions or {}), tuple(shown))
+
+
+def render_status(status: TargetStatus, last_change: str) -> bytes:
+    return yaml.safe_dump(status.body(last_change), sort_keys=False, allow_unicode=True,
+                          width=100).encode()
