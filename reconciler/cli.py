@@ -168,3 +168,229 @@ def providers(fmt: str) -> None:
         click.echo(f"{r['name'].ljust(width)}  {r['status']:<6}  {r['description']}")
     if by_status["failed"]:
         sys.exit(1)
+
+
+CONFIG = click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+    envvar="RECONCILER_CONFIG", default="/etc/reconciler/config.yaml", show_default=True,
+    help="Local daemon config (every key overridable by RECONCILER_* variables).")
+
+
+def _load_config(path: Path) -> Any:
+    from reconciler.config import load_config
+    from reconciler.errors import ConfigError
+
+    if not path.exists():
+        raise click.UsageError(f"no config file at {path} (use --config FILE)")
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems or [exc.message]:
+            click.echo(problem, err=True)
+        sys.exit(2)
+
+
+def _status_table(summary: Any) -> str:
+    rows = [("TARGET", "SITE", "PHASE", "REVISION", "MESSAGE")]
+    for s in summary.statuses:
+        rows.append((s.target, s.site, s.phase.value, s.applied_revision[:12] or "-",
+                     s.message[:80]))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return "\n".join("  ".join(c.ljust(widths[i]) if i < 4 else c for i, c in enumerate(r))
+                     for r in rows)
+
+
+@main.command()
+@CONFIG
+@click.option("--once", is_flag=True,
+              help="Run one full reconcile in this process (no daemon needed).")
+@FORMAT
+@click.pass_context
+def sync(ctx: click.Context, config_path: Path, once: bool, fmt: str) -> None:
+    """Reconcile now.
+
+    With --once: fetch, validate, apply and push status in this process, then exit 0 when
+    every target is Ready and 1 otherwise. Without it: ask the running daemon (SIGHUP) to run
+    at once.
+    """
+    import os
+    import signal
+
+    from reconciler.errors import LockError, ReconcilerError
+    from reconciler.pipeline import Reconciler
+    from reconciler.registry import ProviderRegistry
+    from reconciler.statefiles import StateLock
+
+    config = _load_config(config_path)
+    if not once:
+        lock = config.state_dir / "lock"
+        try:
+            pid = int(lock.read_text().split()[1])
+            os.kill(pid, signal.SIGHUP)
+        except (OSError, ValueError, IndexError):
+            raise click.UsageError(f"no daemon found for {config.state_dir} "
+                                   "(use --once to run without one)") from None
+        click.echo(f"asked daemon {pid} to reconcile now")
+        return
+    try:
+        with StateLock(config.state_dir):
+            summary = Reconciler(config, ProviderRegistry.discover()).run("sync")
+    except LockError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(1)
+    except ReconcilerError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(1)
+    if fmt == "json":
+        click.echo(json.dumps({
+            "revision": summary.revision, "statusCommit": summary.status_commit,
+            "statusPushed": summary.status_pushed, "fetchError": summary.fetch_error,
+            "targets": [s.body("") for s in summary.statuses]}, indent=2, default=str))
+    else:
+        if summary.fetch_error:
+            click.echo(f"warning: {summary.fetch_error}", err=True)
+        click.echo(_status_table(summary))
+        if summary.status_commit:
+            pushed = "pushed" if summary.status_pushed else "queued locally"
+            click.echo(f"status commit {summary.status_commit[:12]} ({pushed})")
+    sys.exit(0 if summary.statuses and summary.ok else 1)
+
+
+@main.command()
+@CONFIG
+def run(config_path: Path) -> None:
+    """Run the site daemon (scheduled reconciles, webhooks, metrics) until SIGTERM."""
+    from reconciler.daemon import Daemon
+    from reconciler.errors import ConfigError, LockError
+    from reconciler.registry import ProviderRegistry
+
+    config = _load_config(config_path)
+    configure_logging(config.log_level, config.log_format)
+    try:
+        code = Daemon(config, ProviderRegistry.discover()).run()
+    except LockError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(1)
+    except ConfigError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(78)  # EX_CONFIG: systemd does not restart on it (RestartPreventExitStatus)
+    sys.exit(code)
+
+
+@main.command()
+@CONFIG
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]),
+              default="text", show_default=True)
+def plan(config_path: Path, fmt: str) -> None:
+    """Show what a reconcile would change on each target, without changing anything."""
+    from reconciler.errors import ReconcilerError
+    from reconciler.pipeline import Reconciler
+    from reconciler.registry import ProviderRegistry
+
+    config = _load_config(config_path)
+    try:
+        revision, plans, errors = Reconciler(config, ProviderRegistry.discover()).plan()
+    except ReconcilerError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(1)
+    if fmt == "json":
+        click.echo(json.dumps({"revision": revision, "errors": [d.to_dict() for d in errors],
+                               "targets": [{"target": p.target, "changes": [
+                                   {"key": c.key, "action": c.action.value,
+                                    "provider": c.provider, "diff": c.diff,
+                                    "message": c.message} for c in p.changes]}
+                                   for p in plans]}, indent=2))
+    else:
+        md = fmt == "markdown"
+        click.echo(("## Plan at " if md else "Plan at ") + revision[:12])
+        for d in errors:
+            click.echo(("- :x: " if md else "error: ") + d.format())
+        for p in plans:
+            pending = p.pending
+            click.echo("")
+            click.echo((f"### {p.target}" if md else f"{p.target}:") +
+                       (f" {len(pending)} change(s)" if pending else " no changes"))
+            for c in p.changes:
+                symbol = {"create": "+", "update": "~", "prune": "-", "in-sync": "=",
+                          "suspended": "#", "error": "!"}[c.action.value]
+                line = f"  {symbol} {c.key} ({c.provider}) {c.action.value}"
+                if c.message:
+                    line += f": {c.message}"
+                click.echo(("- " + line.strip()) if md else line)
+                if c.diff and c.action.value != "in-sync":
+                    body = c.diff.rstrip("\n")
+                    click.echo(f"```diff\n{body}\n```" if md else
+                               "\n".join("      " + x for x in body.splitlines()))
+    sys.exit(1 if errors else 0)
+
+
+@main.command()
+@click.option("--repo", "repo", required=True,
+              help="Fleet repository URL or path (status branches are read from it).")
+@click.option("--branch", "shared_branch", default="reconciler-fleet-status",
+              show_default=True, help="The shared status branch, if the fleet uses one.")
+@FORMAT
+def status(repo: str, shared_branch: str, fmt: str) -> None:
+    """Table of the fleet's targets from the status branches (one fetch)."""
+    from reconciler.errors import ReconcilerError
+    from reconciler.fleet_status import format_table, read_fleet_status
+
+    url = repo
+    if "://" not in repo and Path(repo).exists():
+        url = str(Path(repo).resolve())
+    try:
+        fleet = read_fleet_status(url, shared_branch=shared_branch)
+    except ReconcilerError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(1)
+    if fmt == "json":
+        click.echo(json.dumps(fleet.to_dict(), indent=2, default=str))
+    else:
+        click.echo(format_table(fleet))
+
+
+@main.group("config")
+def config_group() -> None:
+    """Work with the local daemon config."""
+
+
+@config_group.command("check")
+@CONFIG
+def config_check(config_path: Path) -> None:
+    """Validate the local config and everything it points at; list every problem."""
+    from reconciler.config import load_config
+    from reconciler.errors import ConfigError
+    from reconciler.source import parse_ref
+    from reconciler.verification import VerifyMode, VerifyPolicy
+
+    problems: list[str] = []
+    try:
+        config = load_config(config_path if config_path.exists() else None)
+    except ConfigError as exc:
+        for problem in exc.problems or [exc.message]:
+            click.echo(problem)
+        sys.exit(1)
+    if not config_path.exists():
+        problems.append(f"{config_path}: no such file (checked the environment alone)")
+    try:
+        parse_ref(config.ref)
+    except ConfigError as exc:
+        problems.append(exc.message)
+    try:
+        policy = VerifyPolicy(VerifyMode(config.verify_mode), config.verify_allowed_signers,
+                              config.verify_gpg_keyring)
+        problems.extend(f"verify: {p}" for p in policy.problems())
+    except ConfigError as exc:
+        problems.append(exc.message)
+    for name, path in (("repo.sshKey", config.ssh_key), ("repo.tokenFile", config.token_file),
+                       ("webhook.secretFile", config.webhook_secret_file)):
+        if path is not None and not path.is_file():
+            problems.append(f"{name}: {path} is not a readable file")
+    if config.secrets_dir is not None and not config.secrets_dir.is_dir():
+        problems.append(f"secretsDir: {config.secrets_dir} is not a directory")
+    for problem in problems:
+        click.echo(problem)
+    if problems:
+        sys.exit(1)
+    click.echo(f"{config_path}: OK (site {config.site}, repo {config.repo_url}, "
+               f"ref {config.ref}, state {config.state_dir})")

@@ -219,9 +219,9 @@ class _Runner:
             self.inventory.put(comp.key, new_record, binding.config, self.revision, order)
             log.info("component_applied", action="update" if obs.exists else "create",
                      drifted=drifted, diff=obs.diff[:2000] if obs.diff else None)
+            # the message is the health message, the same one an in-sync run reports, so a
+            # status file does not change (and make a commit) just because a run applied
             phase, message = self.wait_healthy(provider, comp, new_record)
-            if phase is ComponentPhase.READY:
-                message = message or ("drift repaired" if drifted else "applied")
             return ComponentResult(**base, provider=binding.provider, phase=phase,
                                    message=message, revision=self.revision, applied=True,
                                    drifted=drifted)
