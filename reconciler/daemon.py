@@ -153,8 +153,10 @@ class Daemon:
         path = self.config.local_repo_path
         if path is None or not self.config.watch or not path.is_dir():
             return
+        spec = self.reconciler.source.ref
         self._watcher = LocalWatcher(
-            path, lambda reason: self.trigger(reason, new_revision=True))
+            path, lambda reason: self.trigger(reason, new_revision=True),
+            branch=spec.value if spec.kind in ("branch", "auto") else None)
         self._watcher.start()
         self.log.info("watching_local_repository", path=str(path))
 

@@ -19,7 +19,7 @@ import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -274,24 +274,28 @@ class GitSource:
 
 
 class LocalWatcher:
-    """Calls ``trigger`` when files of a local repository change (debounced).
+    """Calls ``trigger`` when the tracked ref of a local repository moves (debounced).
 
-    Events inside ``.git`` count only when they touch refs or HEAD (a commit, a checkout),
-    and never for status branches, so the daemon's own status commits to a local repository
-    do not trigger it.
+    Only the refs that can change the tracked revision count: ``refs/heads/<branch>``, the
+    tags and ``packed-refs`` of the repository's git directory (a bare repository or the
+    ``.git`` of a working one). Status branches, objects, reads and working-tree edits do not:
+    the daemon applies commits, never a tree a human is editing, and its own status pushes to
+    a local repository must not trigger it.
     """
 
-    IGNORED = ("reconciler-status", "reconciler-fleet-status", "/objects/", "/logs/",
-               "/refs/reconciler/", "index.lock", "FETCH_HEAD", "ORIG_HEAD")
-
-    def __init__(self, path: Path, trigger: Callable[[str], None], *, debounce: float = 0.5,
-                 extra_ignored: tuple[str, ...] = ()) -> None:
+    def __init__(self, path: Path, trigger: Callable[[str], None], *, branch: str | None,
+                 debounce: float = 0.3) -> None:
         from watchdog.events import FileSystemEvent, FileSystemEventHandler
         from watchdog.observers import Observer
 
+        git_dir = path / ".git" if (path / ".git").is_dir() else path
         self.path = path
         self.debounce = debounce
-        self.ignored = self.IGNORED + extra_ignored
+        real = str(git_dir.resolve())
+        self._exact = {f"{real}/packed-refs"}
+        if branch:
+            self._exact.add(f"{real}/refs/heads/{branch}")
+        self._tags = f"{real}/refs/tags/"
         self._trigger = trigger
         self._timer: threading.Timer | None = None
         self._lock = threading.Lock()
@@ -299,19 +303,27 @@ class LocalWatcher:
 
         class Handler(FileSystemEventHandler):
             def on_any_event(self, event: FileSystemEvent) -> None:
-                src = event.src_path
-                watcher.on_change(src if isinstance(src, str) else src.decode(errors="replace"))
+                if event.event_type in ("opened", "closed_no_write"):
+                    return
+                for raw in (event.src_path, getattr(event, "dest_path", "")):
+                    text = raw if isinstance(raw, str) else raw.decode(errors="replace")
+                    if text:
+                        watcher.on_change(text)
 
         self._observer = Observer()
-        self._observer.schedule(Handler(), str(path), recursive=True)
+        self._observer.schedule(Handler(), real, recursive=True)
+
+    def relevant(self, path: str) -> bool:
+        return path in self._exact or (path.startswith(self._tags)
+                                       and not path.endswith(".lock"))
 
     def on_change(self, path: str) -> None:
-        if any(part in path for part in self.ignored):
+        if not self.relevant(path):
             return
         with self._lock:
             if self._timer is not None:
                 self._timer.cancel()
-            self._timer = threading.Timer(self.debounce, self._trigger, args=("file-change",))
+            self._timer = threading.Timer(self.debounce, self._trigger, args=("ref-change",))
             self._timer.daemon = True
             self._timer.start()
 
@@ -324,7 +336,3 @@ class LocalWatcher:
         with self._lock:
             if self._timer is not None:
                 self._timer.cancel()
-
-
-def env_for_tests() -> Mapping[str, str]:  # pragma: no cover - helper for humans debugging
-    return {"GIT_TRACE": "1"}
