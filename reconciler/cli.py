@@ -286,15 +286,20 @@ def plan(config_path: Path, fmt: str) -> None:
     from reconciler.errors import ReconcilerError
     from reconciler.pipeline import Reconciler
     from reconciler.registry import ProviderRegistry
+    from reconciler.secrets import redact
 
     config = _load_config(config_path)
     try:
         revision, plans, errors = Reconciler(config, ProviderRegistry.discover()).plan()
     except ReconcilerError as exc:
-        click.echo(f"error: {exc.message}", err=True)
+        click.echo(f"error: {redact(exc.message)}", err=True)
         sys.exit(1)
+
+    def echo(text: str) -> None:  # plans quote rendered content: mask the site's secrets
+        click.echo(redact(text))
+
     if fmt == "json":
-        click.echo(json.dumps({"revision": revision, "errors": [d.to_dict() for d in errors],
+        echo(json.dumps({"revision": revision, "errors": [d.to_dict() for d in errors],
                                "targets": [{"target": p.target, "changes": [
                                    {"key": c.key, "action": c.action.value,
                                     "provider": c.provider, "diff": c.diff,
@@ -302,24 +307,24 @@ def plan(config_path: Path, fmt: str) -> None:
                                    for p in plans]}, indent=2))
     else:
         md = fmt == "markdown"
-        click.echo(("## Plan at " if md else "Plan at ") + revision[:12])
+        echo(("## Plan at " if md else "Plan at ") + revision[:12])
         for d in errors:
-            click.echo(("- :x: " if md else "error: ") + d.format())
+            echo(("- :x: " if md else "error: ") + d.format())
         for p in plans:
             pending = p.pending
-            click.echo("")
-            click.echo((f"### {p.target}" if md else f"{p.target}:") +
+            echo("")
+            echo((f"### {p.target}" if md else f"{p.target}:") +
                        (f" {len(pending)} change(s)" if pending else " no changes"))
             for c in p.changes:
                 symbol = {"create": "+", "update": "~", "prune": "-", "in-sync": "=",
                           "suspended": "#", "error": "!"}[c.action.value]
                 line = f"  {symbol} {c.key} ({c.provider}) {c.action.value}"
                 if c.message:
-                    line += f": {c.message}"
-                click.echo(("- " + line.strip()) if md else line)
+                    line += f": {c.message.strip().splitlines()[0]}" if c.message.strip() else ""
+                echo(("- " + line.strip()) if md else line)
                 if c.diff and c.action.value != "in-sync":
                     body = c.diff.rstrip("\n")
-                    click.echo(f"```diff\n{body}\n```" if md else
+                    echo(f"```diff\n{body}\n```" if md else
                                "\n".join("      " + x for x in body.splitlines()))
     sys.exit(1 if errors else 0)
 

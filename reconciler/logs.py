@@ -9,6 +9,8 @@ from typing import TextIO
 
 import structlog
 
+from reconciler.secrets import log_processor
+
 __all__ = ["configure_logging"]
 
 
@@ -29,6 +31,7 @@ def configure_logging(level: str = "info", fmt: str = "auto",
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
+            log_processor,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),

@@ -32,6 +32,7 @@ from reconciler.model import Fleet, StatusLayout, Target
 from reconciler.planning import TargetPlan, plan_target
 from reconciler.provider_api import LocalPolicy
 from reconciler.registry import ProviderRegistry
+from reconciler.secrets import SecretReader
 from reconciler.source import GitSource, Revision
 from reconciler.statefiles import read_json, write_json
 from reconciler.status import Phase, TargetStatus, build_status, render_status, status_path
@@ -84,6 +85,7 @@ class Reconciler:
             namespaces=config.policy.namespaces, base_dir=config.state_dir)
         self.verify = VerifyPolicy(VerifyMode(config.verify_mode),
                                    config.verify_allowed_signers, config.verify_gpg_keyring)
+        self.secrets = SecretReader(config.secrets_dir)
         self.stop_event = threading.Event()
         self.newer = threading.Event()  # set when a newer revision is known to exist
         self._reports: dict[str, Report] = {}
@@ -94,6 +96,8 @@ class Reconciler:
         self._run_lock = threading.Lock()
         self._current = ""
         self._last_remote_check = 0.0
+        self._fetch_failures = 0
+        self._next_fetch = 0.0
         self.log = _log.bind(site=config.site)
 
     # -- cancellation ------------------------------------------------------------------
@@ -118,7 +122,7 @@ class Reconciler:
         if found is None:
             root = self.source.checkout(commit)
             found = validate_repository(root, registry=self.registry, policy=self.policy,
-                                        revision=commit)
+                                        revision=commit, secrets=self.secrets)
             self._reports[commit] = found
             # keep the reports of the revisions still in use, drop the rest
             keep = self._revisions_in_use() | {commit}
@@ -145,16 +149,37 @@ class Reconciler:
         return fleet.site_path(site.name) if site else self.config.site
 
     # -- the run -----------------------------------------------------------------------
-    def fetch(self) -> tuple[Revision | None, str]:
-        try:
-            self.source.fetch()
-        except SourceError as exc:
-            if self.metrics is not None:
-                self.metrics.fetch_failed()
-            self.log.warning("fetch_failed", error=exc.message)
-            error = exc.message
+    FETCH_BACKOFF = 10.0  # first delay after a failed fetch, doubled each time
+    FETCH_BACKOFF_CAP = 900.0
+
+    def fetch(self, *, force: bool = False) -> tuple[Revision | None, str]:
+        """Fetch (unless backing off from an unreachable server) and resolve the ref.
+
+        While the server is unreachable, runs go on with the last fetched commit, so the
+        last good revision stays enforced and drift is still repaired.
+        """
+        now = time.monotonic()
+        if self._fetch_failures and now < self._next_fetch and not force:
+            error = (f"git server unreachable ({self._fetch_failures} failed fetches); next "
+                     f"attempt in {self._next_fetch - now:.0f}s")
         else:
-            error = ""
+            try:
+                self.source.fetch()
+            except SourceError as exc:
+                self._fetch_failures += 1
+                delay = min(self.FETCH_BACKOFF_CAP,
+                            self.FETCH_BACKOFF * 2 ** (self._fetch_failures - 1))
+                self._next_fetch = time.monotonic() + delay
+                if self.metrics is not None:
+                    self.metrics.fetch_failed()
+                self.log.warning("fetch_failed", error=exc.message,
+                                 failures=self._fetch_failures, retry_in=delay)
+                error = exc.message
+            else:
+                if self._fetch_failures:
+                    self.log.info("fetch_recovered", after_failures=self._fetch_failures)
+                self._fetch_failures = 0
+                error = ""
         try:
             return self.source.resolve(), error
         except SourceError as exc:
@@ -178,7 +203,9 @@ class Reconciler:
     def _run(self, reason: str) -> RunSummary:
         started = time.monotonic()
         self.newer.clear()
-        revision, fetch_error = self.fetch()
+        # a push notification or an explicit request means the server is worth asking now
+        forced = reason.startswith(("webhook", "sync", "SIGHUP", "ref-change"))
+        revision, fetch_error = self.fetch(force=forced)
         log = self.log.bind(reason=reason)
         if revision is None:
             log.error("run_failed", error=fetch_error)

@@ -12,14 +12,15 @@ validation (which turns problems into diagnostics) and by explain/plan/sync thro
 from __future__ import annotations
 
 import graphlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reconciler.errors import TemplateError
+from reconciler.errors import ReconcilerError, TemplateError
 from reconciler.model import Fleet, Instance, Solution, Target
 from reconciler.provider_api import Component
+from reconciler.secrets import is_secret_ref, secret_file
 from reconciler.templating import has_template, render_value
 
 __all__ = [
@@ -56,6 +57,13 @@ class ResolvedParam:
     origin: Origin
     overridden: tuple[Origin, ...] = ()  # lower-precedence settings this value replaced
     secret: bool = False
+    secret_ref: str = ""  # the site-local file a secretFrom value names
+    error: str = ""  # why a secretFrom value could not be read (value is then a placeholder)
+
+    @property
+    def unresolved(self) -> bool:
+        """A secretFrom value whose file was not read (repository-only validation, error)."""
+        return bool(self.secret_ref) and (bool(self.error) or self.value is None)
 
 
 @dataclass(frozen=True)
@@ -143,9 +151,17 @@ def _source_of(fleet: Fleet, origin: Origin) -> Any:
     return table[name].source
 
 
+SecretResolver = Callable[[Mapping[str, Any]], str]
+
+
 def resolve_params(fleet: Fleet, instance: Instance, target: Target,
-                   solution: Solution) -> dict[str, ResolvedParam]:
-    """Every declared parameter that has a value, with where the value came from."""
+                   solution: Solution, *, secrets: SecretResolver | None = None
+                   ) -> dict[str, ResolvedParam]:
+    """Every declared parameter that has a value, with where the value came from.
+
+    ``{secretFrom: {file: NAME}}`` values are read with ``secrets`` (the site's secrets
+    directory); without one they stay unresolved (value None), which validation skips.
+    """
     resolved: dict[str, ResolvedParam] = {}
     for template, values, _general in _layers(fleet, instance, target, solution):
         source = _source_of(fleet, template)
@@ -161,6 +177,17 @@ def resolve_params(fleet: Fleet, instance: Instance, target: Target,
                                 source.line_of(*field_parts), ".".join(field_parts))
             previous = resolved.get(name)
             overridden = (*previous.overridden, previous.origin) if previous else ()
+            if is_secret_ref(value):
+                ref, error, secret_value = "", "", None
+                try:
+                    ref = secret_file(value)
+                    if secrets is not None:
+                        secret_value = secrets(value)
+                except ReconcilerError as exc:
+                    error = exc.message
+                resolved[name] = ResolvedParam(name, secret_value, origin, overridden, True,
+                                               ref or "?", error)
+                continue
             resolved[name] = ResolvedParam(name, value, origin, overridden, param.secret)
     return resolved
 
@@ -218,19 +245,20 @@ def _render(value: Any, context: Mapping[str, Any], where: str,
 
 
 def render_placement(fleet: Fleet, instance: Instance, target: Target, solution: Solution,
-                     *, revision: str = "", params: dict[str, ResolvedParam] | None = None
-                     ) -> Placement:
+                     *, revision: str = "", params: dict[str, ResolvedParam] | None = None,
+                     secrets: SecretResolver | None = None) -> Placement:
     """Resolve and render one (instance, target) pair; problems are returned, not raised."""
     resolved = params if params is not None else resolve_params(fleet, instance, target,
-                                                                solution)
-    values = {name: p.value for name, p in resolved.items()}
+                                                                solution, secrets=secrets)
+    values = {name: (f"<secret {p.secret_ref}>" if p.unresolved else p.value)
+              for name, p in resolved.items()}
     context = template_context(fleet, instance, target, solution, values)
     problems: list[RenderProblem] = []
     by_name = {c.name: c for c in solution.components}
     components: list[Component] = []
     src = solution.source
     base_dir = fleet.root / solution.directory if solution.directory else fleet.root
-    secrets = frozenset(n for n, p in resolved.items() if p.secret)
+    secret_names = frozenset(n for n, p in resolved.items() if p.secret)
     for name in component_order(solution):
         comp = by_name[name]
         found: list[tuple[str, str]] = []
@@ -245,7 +273,7 @@ def render_placement(fleet: Fleet, instance: Instance, target: Target, solution:
             name=comp.name, type=comp.type, properties=props, params=values,
             instance=instance.name, solution=solution.name, target=target.name,
             site=fleet.site_path(target.site), revision=revision, base_dir=Path(base_dir),
-            repo_root=fleet.root, depends_on=comp.depends_on, secret_params=secrets,
+            repo_root=fleet.root, depends_on=comp.depends_on, secret_params=secret_names,
             template_context=context))
     return Placement(instance, target, solution, resolved, tuple(components), tuple(problems))
 

@@ -20,6 +20,7 @@ import yaml
 from reconciler.diagnostics import Diagnostic
 from reconciler.executing import ComponentPhase, TargetResult
 from reconciler.model import API_VERSION
+from reconciler.secrets import redact
 
 __all__ = ["Phase", "TargetStatus", "build_status", "render_status", "status_path"]
 
@@ -154,5 +155,6 @@ def build_status(*, target: str, site: str, observed: str, applied: str, last_go
 
 
 def render_status(status: TargetStatus, last_change: str) -> bytes:
-    return yaml.safe_dump(status.body(last_change), sort_keys=False, allow_unicode=True,
-                          width=100).encode()
+    text = yaml.safe_dump(status.body(last_change), sort_keys=False, allow_unicode=True,
+                          width=100)
+    return redact(text).encode()  # no secret value ever reaches the status branch

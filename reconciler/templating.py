@@ -134,6 +134,10 @@ def render_value(value: str, context: Mapping[str, Any], *, source: str) -> Any:
             result = _expression(expr)(**context)
             if isinstance(result, jinja2.Undefined):
                 result._fail_with_undefined_error()
+            if isinstance(result, str) and type(result) is not str:
+                # filters such as tojson return markupsafe.Markup: a str subclass that
+                # safe YAML cannot dump and that HTML-escapes whatever is appended to it
+                return str(result)
             return result
         return _template(value).render(**context)
     except (jinja2.TemplateError, SecurityError, TypeError, ValueError, ArithmeticError) as exc:

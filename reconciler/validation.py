@@ -32,7 +32,13 @@ from reconciler.loading import LoadResult, _schema_errors, field_path, load_flee
 from reconciler.model import Fleet, Instance, Solution, Target
 from reconciler.provider_api import LocalPolicy
 from reconciler.registry import ProviderRegistry, default_registry
-from reconciler.rendering import Placement, render_placement, resolve_params, select_targets
+from reconciler.rendering import (
+    Placement,
+    SecretResolver,
+    render_placement,
+    resolve_params,
+    select_targets,
+)
 from reconciler.templating import has_template, referenced_paths, undeclared_roots
 
 __all__ = ["PERMISSIVE_POLICY", "Report", "validate_fleet", "validate_repository"]
@@ -78,8 +84,14 @@ def _near(word: str, choices: Iterable[str]) -> str:
 
 class _Checker:
     def __init__(
-        self, loaded: LoadResult, registry: ProviderRegistry, policy: LocalPolicy, revision: str
+        self,
+        loaded: LoadResult,
+        registry: ProviderRegistry,
+        policy: LocalPolicy,
+        revision: str,
+        secrets: SecretResolver | None = None,
     ) -> None:
+        self.secrets = secrets
         self.fleet = loaded.fleet
         self.registry = registry
         self.policy = policy
@@ -143,8 +155,11 @@ class _Checker:
                         f"cycle in site parents: {loop}",
                     )
         for site in fleet.sites.values():
-            depth = len(fleet.site_chains[site.name])
-            if site.name not in reported and depth > len(self.levels):
+            chain = fleet.site_chains[site.name]
+            depth = len(chain)
+            # a chain whose top still has a known parent was cut by a cycle: already reported
+            cut = chain[0].parent is not None and chain[0].parent in fleet.sites
+            if site.name not in reported and not cut and depth > len(self.levels):
                 self.add(
                     site.source.path,
                     site.source.line_of("spec", "parent"),
@@ -505,7 +520,7 @@ class _Checker:
 
     def pair(self, inst: Instance, target: Target, solution: Solution) -> Placement:
         fleet = self.fleet
-        resolved = resolve_params(fleet, inst, target, solution)
+        resolved = resolve_params(fleet, inst, target, solution, secrets=self.secrets)
         pair = (target.name, inst.name)
         # general params at site and target levels: editableAt is checked where they apply
         for site in fleet.site_chains.get(target.site, ()):
@@ -534,7 +549,12 @@ class _Checker:
                     target=pair[0],
                     instance=pair[1],
                 )
-        values = {n: p.value for n, p in resolved.items()}
+        for rp in resolved.values():
+            if rp.error:
+                self.add(rp.origin.path, rp.origin.line, rp.origin.obj, rp.origin.field,
+                         rp.error, target=pair[0], instance=pair[1])
+        # unresolved secrets (no site, or unreadable) have no value to check
+        values = {n: p.value for n, p in resolved.items() if not p.unresolved}
         key = (solution.name, json.dumps(values, sort_keys=True, default=repr))
         errors = self.value_checks.get(key)
         if errors is None:
@@ -716,9 +736,10 @@ def validate_fleet(
     registry: ProviderRegistry | None = None,
     policy: LocalPolicy | None = None,
     revision: str = "",
+    secrets: SecretResolver | None = None,
 ) -> Report:
     checker = _Checker(
-        loaded, registry or default_registry(), policy or PERMISSIVE_POLICY, revision
+        loaded, registry or default_registry(), policy or PERMISSIVE_POLICY, revision, secrets
     )
     placements = checker.run()
     diagnostics = tuple(
@@ -738,8 +759,13 @@ def validate_repository(
     registry: ProviderRegistry | None = None,
     policy: LocalPolicy | None = None,
     revision: str = "",
+    secrets: SecretResolver | None = None,
 ) -> Report:
     """Load and validate the repository checked out at ``root``."""
     return validate_fleet(
-        load_fleet(root.resolve()), registry=registry, policy=policy, revision=revision
+        load_fleet(root.resolve()),
+        registry=registry,
+        policy=policy,
+        revision=revision,
+        secrets=secrets,
     )
