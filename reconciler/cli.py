@@ -81,9 +81,7 @@ def validate(path: Path, fmt: str, strict: bool) -> None:
     Each problem is one line: `path:line: Kind/name: field: message`. Exit 0 when the
     repository is valid, 1 when it is not.
     """
-    from reconciler.validation import validate_repository
-
-    report = validate_repository(path)
+    report = _validate_checkout(path)
     errors = report.errors
     warnings = [d for d in report.diagnostics if not d.is_error]
     failed = bool(errors) or (strict and bool(warnings))
@@ -101,6 +99,17 @@ def validate(path: Path, fmt: str, strict: bool) -> None:
         click.echo(f"{path}: {counts}; {len(_group(errors))} error(s), "
                    f"{len(_group(warnings))} warning(s)", err=True)
     sys.exit(1 if failed else 0)
+
+
+def _validate_checkout(path: Path) -> Any:
+    """Validate a repository checkout; instance versions resolve from its tags when it is
+    a git repository."""
+    from reconciler.releases import ReleaseResolver, git_dir_of, local_exporter
+    from reconciler.validation import validate_repository
+
+    git_dir = git_dir_of(path)
+    releases = ReleaseResolver(git_dir, local_exporter(git_dir)) if git_dir else None
+    return validate_repository(path, releases=releases)
 
 
 def _counts(fleet: Any) -> dict[str, int]:
@@ -122,9 +131,8 @@ def explain(repo: Path, target: str, instance: str | None, fmt: str) -> None:
     components in apply order.
     """
     from reconciler.explain import explain_data, explain_text
-    from reconciler.validation import validate_repository
 
-    report = validate_repository(repo)
+    report = _validate_checkout(repo)
     if target not in report.fleet.targets:
         import difflib
 
@@ -399,3 +407,180 @@ def config_check(config_path: Path) -> None:
         sys.exit(1)
     click.echo(f"{config_path}: OK (site {config.site}, repo {config.repo_url}, "
                f"ref {config.ref}, state {config.state_dir})")
+
+
+def _git(repo: Path, *args: str, check: bool = True) -> str:
+    import subprocess
+
+    proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
+                          timeout=120)
+    if check and proc.returncode != 0:
+        raise click.ClickException(f"git {args[0]}: {proc.stderr.strip() or proc.returncode}")
+    return proc.stdout.strip()
+
+
+@main.command()
+@click.option("--repo", "repo", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=".", show_default=True, help="Working copy of the fleet repository.")
+@click.argument("solution")
+@click.argument("version")
+@click.option("-m", "--message", default=None, help="Tag message (default: a summary).")
+@click.option("--sign", is_flag=True, help="Sign the tag (git tag -s), for verify: tag.")
+@click.option("--push", "remote", default=None, help="Push the tag to this remote.")
+def release(repo: Path, solution: str, version: str, message: str | None, sign: bool,
+            remote: str | None) -> None:
+    """Release SOLUTION as VERSION: the annotated tag <solution>/v<version> at HEAD.
+
+    Instances with `version: VERSION` then take the solution's files as they are in that
+    commit. The repository must be valid and the solution's directory committed.
+    """
+    import semver
+
+    from reconciler.releases import list_releases, release_tag
+
+    try:
+        semver.Version.parse(version)
+    except ValueError:
+        raise click.UsageError(f"'{version}' is not a semantic version such as 1.4.0") from None
+    report = _validate_checkout(repo)
+    found = report.fleet.solutions.get(solution)
+    if found is None:
+        raise click.UsageError(f"no valid Solution/{solution} in {repo}")
+    errors = [d for d in report.errors if d.path == found.source.path]
+    if errors:
+        for d in errors:
+            click.echo(d.format(), err=True)
+        raise click.ClickException(f"Solution/{solution} is invalid; nothing released")
+    directory = found.directory or "."
+    if _git(repo, "status", "--porcelain", "--", directory):
+        raise click.ClickException(f"{directory} has uncommitted changes; commit them first")
+    tag = release_tag(solution, version)
+    git_dir = Path(_git(repo, "rev-parse", "--absolute-git-dir"))
+    existing = list_releases(git_dir, solution)
+    if any(v == version for _, v, _ in existing):
+        raise click.ClickException(f"{tag} already exists")
+    head = _git(repo, "rev-parse", "HEAD")
+    text = message or f"Release {version} of solution {solution}"
+    _git(repo, "tag", "-s" if sign else "-a", tag, "-m", text, head)
+    click.echo(f"tagged {tag} at {head[:12]}")
+    if existing and semver.Version.parse(existing[0][1]) > semver.Version.parse(version):
+        click.echo(f"note: {existing[0][1]} is a newer release of {solution}", err=True)
+    if remote:
+        _git(repo, "push", remote, f"refs/tags/{tag}")
+        click.echo(f"pushed {tag} to {remote}")
+
+
+@main.command()
+@click.option("--repo", "repo", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=".", show_default=True, help="Working copy of the fleet repository.")
+@click.argument("instance")
+@click.option("--to", "version", required=True, help="The earlier release to go back to.")
+@click.option("--branch", default=None,
+              help="Branch for the change (default rollback/<instance>-v<version>).")
+def rollback(repo: Path, instance: str, version: str, branch: str | None) -> None:
+    """Pin INSTANCE to an earlier release, as a commit on a new branch for review.
+
+    Sets the instance's `spec.version`, validates the result, and commits it on a branch;
+    push it and open a pull request to roll the fleet back.
+    """
+    import re
+
+    from reconciler.releases import ReleaseResolver, git_dir_of, local_exporter
+
+    report = _validate_checkout(repo)
+    inst = report.fleet.instances.get(instance)
+    if inst is None:
+        raise click.UsageError(f"no Instance/{instance} in {repo}")
+    git_dir = git_dir_of(repo)
+    if git_dir is None:
+        raise click.UsageError(f"{repo} is not a git repository")
+    found = ReleaseResolver(git_dir, local_exporter(git_dir))(inst.solution, version)
+    if isinstance(found, str):
+        raise click.ClickException(found)
+    if _git(repo, "status", "--porcelain"):
+        raise click.ClickException("the working copy has uncommitted changes; commit or stash "
+                                   "them first")
+    path = repo / inst.source.path
+    lines = path.read_text().splitlines(keepends=True)
+    src = inst.source
+    if inst.version:
+        i = src.line_of("spec", "version") - 1
+        lines[i] = re.sub(r"(version:\s*)(['\"]?)[^'\"\s#]+(['\"]?)", rf"\g<1>\g<2>{version}\g<3>",
+                          lines[i], count=1)
+    else:
+        i = src.line_of("spec", "solution") - 1
+        indent = lines[i][: len(lines[i]) - len(lines[i].lstrip())]
+        lines.insert(i + 1, f"{indent}version: {version}\n")
+    name = branch or f"rollback/{instance}-v{version}"
+    _git(repo, "checkout", "-q", "-b", name)
+    path.write_text("".join(lines))
+    check = _validate_checkout(repo)
+    if check.errors:
+        _git(repo, "checkout", "-q", "--", str(path.relative_to(repo)))
+        _git(repo, "checkout", "-q", "-")
+        _git(repo, "branch", "-q", "-D", name)
+        for d in check.errors:
+            click.echo(d.format(), err=True)
+        raise click.ClickException("the rollback would not validate; nothing committed")
+    _git(repo, "commit", "-q", "-m",
+         f"Roll {instance} back to {inst.solution} {version}", "--", str(path.relative_to(repo)))
+    click.echo(f"committed on branch {name}: Instance/{instance} pinned to {inst.solution} "
+               f"{version} ({inst.source.path})\npush it and open a pull request: "
+               f"git push -u origin {name}")
+
+
+@main.command()
+@click.option("--repo", "repo", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=".", show_default=True, help="Clone of the fleet repository.")
+@click.option("--solution", default=None, help="Releases of this solution only.")
+@click.option("--target", default=None,
+              help="Status history of this target (from the status branches in the clone).")
+@FORMAT
+def history(repo: Path, solution: str | None, target: str | None, fmt: str) -> None:
+    """Releases of the fleet's solutions, or the status history of one target."""
+    import yaml
+
+    from reconciler.releases import git_dir_of, list_releases
+
+    git_dir = git_dir_of(repo)
+    if git_dir is None:
+        raise click.UsageError(f"{repo} is not a git repository")
+    if target is None:
+        rows = [{"solution": s, "version": v, "date": d} for s, v, d in
+                list_releases(git_dir, solution)]
+        if fmt == "json":
+            click.echo(json.dumps(rows, indent=2))
+            return
+        for r in rows:
+            click.echo(f"{r['solution']:<28} {r['version']:<12} {r['date']}")
+        if not rows:
+            click.echo("no releases (tags <solution>/v<semver>)")
+        return
+    refs = _git(repo, "for-each-ref", "--format=%(refname)", "refs/heads/reconciler-status",
+                "refs/remotes", "refs/heads/reconciler-fleet-status").split()
+    refs = [r for r in refs if "reconciler-status/" in r or r.endswith("reconciler-fleet-status")]
+    if not refs:
+        raise click.ClickException("no status branches in this clone (git fetch origin "
+                                   "'refs/heads/reconciler-status/*:refs/remotes/origin/"
+                                   "reconciler-status/*')")
+    log = _git(repo, "log", "--format=@%H %cI", "--name-only", *refs, "--",
+               f":(glob)status/**/{target}.yaml")
+    entries = []
+    commit = date = ""
+    for line in log.splitlines():
+        if line.startswith("@"):
+            commit, date = line[1:].split(" ", 1)
+        elif line.strip():
+            raw = _git(repo, "show", f"{commit}:{line.strip()}", check=False)
+            try:
+                doc = yaml.safe_load(raw) or {}
+            except yaml.YAMLError:
+                doc = {}
+            entries.append({"commit": commit, "date": date, "phase": doc.get("phase", "?"),
+                            "revision": str(doc.get("appliedRevision", ""))[:12],
+                            "message": doc.get("message", "")})
+    if fmt == "json":
+        click.echo(json.dumps(entries, indent=2))
+        return
+    for e in entries:
+        click.echo(f"{e['date']}  {e['phase']:<11} {e['revision']:<12} {e['message']}")

@@ -43,6 +43,8 @@ def _placement(p: Placement) -> dict[str, Any]:
     return {
         "instance": p.instance.name,
         "solution": p.solution.name,
+        "version": p.instance.version,
+        "release": p.solution.release or None,
         "source": f"{p.instance.source.path}:{p.instance.source.line}",
         "suspended": p.instance.suspend,
         "parameters": [
@@ -101,7 +103,8 @@ def explain_text(data: dict[str, Any]) -> str:
     for inst in data["instances"]:
         lines.append("")
         suspended = "  [suspended]" if inst["suspended"] else ""
-        lines.append(f"Instance {inst['instance']}  (solution {inst['solution']}, "
+        release = f" {inst['version']} (tag {inst['release']})" if inst["release"] else ""
+        lines.append(f"Instance {inst['instance']}  (solution {inst['solution']}{release}, "
                      f"{inst['source']}){suspended}")
         lines.append("  Parameters (highest precedence wins):")
         rows = [(p["name"], _show(p["value"]), p["level"], f"{p['file']}:{p['line']}",

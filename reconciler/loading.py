@@ -322,7 +322,9 @@ class _Loader:
                                                      f"; known kinds: {', '.join(KINDS)}"))
             return False
         validator = self.validators[kind]
-        if validator.validate(data):
+        # no schema here defaults, coerces or renames, so normalizing would only cost time
+        # (it copies the schema for every nested mapping: most of the loader's run time)
+        if validator.validate(data, normalize=False):
             return not d.doc.duplicates
         schema = document_schema(kind)
         for path, message in _schema_errors(validator._errors, schema):

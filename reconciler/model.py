@@ -142,6 +142,9 @@ class Solution:
     components: tuple[ComponentDef, ...]
     source: Source
     description: str = ""
+    # set for a released version (tag <name>/v<version>): the checkout it was loaded from
+    root: Path | None = None
+    release: str = ""
 
     @property
     def directory(self) -> str:

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -28,14 +26,15 @@ from reconciler.diagnostics import Diagnostic
 from reconciler.errors import ReconcilerError, SourceError, StatusPushError, VerificationError
 from reconciler.executing import RetryPolicy, TargetResult, reconcile_target
 from reconciler.inventory import Inventory
-from reconciler.model import Fleet, StatusLayout, Target
+from reconciler.model import Fleet, Source, StatusLayout, Target
 from reconciler.planning import TargetPlan, plan_target
 from reconciler.provider_api import LocalPolicy
 from reconciler.registry import ProviderRegistry
+from reconciler.releases import ReleaseResolver
 from reconciler.secrets import SecretReader
 from reconciler.source import GitSource, Revision
 from reconciler.statefiles import read_json, write_json
-from reconciler.status import Phase, TargetStatus, build_status, render_status, status_path
+from reconciler.status import Phase, StatusRenderer, TargetStatus, build_status, status_path
 from reconciler.status_push import Layout, StatusPublisher
 from reconciler.validation import Report, validate_repository
 from reconciler.verification import VerifyMode, VerifyPolicy, verify_revision
@@ -86,6 +85,7 @@ class Reconciler:
         self.verify = VerifyPolicy(VerifyMode(config.verify_mode),
                                    config.verify_allowed_signers, config.verify_gpg_keyring)
         self.secrets = SecretReader(config.secrets_dir)
+        self.releases = ReleaseResolver(self.source.git_dir, self.source.checkout)
         self.stop_event = threading.Event()
         self.newer = threading.Event()  # set when a newer revision is known to exist
         self._reports: dict[str, Report] = {}
@@ -94,6 +94,7 @@ class Reconciler:
         self._state: dict[str, Any] = read_json(self._state_path, {"targets": {}})
         self._state.setdefault("targets", {})
         self._run_lock = threading.Lock()
+        self._status_text = StatusRenderer()  # idle runs reuse the last run's YAML
         self._current = ""
         self._last_remote_check = 0.0
         self._fetch_failures = 0
@@ -122,7 +123,8 @@ class Reconciler:
         if found is None:
             root = self.source.checkout(commit)
             found = validate_repository(root, registry=self.registry, policy=self.policy,
-                                        revision=commit, secrets=self.secrets)
+                                        revision=commit, secrets=self.secrets,
+                                        releases=self.releases)
             self._reports[commit] = found
             # keep the reports of the revisions still in use, drop the rest
             keep = self._revisions_in_use() | {commit}
@@ -203,6 +205,7 @@ class Reconciler:
     def _run(self, reason: str) -> RunSummary:
         started = time.monotonic()
         self.newer.clear()
+        self._status_text.next_run()
         # a push notification or an explicit request means the server is worth asking now
         forced = reason.startswith(("webhook", "sync", "SIGHUP", "ref-change"))
         revision, fetch_error = self.fetch(force=forced)
@@ -256,7 +259,8 @@ class Reconciler:
                              or fleet.site_path(s.name).startswith(site_path + "/")}) \
             if fleet is not None else [site_path]
         commit_sha, pushed = self._publish(statuses, site_path, site_paths, commit, fleet)
-        self.source.prune_checkouts(self._revisions_in_use() | {commit})
+        self.source.prune_checkouts(self._revisions_in_use() | {commit}
+                                    | self.releases.commits)
         summary = RunSummary(commit, tuple(statuses), time.monotonic() - started, commit_sha,
                              pushed, fetch_error, tuple(results))
         if self.metrics is not None:
@@ -309,7 +313,7 @@ class Reconciler:
                               applied=info.get("applied", ""),
                               last_good=info.get("lastGood", ""), result=result,
                               errors=errors, blocked=blocked, solutions=solutions)
-        digest = status.digest()
+        digest = self._status_text.digest(status)
         if info.get("digest") != digest:
             info["digest"] = digest
             info["lastChange"] = datetime.now(UTC).isoformat(timespec="seconds")
@@ -337,7 +341,7 @@ class Reconciler:
         info = self._state["targets"].get(name, {})
         result = None
         if len(inventory):
-            retired = Target(name, {}, "", {}, (), info.get("source") or _NO_SOURCE)
+            retired = Target(name, {}, info.get("site", ""), {}, (), Source("", 0))
             providers = ProviderSet(name, self.registry, self.policy, self.state_dir,
                                     self.cancelled)
             result = reconcile_target(retired, (), providers, inventory, commit,
@@ -373,7 +377,7 @@ class Reconciler:
         files: dict[str, bytes] = {}
         for status in statuses:
             info = self._state["targets"].get(status.target, {})
-            files[status_path(status.site or site_path, status.target)] = render_status(
+            files[status_path(status.site or site_path, status.target)] = self._status_text.render(
                 status, info.get("lastChange", ""))
         try:
             publisher = self.publisher(site_path, fleet)
@@ -408,9 +412,3 @@ class Reconciler:
 def _global_errors(report: Report) -> bool:
     return any(not d.target and not d.instance for d in report.errors)
 
-
-_NO_SOURCE: Any = None
-
-
-def _unused(*_: Callable[..., Any] | Path) -> None:  # pragma: no cover
-    pass

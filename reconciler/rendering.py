@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.errors import ReconcilerError, TemplateError
-from reconciler.model import Fleet, Instance, Solution, Target
+from reconciler.model import Fleet, Instance, Solution, Source, Target
 from reconciler.provider_api import Component
 from reconciler.secrets import is_secret_ref, secret_file
 from reconciler.templating import has_template, render_value
@@ -116,39 +116,37 @@ def select_targets(fleet: Fleet, instance: Instance) -> list[Target]:
     return sorted(chosen.values(), key=lambda t: t.name)
 
 
-def _layers(fleet: Fleet, instance: Instance, target: Target,
-            solution: Solution) -> Iterator[tuple[Origin, Mapping[str, Any], bool]]:
-    """Each layer of settings, lowest precedence first: (origin template, values, general)."""
+def _layers(fleet: Fleet, instance: Instance, target: Target, solution: Solution
+            ) -> Iterator[tuple[Origin, Mapping[str, Any], Source]]:
+    """Each layer of settings, lowest precedence first: (origin template, values, source).
+
+    A released solution's settings are named ``<tag>:<path>`` (``app/v1.2.0:solution.yaml``):
+    they come from the tag, not from the tracked revision.
+    """
     src = solution.source
+    sol_path = f"{solution.release}:{src.path}" if solution.release else src.path
     for name, param in solution.parameters.items():
         if param.has_default:
-            yield (Origin("default", f"Solution/{solution.name}", src.path,
+            yield (Origin("default", f"Solution/{solution.name}", sol_path,
                           src.line_of("spec", "parameters", name, "default"),
                           f"spec.parameters.{name}.default"),
-                   {name: param.rules["default"]}, False)
+                   {name: param.rules["default"]}, src)
     if instance.profile and instance.profile in solution.profiles:
-        yield (Origin(f"profile:{instance.profile}", f"Solution/{solution.name}", src.path, 0,
+        yield (Origin(f"profile:{instance.profile}", f"Solution/{solution.name}", sol_path, 0,
                       f"spec.profiles.{instance.profile}"),
-               solution.profiles[instance.profile], False)
+               solution.profiles[instance.profile], src)
     yield (Origin("instance", f"Instance/{instance.name}", instance.source.path, 0,
-                  "spec.params"), instance.params, False)
+                  "spec.params"), instance.params, instance.source)
     for site in fleet.site_chains.get(target.site, ()):
         level = fleet.site_level(site.name)
         yield (Origin(level, f"Site/{site.name}", site.source.path, 0, "spec.params"),
-               site.params, True)
+               site.params, site.source)
         scoped = site.solution_params.get(solution.name)
         if scoped:
             yield (Origin(level, f"Site/{site.name}", site.source.path, 0,
-                          f"spec.solutionParams.{solution.name}"), scoped, False)
+                          f"spec.solutionParams.{solution.name}"), scoped, site.source)
     yield (Origin("target", f"Target/{target.name}", target.source.path, 0, "spec.params"),
-           target.params, True)
-
-
-def _source_of(fleet: Fleet, origin: Origin) -> Any:
-    kind, _, name = origin.obj.partition("/")
-    table: Mapping[str, Any] = {"Solution": fleet.solutions, "Instance": fleet.instances,
-                                "Site": fleet.sites, "Target": fleet.targets}[kind]
-    return table[name].source
+           target.params, target.source)
 
 
 SecretResolver = Callable[[Mapping[str, Any]], str]
@@ -163,8 +161,7 @@ def resolve_params(fleet: Fleet, instance: Instance, target: Target,
     directory); without one they stay unresolved (value None), which validation skips.
     """
     resolved: dict[str, ResolvedParam] = {}
-    for template, values, _general in _layers(fleet, instance, target, solution):
-        source = _source_of(fleet, template)
+    for template, values, source in _layers(fleet, instance, target, solution):
         for name, value in values.items():
             param = solution.parameters.get(name)
             if param is None:
@@ -257,7 +254,8 @@ def render_placement(fleet: Fleet, instance: Instance, target: Target, solution:
     by_name = {c.name: c for c in solution.components}
     components: list[Component] = []
     src = solution.source
-    base_dir = fleet.root / solution.directory if solution.directory else fleet.root
+    root = solution.root or fleet.root  # a released version renders from its own checkout
+    base_dir = root / solution.directory if solution.directory else root
     secret_names = frozenset(n for n, p in resolved.items() if p.secret)
     for name in component_order(solution):
         comp = by_name[name]
@@ -273,7 +271,7 @@ def render_placement(fleet: Fleet, instance: Instance, target: Target, solution:
             name=comp.name, type=comp.type, properties=props, params=values,
             instance=instance.name, solution=solution.name, target=target.name,
             site=fleet.site_path(target.site), revision=revision, base_dir=Path(base_dir),
-            repo_root=fleet.root, depends_on=comp.depends_on, secret_params=secret_names,
+            repo_root=root, depends_on=comp.depends_on, secret_params=secret_names,
             template_context=context))
     return Placement(instance, target, solution, resolved, tuple(components), tuple(problems))
 

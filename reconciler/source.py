@@ -77,9 +77,9 @@ def _semver_predicates(expr: str) -> list[str]:
                 upper = v.bump_major() if len(parts) == 1 else v.bump_minor()
                 out += [f">={v}", f"<{upper}"]
             elif token[0] in "<>=!":
-                op = token.rstrip("0123456789.").rstrip() if False else ""
                 op = "".join(ch for ch in token[:2] if ch in "<>=!")
-                out.append(f"{op}{_loose(token[len(op):])}")
+                version = _loose(token[len(op):])
+                out.append(f"{'==' if op == '=' else op}{version}")
             else:
                 out.append(f"=={_loose(token)}")
         except ValueError as exc:

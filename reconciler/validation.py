@@ -19,7 +19,7 @@ import difflib
 import json
 import os
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,9 @@ from reconciler.rendering import (
 from reconciler.templating import has_template, referenced_paths, undeclared_roots
 
 __all__ = ["PERMISSIVE_POLICY", "Report", "validate_fleet", "validate_repository"]
+
+# (solution, version) -> the released Solution, or why it cannot be had
+ReleaseLookup = Callable[[str, str], "Solution | str"]
 
 # Validating a repository without a site's local config checks the repository alone.
 PERMISSIVE_POLICY = LocalPolicy(
@@ -90,8 +93,11 @@ class _Checker:
         policy: LocalPolicy,
         revision: str,
         secrets: SecretResolver | None = None,
+        releases: ReleaseLookup | None = None,
     ) -> None:
         self.secrets = secrets
+        self.releases = releases
+        self.versioned: dict[str, Solution] = {}  # instance -> its released solution
         self.fleet = loaded.fleet
         self.registry = registry
         self.policy = policy
@@ -99,7 +105,12 @@ class _Checker:
         self.out: list[Diagnostic] = list(loaded.diagnostics)
         self.seen: set[Diagnostic] = set(self.out)
         self.validators: dict[str, cerberus.Validator] = {}
-        self.value_checks: dict[tuple[str, str], list[tuple[tuple[Any, ...], str]]] = {}
+        # schema errors per (rules or solution, value): most pairs share most values
+        self.value_checks: dict[tuple[str, Any], list[tuple[tuple[Any, ...], str]]] = {}
+        self.rule_keys: dict[str, dict[str, str]] = {}  # solution -> parameter -> rules JSON
+        self.param_validators: dict[str, cerberus.Validator] = {}  # rules JSON -> validator
+        # (solution id, component, property, value) -> findings of the first pair checked
+        self.path_checks: dict[tuple[int, int, str, str], list[Diagnostic]] = {}
         self.levels = tuple(self.fleet.settings.hierarchy)
         self.template_errors: set[tuple[str, str]] = set()  # (file, field) found statically
 
@@ -434,12 +445,31 @@ class _Checker:
                     instance=instance,
                 )
 
+    def solution_for(self, inst: Instance) -> Solution | None:
+        """The head Solution, or the released one an instance pins with ``version``."""
+        head = self.fleet.solutions.get(inst.solution)
+        if not inst.version:
+            return head
+        src = inst.source
+        where = (src.path, src.line_of("spec", "version"), f"Instance/{inst.name}", "spec.version")
+        if self.releases is None:
+            self.add(*where, f"version {inst.version} not checked (the repository's tags are "
+                     "not available here); the head solution is shown",
+                     severity=Severity.WARNING, instance=inst.name)
+            return head
+        found = self.releases(inst.solution, inst.version)
+        if isinstance(found, str):
+            self.add(*where, found, instance=inst.name)
+            return head
+        self.versioned[inst.name] = found
+        return found
+
     def instances(self) -> None:
         fleet = self.fleet
         for inst in fleet.instances.values():
             src = inst.source
             obj = f"Instance/{inst.name}"
-            solution = fleet.solutions.get(inst.solution)
+            solution = self.solution_for(inst)
             if solution is None and ("Solution", inst.solution) not in fleet.broken:
                 self.add(
                     src.path,
@@ -495,12 +525,64 @@ class _Checker:
             self.validators[solution.name] = found
         return found
 
+    def value_errors(
+        self, solution: Solution, values: Mapping[str, Any]
+    ) -> list[tuple[tuple[Any, ...], str]]:
+        """Schema errors of one pair's resolved values, each (rules, value) checked once.
+
+        Pairs share most of their values and solutions often share parameter definitions, so
+        checking parameter by parameter with a cache turns thousands of cerberus runs into a
+        few hundred. Rules that relate two fields (dependencies, excludes) need the whole
+        mapping: such a solution is checked as a whole, once per distinct set of values.
+        """
+        keys = self.rule_keys.get(solution.name)
+        if keys is None:
+            keys = {
+                n: json.dumps(p.rules, sort_keys=True, default=repr)
+                for n, p in solution.parameters.items()
+            }
+            self.rule_keys[solution.name] = keys
+        if any(_CROSS_FIELD_RULES & p.rules.keys() for p in solution.parameters.values()):
+            key = (solution.name, json.dumps(values, sort_keys=True, default=repr))
+            errors = self.value_checks.get(key)
+            if errors is None:
+                validator = self.validator(solution)
+                errors = (
+                    []
+                    if validator.validate(values, normalize=False)
+                    else list(_schema_errors(validator._errors, {}))
+                )
+                self.value_checks[key] = errors
+            return errors
+        found: list[tuple[tuple[Any, ...], str]] = []
+        for pname, value in values.items():
+            rules_key = keys.get(pname)
+            if rules_key is None:
+                continue  # not declared: reported where it is set
+            key = (rules_key, _value_key(value))
+            errors = self.value_checks.get(key)
+            if errors is None:
+                validator = self.param_validators.get(rules_key)
+                if validator is None:
+                    rules = dict(solution.parameters[pname].rules)
+                    validator = cerberus.Validator({"value": rules}, allow_unknown=False)
+                    self.param_validators[rules_key] = validator
+                errors = (
+                    []
+                    if validator.validate({"value": value}, normalize=False)
+                    else list(_schema_errors(validator._errors, {}))
+                )
+                self.value_checks[key] = errors
+            found.extend(((pname, *path[1:]), message) for path, message in errors)
+        return found
+
     def placements(self) -> dict[str, list[Placement]]:
         fleet = self.fleet
         result: dict[str, list[Placement]] = defaultdict(list)
         for inst in sorted(fleet.instances.values(), key=lambda i: i.name):
-            solution = fleet.solutions.get(inst.solution)
-            if solution is None:
+            solution = self.versioned.get(inst.name) or fleet.solutions.get(inst.solution)
+            if solution is None or (inst.version and inst.name not in self.versioned
+                                    and self.releases is not None):
                 continue
             chosen = select_targets(fleet, inst)
             if not chosen:
@@ -555,17 +637,7 @@ class _Checker:
                          rp.error, target=pair[0], instance=pair[1])
         # unresolved secrets (no site, or unreadable) have no value to check
         values = {n: p.value for n, p in resolved.items() if not p.unresolved}
-        key = (solution.name, json.dumps(values, sort_keys=True, default=repr))
-        errors = self.value_checks.get(key)
-        if errors is None:
-            validator = self.validator(solution)
-            errors = (
-                []
-                if validator.validate(values, normalize=False)
-                else list(_schema_errors(validator._errors, {}))
-            )
-            self.value_checks[key] = errors
-        for path, message in errors:
+        for path, message in self.value_errors(solution, values):
             pname = str(path[0]) if path else ""
             origin = resolved[pname].origin if pname in resolved else None
             if origin is None:
@@ -655,7 +727,23 @@ class _Checker:
                 )
 
     def repo_path(self, value: Any, placement: Placement, index: int, prop: str) -> None:
-        """A property naming a repository path must exist and stay inside the repository."""
+        """A property naming a repository path must exist and stay inside the repository.
+
+        The answer depends on the solution and the value, not on the target: the file system
+        is asked once per distinct path and the findings repeated for each pair.
+        """
+        key = (id(placement.solution), index, prop, repr(value))
+        found = self.path_checks.get(key)
+        if found is None:
+            before = len(self.out)
+            self._repo_path(value, placement, index, prop)
+            self.path_checks[key] = self.out[before:]
+            return
+        for d in found:
+            self.add(d.path, d.line, d.obj, d.field, d.message, severity=d.severity,
+                     target=placement.target.name, instance=placement.instance.name)
+
+    def _repo_path(self, value: Any, placement: Placement, index: int, prop: str) -> None:
         if isinstance(value, list):
             value = value[0] if value and isinstance(value[0], str) and "/" in value[0] else None
         if not isinstance(value, str) or "://" in value or not value:
@@ -720,6 +808,16 @@ class _Checker:
         return self.placements()
 
 
+_CROSS_FIELD_RULES = frozenset({"dependencies", "excludes"})
+
+
+def _value_key(value: Any) -> Any:
+    """A hashable key for a parameter value (the type too: 1, 1.0 and True differ)."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return (type(value).__name__, value)
+    return ("json", json.dumps(value, sort_keys=True, default=repr))
+
+
 def _contains_template(value: Any) -> bool:
     if isinstance(value, str):
         return has_template(value)
@@ -737,9 +835,15 @@ def validate_fleet(
     policy: LocalPolicy | None = None,
     revision: str = "",
     secrets: SecretResolver | None = None,
+    releases: ReleaseLookup | None = None,
 ) -> Report:
     checker = _Checker(
-        loaded, registry or default_registry(), policy or PERMISSIVE_POLICY, revision, secrets
+        loaded,
+        registry or default_registry(),
+        policy or PERMISSIVE_POLICY,
+        revision,
+        secrets,
+        releases,
     )
     placements = checker.run()
     diagnostics = tuple(
@@ -760,6 +864,7 @@ def validate_repository(
     policy: LocalPolicy | None = None,
     revision: str = "",
     secrets: SecretResolver | None = None,
+    releases: ReleaseLookup | None = None,
 ) -> Report:
     """Load and validate the repository checked out at ``root``."""
     return validate_fleet(
@@ -768,4 +873,5 @@ def validate_repository(
         policy=policy,
         revision=revision,
         secrets=secrets,
+        releases=releases,
     )
