@@ -37,7 +37,10 @@ Exit codes:
 * ``75`` (``EX_TEMPFAIL``): try again later -> ``TransientError``, retried with backoff
   (from ``health``: Progressing);
 * killed by a signal we did not send (e.g. the OOM killer) -> ``TransientError``;
-* anything else -> ``PermanentError`` carrying the last lines of stderr (from ``health``:
+* ``64``, ``65``, ``66``, ``77``, ``78`` (sysexits usage, data, no input, permission and
+  config errors): ``PermanentError``, not retried — retrying cannot help;
+* anything else -> ``TransientError`` carrying the last lines of stderr: retried with
+  backoff (``retries`` in the local config), then the target is Failed (from ``health``:
   Degraded with stderr's last line).
 
 Without ``get``, a component is in sync when the digest recorded at its last apply equals the
@@ -85,10 +88,13 @@ from reconciler.provider_api import (
 from ._paths import map_os_error, relative_path_problem, repo_file, sha256_file
 from ._process import DEFAULT_OUTPUT_LIMIT, ProcessResult, run
 
-__all__ = ["EXIT_DIFFERS", "EXIT_TEMPFAIL", "ScriptProvider"]
+__all__ = ["EXIT_DIFFERS", "EXIT_PERMANENT", "EXIT_TEMPFAIL", "ScriptProvider"]
 
 EXIT_DIFFERS = 3
 EXIT_TEMPFAIL = 75  # sysexits.h EX_TEMPFAIL
+# sysexits.h codes that say retrying cannot help (usage, data, config, permission errors):
+# EX_USAGE, EX_DATAERR, EX_NOINPUT, EX_NOPERM, EX_CONFIG
+EXIT_PERMANENT = frozenset({64, 65, 66, 77, 78})
 DEFAULT_TIMEOUT = 300.0
 KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL of a timed-out command
 _COMMANDS = ("apply", "get", "delete", "health")
@@ -532,5 +538,10 @@ class ScriptProvider:
                 signame = f"signal {-code}"
             return TransientError(f"{what} was killed by {signame}: {tail}",
                                   reason="ScriptKilled")
-        return PermanentError(f"{what} failed with exit code {code}: {tail}",
+        if code in EXIT_PERMANENT:
+            return PermanentError(f"{what} failed with exit code {code}: {tail}",
+                                  reason="ScriptFailed")
+        # a script failing for an unknown reason (a network blip, a busy device) is retried
+        # with backoff like any provider failure; after the retries the target is Failed
+        return TransientError(f"{what} failed with exit code {code}: {tail}",
                               reason="ScriptFailed")

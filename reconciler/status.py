@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,8 @@ from reconciler.executing import ComponentPhase, TargetResult
 from reconciler.model import API_VERSION
 from reconciler.secrets import redact
 
-__all__ = ["Phase", "TargetStatus", "build_status", "render_status", "status_path"]
+__all__ = ["Phase", "StatusRenderer", "TargetStatus", "build_status", "render_status",
+           "status_path"]
 
 MAX_ERRORS = 50  # per status file; the rest is counted
 
@@ -51,8 +53,7 @@ class TargetStatus:
 
     def digest(self) -> str:
         """Identity of the meaningful content (everything but lastChange)."""
-        return hashlib.sha256(yaml.safe_dump(self.body(""), sort_keys=True).encode()
-                              ).hexdigest()
+        return _digest_of(self.body(""))
 
     def body(self, last_change: str) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -83,6 +84,8 @@ def _instances(result: TargetResult | None, solutions: Mapping[str, str]) -> dic
     if result is None:
         return out
     for comp in result.components:
+        if comp.phase is ComponentPhase.PRUNED:
+            continue  # a prune is an event (logged), not a state: the component is gone
         inst = out.setdefault(comp.instance, {"solution": solutions.get(comp.instance, ""),
                                               "phase": "Ready", "components": {}})
         entry: dict[str, Any] = {"phase": comp.phase.value, "provider": comp.provider}
@@ -101,8 +104,6 @@ def _instances(result: TargetResult | None, solutions: Mapping[str, str]) -> dic
             worst = "Failed"
         if worst == ComponentPhase.SKIPPED.value:
             worst = "Failed"
-        if all(p == ComponentPhase.PRUNED.value for p in phases):
-            worst = "Removed"
         inst["phase"] = worst
     return out
 
@@ -155,6 +156,57 @@ def build_status(*, target: str, site: str, observed: str, applied: str, last_go
 
 
 def render_status(status: TargetStatus, last_change: str) -> bytes:
-    text = yaml.safe_dump(status.body(last_change), sort_keys=False, allow_unicode=True,
-                          width=100)
-    return redact(text).encode()  # no secret value ever reaches the status branch
+    return redact(_yaml_of(status.body(last_change))).encode()  # no secret value leaves
+
+
+def _digest_of(body: dict[str, Any]) -> str:
+    return hashlib.sha256(yaml.safe_dump(body, sort_keys=True).encode()).hexdigest()
+
+
+def _yaml_of(body: dict[str, Any]) -> str:
+    return yaml.safe_dump(body, sort_keys=False, allow_unicode=True, width=100)
+
+
+class StatusRenderer:
+    """:meth:`TargetStatus.digest` and :func:`render_status`, remembering recent results.
+
+    On an idle run every target's status is the one it had on the previous run, and
+    serialising it to YAML twice per target (the digest, then the file) with PyYAML's
+    pure-Python emitter took most of a no-op run of a 1,000-target site (about 2.5 ms per
+    target). The results are kept by the ``repr`` of the status body, which is exact for the
+    plain values a body holds (str, int, bool, None, lists, dicts), so the bytes are the
+    same as the uncached functions give. Redaction still runs on every render, because the
+    set of known secret values can grow between runs. Built once per daemon by the
+    pipeline, which calls :meth:`next_run` at the start of every run: results unused for a
+    whole run are dropped, so memory follows the number of targets served.
+    """
+
+    def __init__(self) -> None:
+        self._current: dict[str, str] = {}
+        self._previous: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def next_run(self) -> None:
+        with self._lock:
+            self._previous, self._current = self._current, {}
+
+    def digest(self, status: TargetStatus) -> str:
+        return self._cached("d", status.body(""), _digest_of)
+
+    def render(self, status: TargetStatus, last_change: str) -> bytes:
+        return redact(self._cached("r", status.body(last_change), _yaml_of)).encode()
+
+    def _cached(self, kind: str, body: dict[str, Any],
+                compute: Callable[[dict[str, Any]], str]) -> str:
+        key = kind + repr(body)
+        with self._lock:
+            found = self._current.get(key)
+            if found is None:
+                found = self._previous.get(key)
+                if found is not None:
+                    self._current[key] = found
+        if found is None:
+            found = compute(body)
+            with self._lock:
+                self._current[key] = found
+        return found

@@ -236,7 +236,7 @@ def test_get_exit_codes(site: dict[str, Path]) -> None:
     with pytest.raises(TransientError, match="lock held"):
         prov.observe(comp, None)
     want.write_text("broken")
-    with pytest.raises(PermanentError) as info:
+    with pytest.raises(TransientError) as info:  # an unknown failure: retried with backoff
         prov.observe(comp, None)
     assert "exit code 5: first | cannot parse state" in str(info.value)
     assert "app-eu/agent" in str(info.value) and "get.sh" in str(info.value)
@@ -279,12 +279,19 @@ def test_exit_codes_map_to_error_kinds(site: dict[str, Path]) -> None:
                      'echo "disk /dev/sdz not found" >&2\nexit 2\n')
     comp = component(site, {"apply": [failing]}, params={"password": "s3cr3t"},
                      secret=frozenset({"password"}))
-    with pytest.raises(PermanentError) as info:
+    # an ordinary failure is retried by the executor
+    with pytest.raises(TransientError) as info:
         prov.apply(comp, None)
     message = str(info.value)
-    assert info.value.reason == "ScriptFailed" and not isinstance(info.value, TransientError)
+    assert info.value.reason == "ScriptFailed"
     assert "exit code 2" in message and "disk /dev/sdz not found" in message
     assert "app-eu/agent" in message and "s3cr3t" not in message and "***" in message
+    # sysexits' "retrying cannot help" codes are permanent
+    config_error = script(site["solution"], "config.sh", "echo 'bad config' >&2\nexit 78\n")
+    with pytest.raises(PermanentError) as permanent:
+        prov.apply(component(site, {"apply": [config_error]}), None)
+    assert permanent.value.reason == "ScriptFailed"
+    assert not isinstance(permanent.value, TransientError)
 
     retry = script(site["solution"], "retry.sh", "echo 'apt lock busy' >&2\nexit 75\n")
     with pytest.raises(TransientError, match="apt lock busy"):
@@ -327,7 +334,7 @@ def test_output_is_capped_without_slowing_down(site: dict[str, Path]) -> None:
 
     failing = script(site["solution"], "loud-fail.sh",
                      "yes 'noise' | head -c 5000000 >&2\necho 'the real reason' >&2\nexit 1\n")
-    with pytest.raises(PermanentError, match="the real reason"):
+    with pytest.raises(TransientError, match="the real reason"):
         prov.apply(component(site, {"apply": [failing]}), None)
 
 
@@ -371,7 +378,7 @@ def test_delete_failure_is_reported(site: dict[str, Path]) -> None:
     remove = script(site["solution"], "remove.sh", "echo 'still in use' >&2\nexit 1\n")
     prov = provider(site)
     record = prov.apply(component(site, {"apply": ["true"], "delete": [remove]}), None)
-    with pytest.raises(PermanentError, match="still in use"):
+    with pytest.raises(TransientError, match="still in use"):
         prov.delete(record)
 
 

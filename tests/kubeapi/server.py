@@ -337,28 +337,35 @@ class KubeAPIServer:
         dry_run = query.get("dryRun") == "All"
         manager = query.get("fieldManager")
         status = 200
+        reply: tuple[int, Any, dict[str, str] | None] | None = None
         fault = self._take_fault(method, path)
-        if fault is not None and fault.status_code == CONNECTION_RESET:
-            status = CONNECTION_RESET
-            h.reset()
-        else:
+        if fault is None or fault.status_code != CONNECTION_RESET:
             try:
                 if fault is not None:
                     raise _fault_status(fault)
                 status, body = self._dispatch(method, path, query, content_type, raw,
                                               h.headers.get("User-Agent") or "")
-                h.send_json(status, body)
+                reply = (status, body, None)
             except ApiStatus as exc:
                 status = exc.code
-                h.send_json(exc.code, exc.body(), exc.headers)
+                reply = (exc.code, exc.body(), exc.headers)
             except Exception as exc:  # a bug here must reach the test as a 500, not a hang
                 self._log.exception("request_failed", method=method, path=path)
                 status = 500
-                h.send_json(500, ApiStatus(500, "InternalError",
-                                           f"Internal error occurred: {exc!r}").body())
+                reply = (500, ApiStatus(500, "InternalError",
+                                        f"Internal error occurred: {exc!r}").body(), None)
+        else:
+            status = CONNECTION_RESET
+        # logged before the answer leaves: a client that has its response has been counted
         record = RecordedRequest(method, path, query, dry_run, manager, content_type, status)
         with self._log_lock:
             self._requests.append(record)
+        if reply is None:
+            h.reset()
+        elif reply[2] is None:
+            h.send_json(reply[0], reply[1])
+        else:
+            h.send_json(reply[0], reply[1], reply[2])
         self._log.debug("request_served", method=method, path=path, status=status,
                         dry_run=dry_run, ms=round((time.monotonic() - started) * 1000, 1))
 
