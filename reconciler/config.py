@@ -69,7 +69,11 @@ _SCHEMA: dict[str, Any] = {
         "port": {"type": "integer", "min": 0, "max": 65535},
         "enabled": {"type": "boolean"},
     }},
-    "webhook": {"type": "dict", "schema": {"secretFile": _STR}},
+    "webhook": {"type": "dict", "schema": {
+        "secretFile": _STR,
+        "triggerInterval": {"type": "number", "min": 0},  # seconds per trigger token
+        "triggerBurst": {"type": "integer", "min": 1},
+    }},
     "verify": {"type": "dict", "schema": {
         "mode": {"type": "string", "allowed": ["none", "commit", "tag"]},
         "allowedSigners": _STR,
@@ -116,6 +120,8 @@ class DaemonConfig:
     listen_port: int = 9420
     listen_enabled: bool = True
     webhook_secret_file: Path | None = None
+    webhook_trigger_interval: float = 10.0  # rate limit: one trigger per this many seconds
+    webhook_trigger_burst: int = 2
     verify_mode: str = "none"
     verify_allowed_signers: Path | None = None
     verify_gpg_keyring: Path | None = None
@@ -277,6 +283,8 @@ def _build(data: dict[str, Any], path: Path | None) -> DaemonConfig:
         listen_port=listen.get("port", 9420),
         listen_enabled=bool(listen.get("enabled", True)),
         webhook_secret_file=p((data.get("webhook") or {}).get("secretFile")),
+        webhook_trigger_interval=float((data.get("webhook") or {}).get("triggerInterval", 10.0)),
+        webhook_trigger_burst=int((data.get("webhook") or {}).get("triggerBurst", 2)),
         verify_mode=verify.get("mode", "none"),
         verify_allowed_signers=p(verify.get("allowedSigners")),
         verify_gpg_keyring=p(verify.get("gpgKeyring")),

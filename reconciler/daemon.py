@@ -142,7 +142,9 @@ class Daemon:
                     RefFilter.tracking(tag_glob="*") if spec.kind == "semver" else
                     RefFilter.tracking(branch=spec.value, tag=spec.value))
             webhook = WebhookSettings(load_secret(self.config.webhook_secret_file), refs,
-                                      lambda reason: self.trigger(reason, new_revision=True))
+                                      lambda reason: self.trigger(reason, new_revision=True),
+                                      trigger_interval=self.config.webhook_trigger_interval,
+                                      trigger_burst=self.config.webhook_trigger_burst)
         self._server = HttpServer(HttpSettings(self.config.listen_address,
                                                self.config.listen_port),
                                   health=self.health, metrics=self.metrics, webhook=webhook)

@@ -193,12 +193,14 @@ def test_sysusers_and_tmpfiles_create_user_and_private_directories(tmp_path: Pat
 # -- sample config and environment ----------------------------------------------------------
 
 CONFIG_KEYS = {
-    "repo": {"url", "ref", "sshKey", "tokenFile"}, "site": None, "targets": None,
+    "repo": {"url", "ref", "sshKey", "tokenFile", "timeout"}, "site": None, "targets": None,
     "stateDir": None, "interval": None, "jitter": None,
     "retries": {"count", "delay", "maxDelay"}, "healthTimeout": None,
+    "healthPollInterval": None, "watch": None,
     "status": {"layout", "branch", "push"},
     "policy": {"allowedProviders", "fileRoots", "allowScripts", "namespaces"},
-    "listen": {"address", "port"}, "webhook": {"secretFile"},
+    "listen": {"address", "port", "enabled"},
+    "webhook": {"secretFile", "triggerInterval", "triggerBurst"},
     "verify": {"mode", "allowedSigners", "gpgKeyring"}, "secretsDir": None,
     "log": {"format", "level"},
 }
@@ -434,3 +436,11 @@ def test_dockerignore_admits_everything_the_build_copies() -> None:
             for source in rest.split()[:-1]:
                 assert source.rstrip("/") in allowed, source
                 assert (ROOT / source).exists(), source
+
+
+def test_sample_config_documents_every_key_the_loader_knows() -> None:
+    from reconciler.config import _SCHEMA
+
+    known = {key: (set(rules["schema"]) if rules.get("type") == "dict" and "schema" in rules
+                   else None) for key, rules in _SCHEMA.items()}
+    assert known == CONFIG_KEYS
