@@ -367,6 +367,36 @@ def config_group() -> None:
     """Work with the local daemon config."""
 
 
+def _named_file_problems(config_path: Path) -> list[str]:
+    """Files and directories the config names that do not exist (read from the raw YAML,
+    so this works even when the rest of the config is invalid)."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(config_path.read_text()) if config_path.exists() else {}
+    except (OSError, yaml.YAMLError):
+        return []
+    if not isinstance(raw, dict):
+        return []
+    base = config_path.resolve().parent
+    problems = []
+    for section, key, kind in (("repo", "sshKey", "file"), ("repo", "tokenFile", "file"),
+                               ("webhook", "secretFile", "file"),
+                               ("verify", "allowedSigners", "file"),
+                               (None, "secretsDir", "dir")):
+        holder = raw.get(section) if section else raw
+        value = holder.get(key) if isinstance(holder, dict) else None
+        if not isinstance(value, str) or not value:
+            continue
+        path = Path(value) if Path(value).is_absolute() else base / value
+        ok = path.is_dir() if kind == "dir" else path.is_file()
+        if not ok:
+            name = f"{section}.{key}" if section else key
+            what = "a directory" if kind == "dir" else "a readable file"
+            problems.append(f"{name}: {path} is not {what}")
+    return problems
+
+
 @config_group.command("check")
 @CONFIG
 def config_check(config_path: Path) -> None:
@@ -380,7 +410,10 @@ def config_check(config_path: Path) -> None:
     try:
         config = load_config(config_path if config_path.exists() else None)
     except ConfigError as exc:
-        for problem in exc.problems or [exc.message]:
+        # the schema failed: still check the files the config names, so one run lists all
+        problems = list(exc.problems or [exc.message])
+        problems += _named_file_problems(config_path)
+        for problem in problems:
             click.echo(problem)
         sys.exit(1)
     if not config_path.exists():
@@ -395,12 +428,7 @@ def config_check(config_path: Path) -> None:
         problems.extend(f"verify: {p}" for p in policy.problems())
     except ConfigError as exc:
         problems.append(exc.message)
-    for name, path in (("repo.sshKey", config.ssh_key), ("repo.tokenFile", config.token_file),
-                       ("webhook.secretFile", config.webhook_secret_file)):
-        if path is not None and not path.is_file():
-            problems.append(f"{name}: {path} is not a readable file")
-    if config.secrets_dir is not None and not config.secrets_dir.is_dir():
-        problems.append(f"secretsDir: {config.secrets_dir} is not a directory")
+    problems += _named_file_problems(config_path)
     for problem in problems:
         click.echo(problem)
     if problems:

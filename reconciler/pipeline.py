@@ -12,6 +12,7 @@ another's.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from dataclasses import dataclass, field
@@ -95,6 +96,7 @@ class Reconciler:
         self._state.setdefault("targets", {})
         self._run_lock = threading.Lock()
         self._status_text = StatusRenderer()  # idle runs reuse the last run's YAML
+        self._published: tuple[str, str, bool] | None = None  # files digest, commit, pushed
         self._current = ""
         self._last_remote_check = 0.0
         self._fetch_failures = 0
@@ -379,18 +381,36 @@ class Reconciler:
             info = self._state["targets"].get(status.target, {})
             files[status_path(status.site or site_path, status.target)] = self._status_text.render(
                 status, info.get("lastChange", ""))
+        # An idle run has the file set of the run before. When that is on the remote (or
+        # pushing is off) the publisher would build the same tree and change nothing, after
+        # writing every file as a blob through a temporary file: most of a no-op run.
+        key = _files_digest(files, site_paths)
+        last, self._published = self._published, None
+        if last is not None and last[0] == key and (last[2] or not self.config.status_push):
+            self._published = last
+            return last[1], last[2]
+        # while the git server is unreachable (fetch backing off), commit locally only: the
+        # queued commit is pushed by the first run after the server answers again
+        offline = self._fetch_failures > 0 and time.monotonic() < self._next_fetch
+        publisher: StatusPublisher | None = None
         try:
             publisher = self.publisher(site_path, fleet)
             publisher.set_sites(site_paths)
-            result = publisher.publish(files, f"status: {self.config.site} at {commit[:12]}")
+            result = publisher.publish(files, f"status: {self.config.site} at {commit[:12]}",
+                                       push=not offline)
         except StatusPushError as exc:
             self.log.warning("status_push_failed", error=exc.message)
-            return None, False
+            # the commit is queued locally: report it
+            return (publisher.head() if publisher is not None else None), False
         except ReconcilerError as exc:
             self.log.error("status_failed", error=exc.message)
             return None, False
         if result.error:
             self.log.warning("status_push_failed", error=result.error)
+        elif offline and publisher.pending():
+            self.log.info("status_queued", commit=(result.commit or "")[:12])
+        if result.commit is not None:
+            self._published = (key, result.commit, result.pushed)
         return result.commit, result.pushed
 
     # -- plan --------------------------------------------------------------------------
@@ -407,6 +427,14 @@ class Reconciler:
             plans.append(plan_target(target, report.placements.get(target.name, ()), providers,
                                      inventory, revision.commit))
         return revision.commit, plans, report.errors
+
+
+def _files_digest(files: dict[str, bytes], site_paths: list[str]) -> str:
+    digest = hashlib.sha256("\0".join(sorted(site_paths)).encode() + b"\0\0")
+    for path in sorted(files):
+        data = files[path]
+        digest.update(f"{path}\0{len(data)}\0".encode() + data)
+    return digest.hexdigest()
 
 
 def _global_errors(report: Report) -> bool:

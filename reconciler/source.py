@@ -223,12 +223,25 @@ class GitSource:
         """The tracked ref's commit on the server (one round trip), or None when unknown."""
         if self.ref.kind == "semver":
             return None
-        prefix = "refs/heads/" if self.ref.kind in ("branch", "auto") else "refs/tags/"
+        refs = ([f"refs/heads/{self.ref.value}"] if self.ref.kind in ("branch", "auto")
+                else [])
+        if self.ref.kind in ("tag", "auto"):
+            # an annotated tag lists its tag object; "^{}" lists the commit it points at
+            refs += [f"refs/tags/{self.ref.value}", f"refs/tags/{self.ref.value}^{{}}"]
         try:
-            out = self._git("ls-remote", self.url, prefix + self.ref.value, network=True)
+            out = self._git("ls-remote", self.url, *refs, network=True)
         except SourceError:
             return None
-        return out.split()[0] if out.strip() else None
+        found: dict[str, str] = {}
+        for line in out.splitlines():
+            sha, _, name = line.partition("\t")
+            if name:
+                found[name] = sha
+        for ref in (refs[0] if self.ref.kind in ("branch", "auto") else None,
+                    f"refs/tags/{self.ref.value}^{{}}", f"refs/tags/{self.ref.value}"):
+            if ref is not None and ref in found:
+                return found[ref]
+        return None
 
     def url_for_humans(self) -> str:
         url = self.url

@@ -185,9 +185,11 @@ class StatusPublisher:
             self._prefixes = tuple(dict.fromkeys([self._prefix, *(f"status/{p}/"
                                                                   for p in paths)]))
 
-    def publish(self, files: Mapping[str, bytes], message: str) -> PublishResult:
+    def publish(self, files: Mapping[str, bytes], message: str, *,
+                push: bool = True) -> PublishResult:
         """Make the site's status files on the branch exactly ``files``, commit if that
-        changed the tree, and push whatever is queued (when pushing is enabled).
+        changed the tree, and push whatever is queued (when pushing is enabled and ``push``:
+        the daemon passes False while it backs off from an unreachable server).
 
         ``files`` maps repository paths directly under ``status/<site path>/`` to content;
         files under that directory that are not in ``files`` are removed.
@@ -203,13 +205,13 @@ class StatusPublisher:
         with self._lock:
             blobs = self._hash_blobs(files)
             local = self._rev(self._local_ref)
-            if local is None and self.push_enabled and not self._adopted:
+            if local is None and self.push_enabled and push and not self._adopted:
                 # First publish with this state: learn what the remote already holds, so a
                 # restarted daemon continues its branch instead of being rejected.
                 local = self._adopt_remote()
             outcome, local = self._commit(local, blobs, message)
             attempts, pushed, failure = 0, False, None
-            if self.push_enabled and local is not None:
+            if self.push_enabled and push and local is not None:
                 if local == self._rev(self._tracking_ref):
                     pushed = True
                 else:

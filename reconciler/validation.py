@@ -16,6 +16,7 @@ planner uses. Pure apart from reading the revision's files. Called by ``reconcil
 from __future__ import annotations
 
 import difflib
+import gc
 import json
 import os
 from collections import defaultdict
@@ -265,12 +266,17 @@ class _Checker:
                     )
                     continue
                 for problem in provider.check_config(binding.config, self.policy):
-                    fld = f"spec.bindings[{i}].config" + (
-                        f".{problem.field}" if problem.field else ""
-                    )
+                    at: tuple[str | int, ...]
+                    if problem.field == "provider":  # about the binding itself (e.g. policy)
+                        fld, at = f"spec.bindings[{i}].provider", (*where, "provider")
+                    else:
+                        fld = f"spec.bindings[{i}].config" + (
+                            f".{problem.field}" if problem.field else ""
+                        )
+                        at = (*where, "config", *problem.field.split("."))
                     self.add(
                         src.path,
-                        src.line_of(*where, "config", *problem.field.split(".")),
+                        src.line_of(*at),
                         obj,
                         fld,
                         problem.message,
@@ -845,7 +851,14 @@ def validate_fleet(
         secrets,
         releases,
     )
-    placements = checker.run()
+    # Rendering every pair allocates many long-lived objects in one burst; frozen, the
+    # fleet and everything loaded before are not rescanned by each full collection (a
+    # quarter of the run on a 1,000-target fleet). Unfrozen afterwards: nothing is kept.
+    gc.freeze()
+    try:
+        placements = checker.run()
+    finally:
+        gc.unfreeze()
     diagnostics = tuple(
         sorted(checker.out, key=lambda d: (d.path, d.line, d.obj, d.field, d.message, d.target))
     )
