@@ -11,6 +11,7 @@ validation (which turns problems into diagnostics) and by explain/plan/sync thro
 
 from __future__ import annotations
 
+import functools
 import graphlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -206,21 +207,27 @@ def template_context(fleet: Fleet, instance: Instance, target: Target, solution:
 
 def component_order(solution: Solution) -> list[str]:
     """Component names in dependsOn order (declaration order among independent ones)."""
+    return list(_order(tuple((c.name, c.depends_on) for c in solution.components)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _order(graph: tuple[tuple[str, tuple[str, ...]], ...]) -> tuple[str, ...]:
+    # cached: every (instance, target) pair of a solution asks for the same order
     sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
-    names = [c.name for c in solution.components]
-    for comp in solution.components:
-        sorter.add(comp.name, *[d for d in comp.depends_on if d in names])
+    names = [name for name, _ in graph]
+    for name, depends_on in graph:
+        sorter.add(name, *[d for d in depends_on if d in names])
     try:
         sorter.prepare()
     except graphlib.CycleError:
-        return names
+        return tuple(names)
     order: list[str] = []
     position = {n: i for i, n in enumerate(names)}
     while sorter.is_active():
         ready = sorted(sorter.get_ready(), key=lambda n: position.get(n, 0))
         order.extend(ready)
         sorter.done(*ready)
-    return order
+    return tuple(order)
 
 
 def _render(value: Any, context: Mapping[str, Any], where: str,
@@ -255,7 +262,8 @@ def render_placement(fleet: Fleet, instance: Instance, target: Target, solution:
     components: list[Component] = []
     src = solution.source
     root = solution.root or fleet.root  # a released version renders from its own checkout
-    base_dir = root / solution.directory if solution.directory else root
+    base_dir = Path(root / solution.directory if solution.directory else root)
+    site_path = fleet.site_path(target.site)
     secret_names = frozenset(n for n, p in resolved.items() if p.secret)
     for name in component_order(solution):
         comp = by_name[name]
@@ -270,7 +278,7 @@ def render_placement(fleet: Fleet, instance: Instance, target: Target, solution:
         components.append(Component(
             name=comp.name, type=comp.type, properties=props, params=values,
             instance=instance.name, solution=solution.name, target=target.name,
-            site=fleet.site_path(target.site), revision=revision, base_dir=Path(base_dir),
+            site=site_path, revision=revision, base_dir=base_dir,
             repo_root=root, depends_on=comp.depends_on, secret_params=secret_names,
             template_context=context))
     return Placement(instance, target, solution, resolved, tuple(components), tuple(problems))

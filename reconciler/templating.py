@@ -88,6 +88,10 @@ _ENV = _Sandbox(
     autoescape=False,
     keep_trailing_newline=True,
 )
+# Jinja's default globals (range, dict, lipsum, cycler, joiner, namespace) are all callables,
+# which the sandbox refuses anyway; without them every render also skips copying them into
+# its context, a quarter of the cost of rendering a short property.
+_ENV.globals.clear()
 
 
 def has_template(value: str) -> bool:
@@ -154,9 +158,18 @@ def render_text(text: str, context: Mapping[str, Any], *, source: str) -> str:
         raise _fail(source, exc) from None
 
 
+@functools.lru_cache(maxsize=8192)
+def _parsed(text: str) -> nodes.Template:
+    return _ENV.parse(text)
+
+
 def _parse(text: str, source: str) -> nodes.Template:
+    """The syntax tree of ``text`` (cached: validation walks each template twice).
+
+    Callers only read the tree; it must not be modified.
+    """
     try:
-        return _ENV.parse(text)
+        return _parsed(text)
     except jinja2.TemplateSyntaxError as exc:
         raise _fail(source, exc) from None
 

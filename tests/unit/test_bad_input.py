@@ -46,11 +46,13 @@ def test_base_is_valid(tmp_path: Path) -> None:
 @pytest.mark.parametrize("case", CASES)
 def test_bad_input_is_named(case: str, tmp_path: Path) -> None:
     repo = build(case, tmp_path)
-    started = time.monotonic()
+    # CPU time, not wall time: the machines are shared, and the promise is about the work
+    # bad input costs, which a loaded neighbour does not change
+    started = time.process_time()
     report = validate_repository(repo)
-    elapsed = time.monotonic() - started
+    elapsed = time.process_time() - started
     lines = [d.format() for d in report.errors]
     for expected in expectations(case):
         assert any(expected in line for line in lines), f"{expected!r} not in {lines}"
     assert not report.ok
-    assert elapsed < 1.0, f"{case} took {elapsed:.2f}s"
+    assert elapsed < 1.0, f"{case} took {elapsed:.2f}s of CPU"
