@@ -14,6 +14,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from reconciler.yamlio import line_at
+
 __all__ = [
     "API_VERSION",
     "KINDS",
@@ -47,12 +49,7 @@ class Source:
     lines: Mapping[FieldPath, int] = field(default_factory=dict, compare=False, repr=False)
 
     def line_of(self, *path: str | int) -> int:
-        while path:
-            found = self.lines.get(path)
-            if found is not None:
-                return found
-            path = path[:-1]
-        return self.line
+        return line_at(self.lines, path, self.line)
 
 
 class StatusLayout(enum.Enum):

@@ -16,7 +16,14 @@ from typing import Any
 
 import yaml
 
-__all__ = ["DEFAULT_MAX_BYTES", "MAX_NODES", "YamlDocument", "YamlFileError", "read_documents"]
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "MAX_NODES",
+    "YamlDocument",
+    "YamlFileError",
+    "line_at",
+    "read_documents",
+]
 
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024
 MAX_NODES = 200_000  # expanded nodes per document; the 1,000-target bench fleet needs < 1,000
@@ -50,12 +57,17 @@ class YamlDocument:
 
     def line_of(self, path: Path_) -> int:
         """Line of the deepest known prefix of ``path`` (the document start at worst)."""
-        while path:
-            found = self.lines.get(path)
-            if found is not None:
-                return found
-            path = path[:-1]
-        return self.line
+        return line_at(self.lines, path, self.line)
+
+
+def line_at(lines: Mapping[Path_, int], path: Path_, default: int) -> int:
+    """The line of the deepest prefix of ``path`` found in a line index, else ``default``."""
+    while path:
+        found = lines.get(path)
+        if found is not None:
+            return found
+        path = path[:-1]
+    return default
 
 
 def _expanded_size(node: yaml.Node, memo: dict[int, int], limit: int) -> int:
