@@ -5,7 +5,8 @@ the list of object bodies it asks for, in manifest order. ``manifests`` names a 
 directory of YAML files relative to the component's ``base_dir``; every path must stay inside
 the checked-out repository (no absolute paths, no ``..``, no symlink leading out). Files are
 rendered with the project's sandboxed templating and the component's ``template_context``,
-then parsed with ``yaml.safe_load_all``. Inline ``resources`` arrive already rendered.
+then parsed with PyYAML's safe loader (libyaml's when present). Inline ``resources`` arrive
+already rendered.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from reconciler.templating import render_text
 from .kube_objects import ObjectRef
 
 __all__ = ["MANIFEST_SUFFIXES", "load_objects", "manifest_path_problem"]
+
+# libyaml when present: the same safe constructors, several times faster
+_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 MANIFEST_SUFFIXES = frozenset({".yaml", ".yml", ".json"})
 _REASON = "InvalidManifest"
@@ -117,7 +121,7 @@ def _load_file(component: Component, path: Path) -> Iterator[dict[str, Any]]:
         raise PermanentError(f"{source}: cannot read: {exc}", reason=_REASON) from None
     rendered = render_text(text, component.template_context, source=source)
     try:
-        documents = list(yaml.safe_load_all(rendered))
+        documents = list(yaml.load_all(rendered, Loader=_LOADER))
     except yaml.YAMLError as exc:
         raise PermanentError(f"{source}: invalid YAML: {exc}", reason=_REASON) from None
     for index, document in enumerate(documents):

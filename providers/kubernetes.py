@@ -23,6 +23,13 @@ returned record, flagged ``prunePending`` with the error, so they are never forg
 ``prune: false`` such objects are left in the cluster and dropped from the inventory. An
 object whose ownership annotations name another instance or component (it moved) is not
 deleted.
+
+Requests: ``observe`` makes one GET and one dry-run apply per object. When it finds the
+component in sync, it keeps the objects it read, and the ``health`` call that follows it (the
+executor's next call for an in-sync component) judges health from them instead of reading
+every object again, so a no-op run costs one GET per object, not two. The kept objects are
+used once, only within a few seconds, and dropped by ``apply``/``delete``; health polling
+after an apply always reads afresh.
 """
 
 from __future__ import annotations
@@ -75,6 +82,8 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _CRD = ("apiextensions.k8s.io", "CustomResourceDefinition")
 # how long apply waits for a CRD it just created to appear in discovery
 _CRD_WAIT_SECONDS = 5.0
+# how old the objects an in-sync observe read may be for the health check that follows it
+_SEEN_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -161,6 +170,8 @@ class KubernetesProvider:
             in_cluster=bool(config.get("inCluster", False))))
         self._log = _log.bind(provider=self.name, target=context.target,
                               binding=context.binding)
+        # component key -> (when, live objects by identity) read by the last observe, if in sync
+        self._seen: dict[str, tuple[float, dict[tuple[str, str, str, str], dict[str, Any]]]] = {}
 
     # -- validation (pure) ------------------------------------------------------------------
 
@@ -305,6 +316,10 @@ class KubernetesProvider:
         texts: list[str] = []
         missing = changed = conflicts = 0
         exists = False
+        # only the component observed last is kept: the executor's health call follows its
+        # observe at once, and a plan (observe only) must not hold every object it read
+        self._seen.clear()
+        seen: dict[tuple[str, str, str, str], dict[str, Any]] = {}
         for item in desired:
             live = None if item.info is None else self._client.get(item.info, item.ref)
             if live is None or item.info is None:
@@ -312,6 +327,7 @@ class KubernetesProvider:
                 texts.append(unified(item.ref, None, strip_noise(item.body)))
                 continue
             exists = True
+            seen[item.ref.identity] = live
             try:
                 result = self._client.apply(item.info, _with_ignored(item.body, live,
                                                                      options.ignore),
@@ -337,6 +353,8 @@ class KubernetesProvider:
                                                  (conflicts, "in conflict"),
                                                  (len(stale), "to prune")) if n]
         message = ", ".join(parts) if parts else f"{len(desired)} objects in sync"
+        if in_sync:
+            self._seen[component.key] = (time.monotonic(), seen)
         log.info("component_observed", in_sync=in_sync, objects=len(desired), missing=missing,
                  changed=changed, conflicts=conflicts, stale=len(stale))
         return Observation(exists=exists, in_sync=in_sync,
@@ -364,6 +382,7 @@ class KubernetesProvider:
     def apply(self, component: Component, record: Record | None) -> Record:
         log = self._log.bind(component=component.key)
         self._client.new_pass()
+        self._seen.pop(component.key, None)
         options = _Options.of(component.properties)
         desired = self._desired(component)
         for item in desired:
@@ -440,6 +459,7 @@ class KubernetesProvider:
         self._client.new_pass()
         instance = str(record.data.get("instance") or "")
         component = str(record.data.get("component") or "")
+        self._seen.pop(f"{instance}/{component}", None)
         log = self._log.bind(component=f"{instance}/{component}")
         for ref, _ in reversed(_record_refs(record)):
             try:
@@ -452,14 +472,22 @@ class KubernetesProvider:
     # -- health -----------------------------------------------------------------------------
 
     def health(self, component: Component, record: Record) -> HealthReport:
-        """One check of every object the record lists (the executor does the waiting)."""
+        """One check of every object the record lists (the executor does the waiting).
+
+        Right after an in-sync ``observe`` of the component, the objects it read are used
+        (once) instead of reading them again; see the module docstring.
+        """
         self._client.new_pass()
+        when, seen = self._seen.pop(component.key, (0.0, {}))
+        if time.monotonic() - when > _SEEN_SECONDS:
+            seen = {}
         reports: list[tuple[str, HealthReport]] = []
         for ref, pending in _record_refs(record):
             if pending:
                 continue
-            info = self._client.require(ref)
-            live = self._client.get(info, ref)
+            live = seen.get(ref.identity)
+            if live is None:
+                live = self._client.get(self._client.require(ref), ref)
             if live is None:
                 reports.append((str(ref), HealthReport(Health.PROGRESSING, "not found")))
                 continue

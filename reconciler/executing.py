@@ -21,6 +21,7 @@ import enum
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import structlog
@@ -107,8 +108,12 @@ class TargetResult:
             ComponentPhase.PROGRESSING)
 
 
-class _Stop(Exception):
-    """The run was cancelled between steps."""
+def _age(stamp: str) -> float:
+    """Seconds since an inventory ``appliedAt`` time (0 when unknown)."""
+    try:
+        return max(0.0, (datetime.now(UTC) - datetime.fromisoformat(stamp)).total_seconds())
+    except ValueError:
+        return 0.0
 
 
 class _Runner:
@@ -153,11 +158,14 @@ class _Runner:
                 return
             time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
 
-    def wait_healthy(self, provider: Provider, comp: Component, record: Record
-                     ) -> tuple[ComponentPhase, str]:
-        timeout = float(comp.properties.get("healthTimeout", self.retry.health_timeout)) \
-            if isinstance(comp.properties.get("healthTimeout"), int | float) \
+    def health_timeout(self, comp: Component) -> float:
+        value = comp.properties.get("healthTimeout")
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) \
             else self.retry.health_timeout
+
+    def wait_healthy(self, provider: Provider, comp: Component, record: Record, *,
+                     timeout: float | None = None) -> tuple[ComponentPhase, str]:
+        timeout = self.health_timeout(comp) if timeout is None else timeout
         deadline = time.monotonic() + timeout
         message = ""
         while True:
@@ -212,8 +220,16 @@ class _Runner:
                 phase = {Health.HEALTHY: ComponentPhase.READY,
                          Health.PROGRESSING: ComponentPhase.PROGRESSING,
                          Health.DEGRADED: ComponentPhase.DEGRADED}[health.state]
+                message = health.message
+                if phase is ComponentPhase.PROGRESSING:
+                    # applied by an earlier (perhaps abandoned) run and still settling: wait
+                    # for it as that run would have, for what is left of its health timeout,
+                    # so components depending on it are not skipped until the next schedule
+                    left = self.health_timeout(comp) - _age(entry.applied_at)
+                    phase, message = self.wait_healthy(provider, comp, entry.record,
+                                                       timeout=max(left, 0.0))
                 return ComponentResult(**base, provider=binding.provider, phase=phase,
-                                       message=health.message, revision=entry.revision)
+                                       message=message, revision=entry.revision)
             drifted = entry is not None and obs.exists and entry.revision == self.revision
             new_record = self.call("apply", lambda: provider.apply(comp, record))
             self.inventory.put(comp.key, new_record, binding.config, self.revision, order)
