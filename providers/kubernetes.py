@@ -40,7 +40,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import structlog
 
@@ -56,7 +56,6 @@ from reconciler.provider_api import (
     Record,
 )
 
-from .kube_client import ClientSettings, KubeClient, ResourceInfo
 from .kube_diff import compare, mask_values, strip_noise, unified
 from .kube_health import object_health, worst
 from .kube_manifests import duplicate, load_objects, manifest_path_problem
@@ -70,6 +69,9 @@ from .kube_objects import (
     set_pointer,
     stamp_ownership,
 )
+
+if TYPE_CHECKING:  # the kubernetes client costs ~0.1 s to import: only when a target uses it
+    from .kube_client import ResourceInfo
 
 __all__ = ["KubernetesProvider"]
 
@@ -164,6 +166,8 @@ class KubernetesProvider:
     def __init__(self, config: Mapping[str, Any], context: ProviderContext) -> None:
         self._config = dict(config)
         self._context = context
+        from .kube_client import ClientSettings, KubeClient
+
         self._client = KubeClient(ClientSettings(
             kubeconfig=config.get("kubeconfig") or None,
             context=config.get("context") or None,
