@@ -24,6 +24,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -79,10 +80,13 @@ class LocalPolicy:
             return candidate
         return None if self.base_dir is None else self.base_dir / candidate
 
+    @cached_property
+    def _resolved_roots(self) -> tuple[Path, ...]:
+        return tuple(r.resolve() for r in self.file_roots)
+
     def allows_path(self, path: Path) -> bool:
         resolved = path.resolve()
-        return any(resolved == r.resolve() or resolved.is_relative_to(r.resolve())
-                   for r in self.file_roots)
+        return any(resolved == r or resolved.is_relative_to(r) for r in self._resolved_roots)
 
 
 @dataclass(frozen=True)
