@@ -41,6 +41,7 @@ test: lint typecheck .tools/bin/helm
 bench: $(STAMP)
 	$(BIN)/python bench/bench_model.py
 	$(BIN)/python bench/bench_reconcile.py
+	$(BIN)/python bench/bench_kubernetes.py
 
 clean:
 	rm -rf $(VENV) .tools demo-state .mypy_cache .ruff_cache
