@@ -273,7 +273,8 @@ def run(config_path: Path) -> None:
     from reconciler.registry import ProviderRegistry
 
     config = _load_config(config_path)
-    configure_logging(config.log_level, config.log_format)
+    # the daemon logs to stdout (journald, containers); other commands keep stdout for output
+    configure_logging(config.log_level, config.log_format, stream=sys.stdout)
     try:
         code = Daemon(config, ProviderRegistry.discover()).run()
     except LockError as exc:

@@ -4,6 +4,7 @@ crash."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -26,6 +27,11 @@ def build(case: str, tmp_path: Path) -> Path:
             fh.write(b"# filler\n" * (50 * 1024 * 1024 // 9))
             fh.write(b"\n" * (50 * 1024 * 1024 - fh.tell()))
     return repo
+
+
+def verbatim(case: str) -> list[dict[str, str]]:
+    path = CORPUS / "cases" / case / "verbatim.json"
+    return json.loads(path.read_text()) if path.exists() else []
 
 
 def expectations(case: str) -> list[str]:
@@ -54,5 +60,9 @@ def test_bad_input_is_named(case: str, tmp_path: Path) -> None:
     lines = [d.format() for d in report.errors]
     for expected in expectations(case):
         assert any(expected in line for line in lines), f"{expected!r} not in {lines}"
-    assert not report.ok
+    exact = verbatim(case)
+    for want in exact:  # hostile values: valid, and rendered byte for byte
+        comps = {c.key: c for p in report.placements[want["target"]] for c in p.components}
+        assert comps[want["component"]].properties[want["property"]] == want["value"]
+    assert report.ok if exact else not report.ok, lines
     assert elapsed < 1.0, f"{case} took {elapsed:.2f}s of CPU"
