@@ -258,6 +258,12 @@ def test_line_cluster_lifecycle_with_abandoned_health_wait(api: KubeAPIServer,
         daemon.kill()
 
 
+def _line_env(api: KubeAPIServer) -> object:
+    live = api.get_object("apps/v1", "Deployment", "collector", NAMESPACE) or {}
+    containers = live.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
+    return containers[0].get("env") if containers else None
+
+
 def test_local_commit_seen_by_the_watcher_abandons_the_health_wait(api: KubeAPIServer,
                                                                   tmp_path: Path) -> None:
     kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
@@ -277,11 +283,13 @@ def test_local_commit_seen_by_the_watcher_abandons_the_health_wait(api: KubeAPIS
         fleet.replace("sites.yaml", "BER-L1", "BER-L1A")
         second = fleet.commit("line id BER-L1A")
         sent = time.monotonic()
-        wait_for(lambda: (api.get_object("v1", "ConfigMap", "collector-config", NAMESPACE)
-                          or {}).get("data", {}).get("LINE_ID") == "BER-L1A", 20,
+        # the ConfigMap is applied before the Deployment: wait for the last object
+        wait_for(lambda: _line_env(api) == [{"name": "LINE_ID", "value": "BER-L1A"}], 20,
                  "the local commit applied")
         took = time.monotonic() - sent
         assert took < 10, f"local commit applied {took:.1f}s after it was made"
+        cm = api.get_object("v1", "ConfigMap", "collector-config", NAMESPACE) or {}
+        assert cm.get("data", {}).get("LINE_ID") == "BER-L1A"
         run = daemon.wait_runs(1, 10)[0]
         assert run["revision"] == first[:12] and run["phases"] == {"Progressing": 1}
         assert _image(api) == "registry.example/collector:1.0.0"
