@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -27,11 +28,13 @@ from reconciler.diagnostics import Diagnostic
 from reconciler.errors import ReconcilerError, SourceError, StatusPushError, VerificationError
 from reconciler.executing import RetryPolicy, TargetResult, reconcile_target
 from reconciler.inventory import Inventory
+from reconciler.metrics import Metrics
 from reconciler.model import Fleet, Source, StatusLayout, Target
 from reconciler.planning import TargetPlan, plan_target
 from reconciler.provider_api import LocalPolicy
 from reconciler.registry import ProviderRegistry
 from reconciler.releases import ReleaseResolver
+from reconciler.rendering import Placement
 from reconciler.secrets import SecretReader
 from reconciler.source import GitSource, Revision
 from reconciler.statefiles import read_json, write_json
@@ -70,7 +73,7 @@ class Reconciler:
     """Runs reconciles for the targets one daemon serves."""
 
     def __init__(self, config: DaemonConfig, registry: ProviderRegistry, *,
-                 metrics: Any | None = None) -> None:
+                 metrics: Metrics | None = None) -> None:
         self.config = config
         self.registry = registry
         self.metrics = metrics
@@ -328,14 +331,13 @@ class Reconciler:
                 success=status.phase is Phase.READY)
         return status, result
 
-    def _execute(self, target: Target, placements: Any, revision: str, fleet: Fleet
-                 ) -> TargetResult:
+    def _execute(self, target: Target, placements: Sequence[Placement], revision: str,
+                 fleet: Fleet) -> TargetResult:
         providers = ProviderSet(target.name, self.registry, self.policy, self.state_dir,
                                 self.cancelled)
         inventory = Inventory.load(self.state_dir, target.name)
-        result = reconcile_target(target, placements, providers, inventory, revision,
-                                  retry=self.retry_policy(fleet), cancelled=self.cancelled)
-        return result
+        return reconcile_target(target, placements, providers, inventory, revision,
+                                retry=self.retry_policy(fleet), cancelled=self.cancelled)
 
     def _retire(self, name: str, commit: str) -> TargetResult | None:
         """A target no longer served: prune what was applied there, then forget it."""
