@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export PATH := $(CURDIR)/$(BIN):$(CURDIR)/.tools/bin:$(PATH)
 
-.PHONY: demo demo-stop test lint typecheck unit bench bench-daemon tools clean
+.PHONY: demo demo-stop test lint typecheck bench bench-daemon tools clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
