@@ -22,8 +22,9 @@ chart directories kept in the repository, a digest of the chart's files recorded
 (a template edit without a version bump is still a change). The rendered manifest diff
 (``helm template`` vs ``helm get manifest``) is shown for plans, with Secret data redacted.
 
-Pure helpers (version parsing, argv builders, validation, values diff, error classification)
-are module functions so they are tested without a binary; ``HelmProvider`` does the I/O.
+The pure helpers (version parsing, argv builders, validation, values diff, error
+classification) live in ``helm_commands`` and are tested without a binary; ``HelmProvider``
+here does the I/O. The names tests use are re-exported.
 """
 
 from __future__ import annotations
