@@ -288,15 +288,29 @@ def run(config_path: Path) -> None:
 
 @main.command()
 @CONFIG
+@click.option("--repo", "repo", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="Offline: compare two revisions of this repository instead "
+              "of asking the site's targets.")
+@click.option("--base", default=None, help="Offline: the revision a pull request starts from.")
+@click.option("--head", "head", default="HEAD", show_default=True,
+              help="Offline: the revision to compare with --base.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]),
               default="text", show_default=True)
-def plan(config_path: Path, fmt: str) -> None:
-    """Show what a reconcile would change on each target, without changing anything."""
+def plan(config_path: Path, repo: Path | None, base: str | None, head: str, fmt: str) -> None:
+    """Show what would change on each target, without changing anything.
+
+    Live (--config): ask each provider of this site what differs from the newest revision.
+    Offline (--repo PATH --base REV [--head REV]): compare what every target of the fleet
+    would get at two revisions — for a pull request, as Markdown with --format markdown.
+    """
     from reconciler.errors import ReconcilerError
     from reconciler.pipeline import Reconciler
     from reconciler.registry import ProviderRegistry
     from reconciler.secrets import redact
 
+    if repo is not None or base is not None:
+        _offline_plan(repo or Path("."), base, head, fmt)
+        return
     config = _load_config(config_path)
     try:
         revision, plans, errors = Reconciler(config, ProviderRegistry.discover()).plan()
@@ -336,6 +350,31 @@ def plan(config_path: Path, fmt: str) -> None:
                     echo(f"```diff\n{body}\n```" if md else
                                "\n".join("      " + x for x in body.splitlines()))
     sys.exit(1 if errors else 0)
+
+
+def _offline_plan(repo: Path, base: str | None, head: str, fmt: str) -> None:
+    from reconciler.releases import git_dir_of
+    from reconciler.review import review_markdown, review_revisions, review_text
+
+    if base is None:
+        raise click.UsageError("--base REV is needed to compare two revisions")
+    git_dir = git_dir_of(repo)
+    if git_dir is None:
+        raise click.UsageError(f"{repo} is not a git repository")
+    shas = []
+    for rev in (base, head):
+        sha = _git(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}", check=False)
+        if not sha:
+            raise click.UsageError(f"no revision '{rev}' in {repo}")
+        shas.append(sha)
+    review = review_revisions(git_dir, shas[0], shas[1])
+    if fmt == "json":
+        click.echo(json.dumps(review.to_dict(), indent=2, default=str))
+    elif fmt == "markdown":
+        click.echo(review_markdown(review), nl=False)
+    else:
+        click.echo(review_text(review), nl=False)
+    sys.exit(1 if review.new_errors else 0)
 
 
 @main.command()

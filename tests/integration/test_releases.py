@@ -131,3 +131,63 @@ def test_daemon_applies_the_pinned_release(repo: Path, tmp_path: Path) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     conf = (state / "files/demo-gateway/telemetry/agent.conf").read_text()
     assert "sample_rate_seconds = 10" in conf  # the release's default, not the head's 30
+
+
+def test_offline_plan_between_two_revisions(repo: Path) -> None:
+    base = git(repo, "rev-parse", "HEAD")
+    # a parameter at a line, a template edit, a removed component, a new target
+    site = repo / "sites/eu.yaml"
+    site.write_text(site.read_text().replace("    logLevel: debug\n", "    logLevel: warning\n"))
+    template = repo / "solutions/telemetry-agent/agent.conf.tmpl"
+    template.write_text(template.read_text() + "# reviewed\n")
+    dash = repo / "solutions/line-dashboard/solution.yaml"
+    text = dash.read_text()
+    dash.write_text(text[: text.index("    - name: kiosk")])
+    targets = repo / "targets/berlin.yaml"
+    targets.write_text(targets.read_text() + """---
+apiVersion: reconciler/v1
+kind: Target
+metadata:
+  name: berlin-l2-hmi
+  labels: {role: hmi}
+spec:
+  site: berlin-line-2
+  bindings:
+    - {role: config-file, provider: file, config: {root: files/berlin-l2-hmi}}
+""")
+    git(repo, "commit", "-qam", "review me")
+
+    out = run("plan", "--repo", str(repo), "--base", base, "--format", "json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    by_target = {t["target"]: t for t in data["targets"]}
+    l2 = {c["key"]: c for c in by_target["berlin-l2-gateway"]["changes"]}
+    assert l2["telemetry-eu/config"]["action"] == "change"
+    assert "-  logLevel: debug" in l2["telemetry-eu/config"]["diff"]
+    assert "+  logLevel: warning" in l2["telemetry-eu/config"]["diff"]
+    assert "+# reviewed" in l2["telemetry-eu/config"]["diff"]
+    # a target whose values did not change still sees the template change
+    l1 = {c["key"]: c for c in by_target["berlin-l1-gateway"]["changes"]}
+    assert "logLevel" not in l1["telemetry-eu/config"]["diff"]
+    assert "+# reviewed" in l1["telemetry-eu/config"]["diff"]
+    hmi = {c["key"]: c["action"] for c in by_target["berlin-l1-hmi"]["changes"]}
+    assert hmi == {"line-dashboard/kiosk": "remove"}
+    new = by_target["berlin-l2-hmi"]
+    assert new["added"] is True
+    assert {c["key"]: c["action"] for c in new["changes"]} == {"line-dashboard/layout": "add"}
+    assert "demo-hmi" in by_target  # the kiosk is removed everywhere
+    assert data["newErrors"] == []
+
+    md = run("plan", "--repo", str(repo), "--base", base, "--format", "markdown")
+    assert md.returncode == 0
+    assert md.stdout.startswith(f"## Fleet plan `{base[:12]}`")
+    assert "| `berlin-l2-hmi` (new target) | eu/berlin/berlin-line-2 | 1 | 0 | 0 |" in md.stdout
+
+    # a head that does not validate: exit 1, the new error named
+    inst = repo / "instances/dashboard.yaml"
+    inst.write_text(inst.read_text().replace("refreshSeconds: 10", "refreshSeconds: 1000"))
+    git(repo, "commit", "-qam", "too slow")
+    bad = run("plan", "--repo", str(repo), "--base", base)
+    assert bad.returncode == 1
+    assert ("new error: instances/dashboard.yaml:9: Instance/line-dashboard: "
+            "spec.params.refreshSeconds: max value is 300") in bad.stdout
