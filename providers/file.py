@@ -114,7 +114,10 @@ def _secret_values(component: Component) -> list[str]:
 
 
 class FileProvider:
-    """Writes one file per component under the binding's ``root``."""
+    """Rendered files written atomically under a root the site allows; drift by content hash.
+
+    Writes one file per component under the binding's ``root``.
+    """
 
     name: ClassVar[str] = "file"
     untemplated: ClassVar[frozenset[str]] = frozenset()

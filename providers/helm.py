@@ -157,7 +157,10 @@ def resolve_binary(configured: str | None, name: str) -> str:
 
 
 class HelmProvider:
-    """Helm releases through the helm CLI (see the module docstring)."""
+    """Helm releases through the helm 3 or 4 CLI: upgrade --install, values diff, uninstall.
+
+    Helm releases through the helm CLI (see the module docstring).
+    """
 
     name: ClassVar[str] = "helm"
     untemplated: ClassVar[frozenset[str]] = frozenset()

@@ -158,7 +158,10 @@ def _record_refs(record: Record | None) -> list[tuple[ObjectRef, bool]]:
 
 
 class KubernetesProvider:
-    """Server-side apply provider (see the module docstring)."""
+    """Kubernetes objects by server-side apply; noise-free dry-run diff, prune, health.
+
+    Server-side apply provider (see the module docstring).
+    """
 
     name: ClassVar[str] = "kubernetes"
     untemplated: ClassVar[frozenset[str]] = frozenset()

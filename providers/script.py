@@ -204,7 +204,10 @@ def _timeout_problem(value: Any) -> str | None:
 
 
 class ScriptProvider:
-    """Runs a component's commands (see the module docstring for the whole contract)."""
+    """Commands for apply/get/delete/health; parameters as environment and JSON on stdin.
+
+    See the module docstring for the whole contract.
+    """
 
     name: ClassVar[str] = "script"
     untemplated: ClassVar[frozenset[str]] = frozenset(_COMMANDS)

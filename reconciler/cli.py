@@ -160,7 +160,7 @@ def providers(fmt: str) -> None:
     for name in sorted({*registry.providers, *registry.failures}):
         if name in registry.providers:
             cls = registry.providers[name]
-            doc = (cls.__doc__ or "").strip().splitlines()
+            doc = (cls.__doc__ or "").replace("``", "").strip().splitlines()
             rows.append({"name": name, "status": "ok", "origin": registry.origins[name],
                          "description": doc[0] if doc else ""})
         else:
