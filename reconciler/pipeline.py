@@ -113,7 +113,8 @@ class Reconciler:
             return True
         # during long waits, look at the server now and then (one ls-remote)
         now = time.monotonic()
-        if self._current and now - self._last_remote_check > 30:
+        # not while the server is known to be unreachable: each look would wait for a timeout
+        if self._current and not self._fetch_failures and now - self._last_remote_check > 30:
             self._last_remote_check = now
             remote = self.source.remote_commit()
             if remote and remote != self._current:
