@@ -184,18 +184,20 @@ CONFIG = click.option(
     help="Local daemon config (every key overridable by RECONCILER_* variables).")
 
 
-def _load_config(path: Path) -> Any:
+def _load_config(path: Path, *, invalid_exit: int = 2) -> Any:
+    """The local config, or exit ``invalid_exit`` with every problem on stderr."""
     from reconciler.config import load_config
     from reconciler.errors import ConfigError
 
     if not path.exists():
-        raise click.UsageError(f"no config file at {path} (use --config FILE)")
+        click.echo(f"error: no config file at {path} (use --config FILE)", err=True)
+        sys.exit(invalid_exit)
     try:
         return load_config(path)
     except ConfigError as exc:
         for problem in exc.problems or [exc.message]:
             click.echo(problem, err=True)
-        sys.exit(2)
+        sys.exit(invalid_exit)
 
 
 def _status_table(summary: Any) -> str:
@@ -272,7 +274,8 @@ def run(config_path: Path) -> None:
     from reconciler.errors import ConfigError, LockError
     from reconciler.registry import ProviderRegistry
 
-    config = _load_config(config_path)
+    # EX_CONFIG: the systemd unit does not restart on it (RestartPreventExitStatus=78)
+    config = _load_config(config_path, invalid_exit=78)
     # the daemon logs to stdout (journald, containers); other commands keep stdout for output
     configure_logging(config.log_level, config.log_format, stream=sys.stdout)
     try:

@@ -1,6 +1,6 @@
 """systemd service notification (the sd_notify protocol), written directly.
 
-The daemon calls :func:`ready` once its first run has finished, :func:`watchdog` from its main
+The daemon calls :func:`ready` once its first run is scheduled, :func:`watchdog` from its main
 loop every :func:`watchdog_interval` seconds, :func:`status` with a one-line summary after each
 run, and :func:`stopping` when shutdown begins. The unit file sets ``Type=notify`` and
 ``WatchdogSec=``; systemd passes ``$NOTIFY_SOCKET`` (a path, or ``@name`` for the abstract
