@@ -362,3 +362,20 @@ def test_config_check_reports_missing_files_of_a_well_formed_config(tmp_path: Pa
     assert any("webhook.secretFile" in ln and "missing-secret" in ln for ln in lines), lines
     assert any("repo.tokenFile" in ln and "no-token" in ln for ln in lines), lines
     assert not os.path.exists(tmp_path / "site" / "state" / "lock")
+
+
+def test_run_exits_78_on_a_bad_config_so_systemd_does_not_restart_it(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    binary = str(Path(sys.executable).parent / "reconciler")
+    bad = tmp_path / "config.yaml"
+    bad.write_text("repo: {url: /nowhere}\nintervall: 5\n")
+    out = subprocess.run([binary, "run", "--config", str(bad)], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 78
+    assert f"{bad}:1: site: required field" in out.stderr
+    assert "intervall: unknown field (did you mean 'interval'?)" in out.stderr
+    missing = subprocess.run([binary, "run", "--config", str(tmp_path / "none.yaml")],
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 78 and "no config file" in missing.stderr
