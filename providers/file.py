@@ -23,6 +23,11 @@ Decisions an operator can rely on:
   old copy that was changed by hand is left in place with a warning. Symlinks are never
   followed when removing. Parent directories are removed only when we created them and they
   are empty, never the root itself.
+* Files are written through a temporary file next to them, renamed over the old one. A write
+  killed half-way leaves that temporary file (``.reconciler-tmp.<16 hex>.<name>.tmp``); the
+  first provider built for a root in a process removes such leftovers under the root, and only
+  those: a user's file that merely looks similar, a symlink, or a temporary file another live
+  process is still writing is kept (see ``reconciler.statefiles``).
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ import json
 import os
 import re
 import stat
-import tempfile
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +58,7 @@ from reconciler.provider_api import (
     ProviderContext,
     Record,
 )
+from reconciler.statefiles import remove_leftovers, write_atomic
 from reconciler.templating import render_text
 
 from ._paths import is_regular_file, map_os_error, relative_path_problem, repo_file
@@ -66,6 +72,9 @@ _MODE_TEXT = re.compile(r"^0?[0-7]{3}$")
 _DIFF_LIMIT = 64 * 1024  # characters of diff kept for a plan; beyond that a summary suffices
 
 _log = structlog.get_logger(__name__)
+# roots (resolved) whose leftovers this process has removed already; see FileProvider._sweep
+_SWEPT: set[str] = set()
+_SWEPT_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -140,6 +149,7 @@ class FileProvider:
         self._resolved_root: Path | None = None  # see _contained
         self._context = context
         self._log = _log.bind(provider=self.name, target=context.target, binding=context.binding)
+        self._sweep()
 
     # ---- validation (pure) ----------------------------------------------------------------
 
@@ -357,24 +367,26 @@ class FileProvider:
 
     def _write(self, desired: _Desired, what: str) -> None:
         """Write via a temp file in the same directory, so readers never see half a file."""
-        directory = desired.path.parent
         try:
-            fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{desired.path.name}.",
-                                        suffix=".tmp")
+            write_atomic(desired.path, desired.data, mode=desired.mode)
         except OSError as exc:
             raise map_os_error(exc, what) from None
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(desired.data)
-                handle.flush()
-                os.fsync(handle.fileno())
-                os.fchmod(handle.fileno(), desired.mode)
-            os.replace(temp, desired.path)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-            raise map_os_error(exc, what) from None
-        _fsync_dir(directory)
+
+    def _sweep(self) -> None:
+        """Remove what writes killed half-way left under the root (see the module docstring).
+
+        Once per root and process: leftovers come only from a process that died, so a
+        daemon's start is the moment. Another daemon's write in progress is left alone.
+        """
+        root = os.path.realpath(self._root)
+        with _SWEPT_LOCK:
+            if root in _SWEPT:
+                return
+            _SWEPT.add(root)
+        removed = remove_leftovers(Path(root), depth=-1)
+        if removed:
+            self._log.info("leftover_files_removed", root=root,
+                           files=[str(p) for p in removed])
 
     def _prune(self, record: Record, key: str, *, strict: bool) -> None:
         """Remove the recorded file if it is still what we wrote (see the module docstring)."""
