@@ -1,11 +1,18 @@
 """Run one external command safely: argv only, own process group, timeout, capped output.
 
-Used by the ``script`` provider (and usable by any built-in provider that drives a CLI). The
-command never goes through a shell. It runs in a new session so that a timeout or a
-cancellation can kill everything it started (``SIGTERM`` to the group, ``SIGKILL`` after a
+Used by the ``script`` and ``helm`` providers (and usable by any built-in provider that drives
+a CLI). The command never goes through a shell. It runs in a new session so that a timeout or
+a cancellation can stop everything it started (``SIGTERM`` to the group, ``SIGKILL`` after a
 grace period), not only the direct child. stdin is written and stdout/stderr are read in one
 ``select`` loop, so a child that prints megabytes while we are still writing its input cannot
 deadlock us; bytes beyond the cap are read and dropped, never buffered.
+
+Each call says what a cancellation may do to it (:class:`Interruption`). An interruptible
+command (a query, a script) is killed as soon as ``cancelled()`` turns true: the caller stops
+waiting for work nobody needs any more. A must-finish command (a helm upgrade, which killed
+half-way leaves its release ``pending-upgrade``) is never killed for a newer revision: the
+caller waits for it and uses its result. Only a shutdown (``stopping()``) bounds it: it gets
+``shutdown_grace`` seconds more, then SIGTERM and ``grace`` seconds, then SIGKILL.
 
 Errors are the project's: a timeout or cancellation is a :class:`TransientError`, a program
 that cannot be started is a :class:`PermanentError`. A non-zero exit is *not* an error here;
@@ -15,6 +22,7 @@ the caller decides what exit codes mean.
 from __future__ import annotations
 
 import contextlib
+import enum
 import errno
 import os
 import selectors
@@ -26,8 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.errors import PermanentError, TransientError
+from reconciler.provider_api import SHUTDOWN_GRACE
 
-__all__ = ["DEFAULT_OUTPUT_LIMIT", "ProcessResult", "run"]
+__all__ = ["DEFAULT_OUTPUT_LIMIT", "Interruption", "ProcessResult", "run"]
 
 DEFAULT_OUTPUT_LIMIT = 1 << 20
 TAIL_BYTES = 4096  # kept from the end of each stream for error messages
@@ -37,6 +46,15 @@ _POLL = 0.1
 # After the direct child exits, grandchildren that kept our pipes open get this long to
 # finish writing before we stop reading (they are left running: a script may start a service).
 _LINGER = 1.0
+
+
+class Interruption(enum.Enum):
+    """What a cancellation does to a running command."""
+
+    # cancelled() (shutdown or a newer revision) kills it at once: stop waiting
+    INTERRUPTIBLE = "interruptible"
+    # a newer revision waits for it; a shutdown kills it only after shutdown_grace seconds
+    MUST_FINISH = "must-finish"
 
 
 @dataclass(frozen=True)
@@ -117,21 +135,30 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
-def _kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
-    """SIGTERM the whole group, wait up to ``grace`` for it to empty, then SIGKILL it."""
+def _kill_group(proc: subprocess.Popen[bytes], grace: float,
+                pause: Callable[[float], None]) -> bool:
+    """SIGTERM the whole group, wait up to ``grace`` for it to empty, then SIGKILL it.
+
+    ``pause`` waits while reading what the group still prints: a program that reports its
+    cancellation on stdout (helm does) must not die of SIGPIPE before it has cleaned up.
+    True when SIGKILL was needed.
+    """
     pgid = proc.pid  # start_new_session: the child leads its own group
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGTERM)
     deadline = time.monotonic() + grace
+    hard = False
     while time.monotonic() < deadline:
         proc.poll()  # reap the leader so a zombie does not keep the group alive
         if not _group_alive(pgid):
             break
-        time.sleep(0.02)
+        pause(0.02)
     else:
+        hard = True
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGKILL)
     proc.wait()
+    return hard
 
 
 def _start(argv: Sequence[str], cwd: Path, env: Mapping[str, bytes],
@@ -154,6 +181,88 @@ def _start(argv: Sequence[str], cwd: Path, env: Mapping[str, bytes],
                              reason="CommandNotStarted") from None
 
 
+class _Pipes:
+    """The child's stdin, stdout and stderr, served by one ``select`` loop."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], stdin: bytes, output_limit: int) -> None:
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        self._stdin = proc.stdin
+        self._streams = (proc.stdin, proc.stdout, proc.stderr)
+        self.stdout = _Sink(output_limit)
+        self.stderr = _Sink(output_limit)
+        self._sinks = {proc.stdout.fileno(): self.stdout, proc.stderr.fileno(): self.stderr}
+        self._pending = memoryview(stdin)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(proc.stdout, selectors.EVENT_READ)
+        self._selector.register(proc.stderr, selectors.EVENT_READ)
+        if self._pending:
+            self._selector.register(proc.stdin, selectors.EVENT_WRITE)
+        else:
+            proc.stdin.close()
+
+    @property
+    def open(self) -> bool:
+        return bool(self._selector.get_map())
+
+    def pump(self, timeout: float) -> None:
+        """Write and read what is ready within ``timeout`` seconds (a plain wait once every
+        pipe is closed)."""
+        if not self.open:
+            time.sleep(timeout)
+            return
+        for key, _ in self._selector.select(timeout):
+            if key.fileobj is self._stdin:
+                try:
+                    written = os.write(self._stdin.fileno(), self._pending[:_WRITE_CHUNK])
+                except BrokenPipeError:  # the command does not read its input: fine
+                    written = len(self._pending)
+                self._pending = self._pending[written:]
+                if not self._pending:
+                    self._selector.unregister(self._stdin)
+                    self._stdin.close()
+                continue
+            data = os.read(key.fd, _READ_CHUNK)
+            if data:
+                self._sinks[key.fd].feed(data)
+            else:
+                self._selector.unregister(key.fileobj)
+
+    def close(self) -> None:
+        self._selector.close()
+        for stream in self._streams:
+            with contextlib.suppress(OSError):
+                stream.close()
+
+
+class _Stops:
+    """When a running command must be stopped, and why (the keys of :func:`_stopped_error`)."""
+
+    def __init__(self, deadline: float, interruption: Interruption,
+                 cancelled: Callable[[], bool], stopping: Callable[[], bool],
+                 shutdown_grace: float) -> None:
+        self.deadline = deadline
+        self.interruption = interruption
+        self.cancelled = cancelled
+        self.stopping = stopping
+        self.shutdown_grace = shutdown_grace
+        self.shutdown_deadline: float | None = None
+
+    def why(self, now: float) -> str | None:
+        if now >= self.deadline:
+            return "timeout"
+        if self.interruption is Interruption.INTERRUPTIBLE:
+            if self.stopping():
+                return "shutdown"
+            return "newer" if self.cancelled() else None
+        # must finish: a newer revision (cancelled()) waits; a shutdown starts the grace
+        if self.shutdown_deadline is None:
+            if self.stopping():
+                self.shutdown_deadline = now + self.shutdown_grace
+        elif now >= self.shutdown_deadline:
+            return "shutdown-grace"
+        return None
+
+
 def run(
     argv: Sequence[str],
     *,
@@ -165,80 +274,69 @@ def run(
     grace: float = 5.0,
     what: str,
     cancelled: Callable[[], bool] = lambda: False,
+    stopping: Callable[[], bool] = lambda: False,
+    interruption: Interruption = Interruption.INTERRUPTIBLE,
+    shutdown_grace: float = SHUTDOWN_GRACE,
 ) -> ProcessResult:
     """Run ``argv`` to completion; ``what`` names the call in error messages.
 
-    Raises TransientError when ``timeout`` seconds pass or ``cancelled()`` turns true (the
-    process group is killed first), PermanentError when the program cannot be started.
+    Raises TransientError when ``timeout`` seconds pass, when an interruptible command is
+    cancelled (``cancelled()`` or ``stopping()`` turns true), or when a must-finish command
+    still runs ``shutdown_grace`` seconds after ``stopping()`` turned true; the process group
+    is stopped first (SIGTERM, SIGKILL after ``grace`` seconds). Raises PermanentError when
+    the program cannot be started.
     """
     started = time.monotonic()
-    deadline = started + timeout
+    stops = _Stops(started + timeout, interruption, cancelled, stopping, shutdown_grace)
     proc = _start(argv, cwd, env, what)
-    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-    sinks = {proc.stdout.fileno(): _Sink(output_limit), proc.stderr.fileno(): _Sink(output_limit)}
-    pending = memoryview(stdin)
+    pipes = _Pipes(proc, stdin, output_limit)
     stop: str | None = None
     linger_until: float | None = None
-    with selectors.DefaultSelector() as selector:
-        selector.register(proc.stdout, selectors.EVENT_READ)
-        selector.register(proc.stderr, selectors.EVENT_READ)
-        if pending:
-            selector.register(proc.stdin, selectors.EVENT_WRITE)
-        else:
-            proc.stdin.close()
-        while selector.get_map():
+    try:
+        while pipes.open:
             now = time.monotonic()
-            if now >= deadline:
-                stop = "timeout"
-                break
-            if cancelled():
-                stop = "cancelled"
+            stop = stops.why(now)
+            if stop is not None:
                 break
             if linger_until is None and proc.poll() is not None:
                 linger_until = now + _LINGER
             if linger_until is not None and now >= linger_until:
                 break
-            for key, _ in selector.select(min(_POLL, deadline - now)):
-                if key.fileobj is proc.stdin:
-                    try:
-                        written = os.write(proc.stdin.fileno(), pending[:_WRITE_CHUNK])
-                    except BrokenPipeError:  # the command does not read its input: fine
-                        written = len(pending)
-                    pending = pending[written:]
-                    if not pending:
-                        selector.unregister(proc.stdin)
-                        proc.stdin.close()
-                    continue
-                fd = key.fd
-                data = os.read(fd, _READ_CHUNK)
-                if data:
-                    sinks[fd].feed(data)
-                else:
-                    selector.unregister(key.fileobj)
-    for stream in (proc.stdin, proc.stdout, proc.stderr):
-        with contextlib.suppress(OSError):
-            stream.close()
-    if stop is None:
-        remaining = deadline - time.monotonic()
-        try:
-            proc.wait(timeout=max(remaining, 0.0))
-        except subprocess.TimeoutExpired:
-            stop = "timeout"
-    if stop is not None:
-        _kill_group(proc, grace)
-        if stop == "timeout":
-            raise TransientError(f"{what}: timed out after {timeout:g}s; its process group "
-                                 "was killed", reason="CommandTimedOut")
-        raise TransientError(f"{what}: cancelled (a newer revision arrived); its process "
-                             "group was killed", reason="Cancelled")
-    stdout_sink, stderr_sink = list(sinks.values())
+            pipes.pump(min(_POLL, stops.deadline - now))
+        # the direct child may close its pipes before it ends: wait for it, still watching
+        while stop is None:
+            try:
+                proc.wait(timeout=max(min(stops.deadline - time.monotonic(), _POLL), 0.0))
+                break
+            except subprocess.TimeoutExpired:
+                stop = stops.why(time.monotonic())
+        if stop is not None:
+            hard = _kill_group(proc, grace, pipes.pump)
+            raise _stopped_error(stop, what, timeout=timeout, shutdown_grace=shutdown_grace,
+                                 after_term=f"SIGKILL after {grace:g}s" if hard else "it ended")
+    finally:
+        pipes.close()
     return ProcessResult(
         argv=tuple(argv),
         returncode=proc.returncode,
-        stdout=bytes(stdout_sink.head),
-        stderr=bytes(stderr_sink.head),
-        stdout_dropped=stdout_sink.dropped,
-        stderr_dropped=stderr_sink.dropped,
-        stderr_tail=bytes(stderr_sink.tail),
+        stdout=bytes(pipes.stdout.head),
+        stderr=bytes(pipes.stderr.head),
+        stdout_dropped=pipes.stdout.dropped,
+        stderr_dropped=pipes.stderr.dropped,
+        stderr_tail=bytes(pipes.stderr.tail),
         duration=time.monotonic() - started,
     )
+
+
+def _stopped_error(stop: str, what: str, *, timeout: float, shutdown_grace: float,
+                   after_term: str) -> TransientError:
+    if stop == "timeout":
+        return TransientError(f"{what}: timed out after {timeout:g}s; its process group was "
+                              "killed", reason="CommandTimedOut")
+    if stop == "shutdown-grace":
+        return TransientError(f"{what}: still running {shutdown_grace:g}s after shutdown "
+                              f"began: sent SIGTERM, then {after_term}",
+                              reason="ShutdownGraceExceeded")
+    why = "the daemon is shutting down" if stop == "shutdown" else "a newer revision arrived"
+    return TransientError(f"{what}: cancelled ({why}); its process group was killed",
+                          reason="Cancelled")

@@ -22,6 +22,15 @@ chart directories kept in the repository, a digest of the chart's files recorded
 (a template edit without a version bump is still a change). The rendered manifest diff
 (``helm template`` vs ``helm get manifest``) is shown for plans, with Secret data redacted.
 
+Every helm and kubectl process runs through the shared runner (``_process.run``): its own
+process group, a deadline, capped output. Queries (list, get, template, version, kubectl get)
+are interruptible: a newer revision or a shutdown stops them at once. An upgrade or uninstall
+must finish, since one killed half-way leaves the release pending and helm refuses the next
+operation on it: a newer revision waits for it and its result is used; a shutdown gives it the
+context's ``shutdown_grace`` (90 s), then SIGTERM (helm cancels, rolls back and records the
+release as failed) and ``TERM_GRACE_S`` (30 s) before SIGKILL. docs/operations.md states that
+bound; the systemd unit's TimeoutStopSec exceeds it.
+
 The pure helpers (version parsing, argv builders, validation, values diff, error
 classification) live in ``helm_commands`` and are tested without a binary; ``HelmProvider``
 here does the I/O. The names tests use are re-exported.
@@ -33,8 +42,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
-import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -55,6 +62,7 @@ from reconciler.provider_api import (
     Record,
 )
 
+from ._process import Interruption, run
 from .helm_commands import (
     DEFAULT_NAMESPACE,
     DEFAULT_TIMEOUT,
@@ -64,6 +72,7 @@ from .helm_commands import (
     SECRETISH_KEY,
     STDERR_CAP,
     STDOUT_CAP,
+    TERM_GRACE_S,
     TOOLS_BIN,
     ChartRef,
     ChartSource,
@@ -184,6 +193,7 @@ class HelmProvider:
         self._kubectl_bin = resolve_binary(config.get("kubectl"), "kubectl")
         self._state_dir = context.state_dir
         self._env = helm_environment(self._state_dir, self._conn.kubeconfig, os.environ)
+        self._env_bytes = {k: os.fsencode(v) for k, v in self._env.items()}
         self._log = _log.bind(provider="helm", target=context.target, binding=context.binding)
 
     # ------------------------------------------------------------------ contract: checks
@@ -238,18 +248,22 @@ class HelmProvider:
 
     def apply(self, component: Component, record: Record | None) -> Record:
         spec = self._spec(component)
-        helm = self._helm()
         # Checked only before starting: killing helm mid-upgrade would leave the release
-        # pending-upgrade, which blocks the next run far longer than finishing this one.
-        if self._context.cancelled():
-            raise TransientError(f"upgrade of release {spec.release!r} not started: a newer "
-                                 "revision arrived", reason="Cancelled")
+        # pending-upgrade, which blocks the next run far longer than finishing this one. Once
+        # started, the upgrade must finish (see _run).
+        if self._context.stopping() or self._context.cancelled():
+            why = ("the daemon is shutting down" if self._context.stopping() else
+                   "a newer revision arrived")
+            raise TransientError(f"upgrade of release {spec.release!r} not started: {why}",
+                                 reason="Cancelled")
+        helm = self._helm()
         description = f"reconciler {component.key} at {component.revision[:12]}"
         with self._values_file(spec.values) as values_file:
             argv = upgrade_argv(helm, self._helm_bin, spec, self._conn, values_file,
                                 description=description)
             result = self._run(argv, timeout=duration_seconds(spec.timeout) + PROCESS_MARGIN_S,
-                               release=spec.release, action="upgrade")
+                               release=spec.release, action="upgrade",
+                               interruption=Interruption.MUST_FINISH)
         if result.returncode != 0:
             raise classify_failure(spec.release, "upgrade", result.returncode, result.stderr,
                                    _secrets(component))
@@ -281,7 +295,8 @@ class HelmProvider:
         helm = self._helm()
         argv = uninstall_argv(helm, self._helm_bin, release, namespace, self._conn)
         result = self._run(argv, timeout=duration_seconds(DEFAULT_TIMEOUT) + PROCESS_MARGIN_S,
-                           release=release, action="uninstall")
+                           release=release, action="uninstall",
+                           interruption=Interruption.MUST_FINISH)
         if result.returncode != 0:
             if "release: not found" in result.stderr.lower():
                 self._log.info("release_already_absent", release=release, namespace=namespace)
@@ -446,43 +461,32 @@ class HelmProvider:
             Path(self._env[key]).mkdir(parents=True, exist_ok=True, mode=0o700)
         return Path(self._env["TMPDIR"])
 
-    def _run(self, argv: list[str], *, timeout: float, release: str, action: str) -> _Completed:
+    def _run(self, argv: list[str], *, timeout: float, release: str, action: str,
+             interruption: Interruption = Interruption.INTERRUPTIBLE) -> _Completed:
+        """One helm (or kubectl) process through the shared runner.
+
+        Queries are interruptible: a newer revision or a shutdown stops them at once. An
+        upgrade or uninstall must finish (killed half-way, it leaves the release pending):
+        a newer revision waits for it, a shutdown gives it the context's shutdown_grace and
+        then SIGTERM, on which helm cancels and records the release, and TERM_GRACE_S more.
+        """
         tmp = self._dirs()
-        with tempfile.TemporaryFile(dir=tmp) as out, tempfile.TemporaryFile(dir=tmp) as err:
-            try:
-                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                        env=self._env, cwd=tmp, start_new_session=True)
-            except OSError as exc:
-                raise PermanentError(f"cannot run {argv[0]!r} for release {release!r}: "
-                                     f"{exc.strerror or exc}") from None
-            try:
-                returncode = proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                _stop(proc)
-                raise TransientError(f"helm {action} of release {release!r} did not finish "
-                                     f"within {timeout:.0f}s", reason="HelmTimeout") from None
-            out.seek(0)
-            err.seek(0)
-            stdout = out.read(STDOUT_CAP + 1)
-            stderr = err.read(STDERR_CAP)
-        if len(stdout) > STDOUT_CAP:
+        must_finish = interruption is Interruption.MUST_FINISH
+        tool = action if action.startswith("kubectl") else f"helm {action}"
+        result = run(argv, cwd=tmp, env=self._env_bytes, stdin=b"", timeout=timeout,
+                     output_limit=STDOUT_CAP, grace=TERM_GRACE_S if must_finish else 5.0,
+                     what=f"{tool} of release {release!r}", cancelled=self._context.cancelled,
+                     stopping=self._context.stopping, interruption=interruption,
+                     shutdown_grace=self._context.shutdown_grace)
+        if result.stdout_dropped:
             raise PermanentError(f"helm {action} of release {release!r} printed more than "
                                  f"{STDOUT_CAP // (1024 * 1024)} MiB", reason="HelmOutputTooLarge")
-        return _Completed(returncode, stdout.decode("utf-8", "replace"),
+        stderr = result.stderr[:STDERR_CAP]
+        if result.stderr_dropped or len(result.stderr) > STDERR_CAP:
+            # the head is cut; helm's own error is its last line: keep the tail too
+            stderr += b"\n...\n" + result.stderr_tail
+        return _Completed(result.returncode, result.stdout.decode("utf-8", "replace"),
                           stderr.decode("utf-8", "replace"))
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    # helm may have started plugins or post-renderers: stop the whole process group, politely
-    # first so helm can record the release's state.
-    for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout=grace)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def _secrets(component: Component) -> list[str]:

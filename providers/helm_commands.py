@@ -23,6 +23,7 @@ import yaml
 
 from reconciler.errors import PermanentError, ProviderError, TransientError
 from reconciler.provider_api import (
+    SHUTDOWN_GRACE,
     Health,
     HealthReport,
     LocalPolicy,
@@ -44,6 +45,12 @@ DEFAULT_TIMEOUT = "300s"
 # (and rolls back) first and we never kill it half-way through an upgrade.
 PROCESS_MARGIN_S = 60.0
 QUERY_TIMEOUT_S = 60.0
+# On shutdown a running upgrade or uninstall gets the context's shutdown_grace to finish; then
+# SIGTERM, on which helm cancels, rolls back (the rollback flag) and records the release as
+# failed instead of leaving it pending-upgrade. This is how long it gets for that before
+# SIGKILL. The unit's TimeoutStopSec exceeds SHUTDOWN_BOUND_S (docs/operations.md).
+TERM_GRACE_S = 30.0
+SHUTDOWN_BOUND_S = SHUTDOWN_GRACE + TERM_GRACE_S
 STDOUT_CAP = 32 * 1024 * 1024  # rendered manifests of big charts stay well below this
 STDERR_CAP = 256 * 1024
 MESSAGE_STDERR_CHARS = 1500

@@ -518,7 +518,7 @@ class ScriptProvider:
             raise map_os_error(exc, f"{what}: creating workdir") from None
         result = run(program.argv, cwd=self._workdir, env=env, stdin=stdin, timeout=timeout,
                      output_limit=self._output_limit, grace=KILL_GRACE, what=what,
-                     cancelled=self._context.cancelled)
+                     cancelled=self._context.cancelled, stopping=self._context.stopping)
         self._log.debug("script_ran", component=call.key, action=action.value,
                         command=program.label, exit_code=result.returncode,
                         duration=round(result.duration, 3),

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 __all__ = [
+    "SHUTDOWN_GRACE",
     "Component",
     "Health",
     "HealthReport",
@@ -39,6 +40,11 @@ __all__ = [
     "ProviderContext",
     "Record",
 ]
+
+# Seconds a running must-finish operation (a helm upgrade or uninstall) may go on after the
+# daemon was asked to stop; then it is terminated. docs/operations.md states the whole
+# shutdown bound built on it, which the systemd unit's TimeoutStopSec exceeds.
+SHUTDOWN_GRACE = 90.0
 
 
 class Health(enum.Enum):
@@ -152,7 +158,13 @@ class ProviderContext:
     binding: str  # the binding's role
     policy: LocalPolicy
     state_dir: Path  # a directory the provider may keep its own state in
-    cancelled: Callable[[], bool] = lambda: False  # true when a newer revision arrived
+    # true when the daemon is shutting down or a newer revision arrived: stop waiting
+    cancelled: Callable[[], bool] = lambda: False
+    # true once the daemon is shutting down (cancelled() is then true as well). An operation
+    # that must not be killed half-way (a helm upgrade) ignores a newer revision, and after
+    # stopping() turns true runs at most ``shutdown_grace`` seconds more before it is stopped
+    stopping: Callable[[], bool] = lambda: False
+    shutdown_grace: float = SHUTDOWN_GRACE
 
 
 @runtime_checkable
