@@ -9,6 +9,8 @@ docs/repository-format.md):
   (unknown apiVersion, kind or field is an error);
 * a file or directory that a component property names (``template:``, ``manifests:``,
   ``chart:``, a script path ...) is data for a provider and is not read as manifests at all;
+* a repository without a ``Settings`` document in ``reconciler.yaml`` is not a fleet: that is
+  an error, so that validating the wrong directory never reports success;
 * any other YAML is foreign: a file that mixes foreign documents with ours is an error (a
   mistyped apiVersion), a document that looks like ours (one of our kinds, or an apiVersion or
   key that is a near miss of ours) is an error, an unparsable file is an error, and anything
@@ -302,9 +304,25 @@ class _Loader:
                     self.col.add(rel, 0, "", "", "not a reconciler manifest and not referenced "
                                  "by any component: ignored (list it in Settings spec.ignore to "
                                  "silence this)", Severity.WARNING)
+        self.require_settings(parsed, manifests)
         fleet = self.build(settings, manifests)
         return LoadResult(fleet, tuple(self.col.items), tuple(manifest_files),
                           frozenset(data_paths))
+
+    def require_settings(self, parsed: Mapping[str, list[YamlDocument] | YamlFileError],
+                         manifests: list[_Doc]) -> None:
+        """A fleet has a Settings document: without one this is not a fleet repository (or
+        not its root), and "0 targets, 0 errors" would read as success."""
+        if any(d.kind == "Settings" for d in manifests):
+            return  # where it is and what is in it are checked with the others
+        mine = parsed.get(SETTINGS_FILE)
+        if isinstance(mine, YamlFileError) or (mine is not None and any(
+                isinstance(d.data, dict) and d.data.get("kind") == "Settings" for d in mine)):
+            return  # the file is there but broken: already reported
+        self.col.add(SETTINGS_FILE, 0, "", "",
+                     f"no Settings document found: expected {SETTINGS_FILE} at the repository "
+                     f"root with 'apiVersion: {API_VERSION}' and 'kind: Settings' (is this "
+                     "the root of a fleet repository?)")
 
     # -- checking ----------------------------------------------------------------------
     def check(self, d: _Doc) -> bool:
