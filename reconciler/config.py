@@ -12,8 +12,9 @@ which (like the ``root`` and ``workdir`` of file and script bindings) are relati
 
 from __future__ import annotations
 
+import difflib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,11 +24,11 @@ import yaml
 
 from reconciler.errors import ConfigError
 from reconciler.loading import _schema_errors, field_path
-from reconciler.model import StatusLayout
+from reconciler.model import Fleet, StatusLayout
 from reconciler.provider_api import LocalPolicy
 from reconciler.yamlio import YamlFileError, read_documents
 
-__all__ = ["DEFAULT_CONFIG", "DaemonConfig", "load_config", "site_id"]
+__all__ = ["DEFAULT_CONFIG", "DaemonConfig", "load_config", "served_problems", "site_id"]
 
 DEFAULT_CONFIG = Path("/etc/reconciler/config.yaml")
 ENV_PREFIX = "RECONCILER_"
@@ -143,8 +144,11 @@ class DaemonConfig:
         return Path(self.repo_url.removeprefix("file://"))
 
 
-def _env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> list[str]:
-    """Apply RECONCILER_* variables to ``data``; returns the problems found."""
+def _env_overrides(data: dict[str, Any], environ: Mapping[str, str],
+                   applied: dict[tuple[str, ...], tuple[str, str]]) -> list[str]:
+    """Apply RECONCILER_* variables to ``data``; returns the problems found. ``applied``
+    receives key path -> (variable, raw value) of every override, so that a bad value is
+    blamed on its variable rather than on a line of the file."""
     problems: list[str] = []
     leaves: dict[str, tuple[str, ...]] = {}
 
@@ -183,6 +187,7 @@ def _env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> list[str
                 break
         else:
             node[path[-1]] = value
+            applied[path] = (name, raw)
     return problems
 
 
@@ -215,12 +220,21 @@ def load_config(path: Path | None, *, environ: Mapping[str, str] | None = None,
                 raise ConfigError(f"{path}: the config must be a mapping")
             data = docs[0].data
             lines = docs[0]
-    problems = _env_overrides(data, env)
+    from_env: dict[tuple[str, ...], tuple[str, str]] = {}
+    problems = _env_overrides(data, env, from_env)
     for key, value in (overrides or {}).items():
         data[key] = value
+        from_env.pop((key,), None)
     validator = cerberus.Validator(_SCHEMA)
     if not validator.validate(data):
         for fpath, message in _schema_errors(validator._errors, _SCHEMA):
+            variable = next((v for p, v in from_env.items()
+                             if tuple(fpath[:len(p)]) == p), None)
+            if variable is not None:  # the value came from the environment, not the file
+                name, raw = variable
+                shown = raw if len(raw) <= 60 else raw[:57] + "..."
+                problems.append(f"{name}: {field_path(fpath)}: {message} (value {shown!r})")
+                continue
             lineno = lines.line_of(fpath) if path is not None and docs else 0
             loc = f"{where}:{lineno}" if lineno else where
             problems.append(f"{loc}: {field_path(fpath)}: {message}")
@@ -229,6 +243,42 @@ def load_config(path: Path | None, *, environ: Mapping[str, str] | None = None,
                           + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
                           problems)
     return _build(data, path)
+
+
+def _did_you_mean(word: str, choices: Iterable[str]) -> str:
+    near = difflib.get_close_matches(word, sorted(set(choices)), n=3, cutoff=0.6)
+    return f" (did you mean {', '.join(repr(n) for n in near)}?)" if near else ""
+
+
+def served_problems(config: DaemonConfig, fleet: Fleet, revision: str) -> list[str]:
+    """Why ``site`` and ``targets`` of ``config`` select no target of ``fleet`` (the fleet at
+    ``revision``), one line per mistake; empty when the daemon has something to serve.
+
+    Used by ``reconciler config check`` and by the daemon, which says so in its log and in
+    ``/readyz`` rather than serving nothing without a word.
+    """
+    at = f"in revision {revision[:12]}" if revision else "in the repository"
+    site = fleet.find_site(config.site)
+    if site is None:
+        paths = [fleet.site_path(name) for name in fleet.sites]
+        hint = _did_you_mean(config.site, [*paths, *fleet.sites])
+        if not hint:
+            hint = (f" (sites: {', '.join(sorted(paths)[:10])}"
+                    f"{' ...' if len(paths) > 10 else ''})" if paths else " (it has no sites)")
+        return [f"site: no site '{config.site}' {at}{hint}"]
+    path = fleet.site_path(site.name)
+    under = {t.name for t in fleet.targets_under(path)}
+    problems = []
+    for name in config.targets:
+        if name in under:
+            continue
+        elsewhere = fleet.targets.get(name)
+        hint = (f" (it is at site {fleet.site_path(elsewhere.site)})" if elsewhere is not None
+                else _did_you_mean(name, under))
+        problems.append(f"targets: no target '{name}' at site {path} {at}{hint}")
+    if not under:
+        problems.append(f"site: no target at site {path} or below it {at}")
+    return problems
 
 
 def _build(data: dict[str, Any], path: Path | None) -> DaemonConfig:

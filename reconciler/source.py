@@ -157,8 +157,10 @@ class GitSource:
                     with_extended_output=False, strip_newline_in_stdout=True)
             return str(out)
         except git.GitCommandError as exc:
-            stderr = (exc.stderr or "").strip().replace(self.url, "<repo>")
-            raise SourceError(f"git {args[0]} failed: {stderr[-500:] or exc.status}") from None
+            detail = _git_detail(str(exc.stderr or "")).replace(self.url, self.url_for_humans())
+            where = f" from {self.url_for_humans()}" if network else ""
+            raise SourceError(f"git {args[0]}{where} failed: {detail[-500:] or exc.status}"
+                              ) from None
 
     # -- fetch and resolve -------------------------------------------------------------
     def fetch(self) -> None:
@@ -284,6 +286,20 @@ class GitSource:
         for entry in self.checkouts.iterdir():
             if entry.name not in keep:
                 shutil.rmtree(entry, ignore_errors=True)
+
+
+def _git_detail(stderr: str) -> str:
+    """git's complaint in one line: GitPython's ``stderr: '...'`` wrapper and git's generic
+    advice ("Please make sure you have the correct access rights ...") removed."""
+    text = stderr.strip()
+    if text.startswith("stderr:"):
+        text = text.removeprefix("stderr:").strip()
+        if len(text) >= 2 and text[0] == text[-1] == "'":
+            text = text[1:-1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    said = [line.split(":", 1)[1].strip() for line in lines
+            if line.startswith(("fatal:", "error:"))]
+    return "; ".join(said or lines)
 
 
 class LocalWatcher:
