@@ -13,6 +13,7 @@ that sees them, so callers never catch a library's exception type.
     ├── SourceError            git clone / fetch / checkout failed (transient: retry later)
     ├── VerificationError      a commit or tag is not signed by a trusted key (Blocked)
     ├── LockError              another daemon holds the state directory
+    ├── NoDaemonError          no daemon runs for a state directory (``reconciler sync``)
     ├── StatusPushError        status commits could not be pushed (queued, retried)
     └── ProviderError          raised by providers, translated at their boundary
         ├── TransientError     retry later (timeouts, 429/5xx, connection refused)
@@ -33,6 +34,7 @@ __all__ = [
     "ConfigError",
     "LockError",
     "ManifestError",
+    "NoDaemonError",
     "PermanentError",
     "PolicyError",
     "ProviderError",
@@ -89,6 +91,10 @@ class VerificationError(ReconcilerError):
 
 class LockError(ReconcilerError):
     reason = "Locked"
+
+
+class NoDaemonError(ReconcilerError):
+    reason = "NoDaemon"
 
 
 class StatusPushError(ReconcilerError):

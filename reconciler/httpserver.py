@@ -3,13 +3,16 @@
 The daemon builds a :class:`Health`, a :class:`reconciler.metrics.Metrics` and, when
 ``webhook.secretFile`` is configured, a :class:`WebhookSettings`; it starts one
 :class:`HttpServer` (loopback by default) and stops it on shutdown. From its main loop it calls
-``health.beat()``; after the first run, ``health.mark_ready()``.
+``health.beat()``; after each run, ``health.mark_ready()`` or, when the run served no target,
+``health.mark_unready(reason)``.
 
 Endpoints:
 
 * ``GET /healthz``: 200 while the main loop's heartbeat is fresh, 503 once it is older than
   ``Health.max_age`` (the loop is stuck). Small JSON body either way.
-* ``GET /readyz``: 200 once the first run has finished, 503 before.
+* ``GET /readyz``: 200 once a run has finished with at least one target served; 503 before,
+  and while the daemon serves nothing (its ``site:`` is not in the revision, no revision could
+  be fetched), with the reason in the body.
 * ``GET /metrics``: Prometheus text exposition of the daemon's own registry.
 * ``POST /hooks/git``: push webhooks (see ``reconciler.webhooks`` for the forges). 202 and a
   trigger for a push of the tracked ref; 200 "ignored" for other refs and events (this is how
@@ -104,6 +107,7 @@ class HealthState:
     ready: bool
     heartbeat_age: float  # seconds since the last beat (or since start, before the first)
     max_age: float
+    reason: str = ""  # why the daemon is not ready ("" when it is)
 
 
 class Health:
@@ -112,18 +116,28 @@ class Health:
     def __init__(self, max_age: float) -> None:
         self.max_age = max_age
         self._last_beat = time.monotonic()  # the first run may take a while: count from start
-        self._ready = threading.Event()
+        self._lock = threading.Lock()
+        self._ready = False
+        self._reason = "the first run has not finished"
 
     def beat(self) -> None:
         self._last_beat = time.monotonic()
 
     def mark_ready(self) -> None:
-        self._ready.set()
+        with self._lock:
+            self._ready, self._reason = True, ""
+
+    def mark_unready(self, reason: str) -> None:
+        """Not ready for ``reason`` (e.g. the daemon serves no target) until marked ready."""
+        with self._lock:
+            self._ready, self._reason = False, reason
 
     def state(self) -> HealthState:
         age = time.monotonic() - self._last_beat
-        return HealthState(alive=age <= self.max_age, ready=self._ready.is_set(),
-                           heartbeat_age=age, max_age=self.max_age)
+        with self._lock:
+            ready, reason = self._ready, self._reason
+        return HealthState(alive=age <= self.max_age, ready=ready, heartbeat_age=age,
+                           max_age=self.max_age, reason=reason)
 
 
 class TriggerGate:
@@ -319,6 +333,8 @@ class _Handler(BaseHTTPRequestHandler):
                     "heartbeat_max_age_seconds": state.max_age,
                     "ready": state.ready,
                 }
+                if path == "/readyz" and not ok:
+                    payload["reason"] = state.reason
                 self._json(HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE, payload)
         else:
             self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
