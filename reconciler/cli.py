@@ -1,7 +1,13 @@
 """The ``reconciler`` command line (click). One program, one subcommand per job.
 
-Exit codes: 0 success, 1 the thing checked is not OK (invalid repository, failed target),
-2 usage or local configuration error.
+Exit codes are a contract for scripts, listed per command in docs/cli.md: 0 success, 1 an
+error or a failed check. ``plan`` and ``status`` give 2 an answer of its own (something would
+change; some target is not Ready), so their usage errors exit 1, as do those of ``reconciler``
+itself (a mistyped command name), so that a CI gate never reads a typo as "changes". Other
+commands keep click's 2 for usage errors. ``run`` exits 78 (EX_CONFIG) on a bad config.
+
+One-shot commands print their results and errors themselves; the log on stderr is for
+diagnosis and shows errors only unless ``--log-level`` asks for more.
 """
 
 from __future__ import annotations
@@ -24,9 +30,43 @@ FORMAT = click.option("--format", "fmt", type=click.Choice(["text", "json"]), de
                       show_default=True, help="Output for people or for tools.")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# commands whose exit code 2 is an answer, not a usage error
+_TWO_IS_AN_ANSWER = frozenset({"plan", "status"})
+
+
+class _UsageError(click.UsageError):
+    """A usage error where exit code 2 would be read as an answer."""
+
+    exit_code = 1
+
+
+class _Main(click.Group):
+    """The command group; usage errors that could be read as an answer exit 1 instead of 2."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as exc:  # an unknown global option
+            raise _UsageError(exc.format_message(), exc.ctx) from None
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except _UsageError:
+            raise
+        except click.UsageError as exc:
+            command = exc.ctx.command if exc.ctx is not None else self
+            if command is self or command.name in _TWO_IS_AN_ANSWER:
+                # "no such command", or a usage error of plan or status
+                raise _UsageError(exc.format_message(), exc.ctx) from None
+            raise
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="reconciler")
-@click.option("--log-level", default="warning", show_default=True,
+@click.option("--log-level", default="error", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]),
               help="Log level for messages on stderr.")
 @click.option("--log-format", default="auto", show_default=True,
@@ -184,13 +224,14 @@ CONFIG = click.option(
     help="Local daemon config (every key overridable by RECONCILER_* variables).")
 
 
-def _load_config(path: Path, *, invalid_exit: int = 2) -> Any:
+def _load_config(path: Path, *, invalid_exit: int = 1) -> Any:
     """The local config, or exit ``invalid_exit`` with every problem on stderr."""
     from reconciler.config import load_config
     from reconciler.errors import ConfigError
 
     if not path.exists():
-        click.echo(f"error: no config file at {path} (use --config FILE)", err=True)
+        click.echo(f"error: no config file at {path} (use --config FILE or "
+                   "RECONCILER_CONFIG)", err=True)
         sys.exit(invalid_exit)
     try:
         return load_config(path)
@@ -220,36 +261,32 @@ def sync(ctx: click.Context, config_path: Path, once: bool, fmt: str) -> None:
     """Reconcile now.
 
     With --once: fetch, validate, apply and push status in this process, then exit 0 when
-    every target is Ready and 1 otherwise. Without it: ask the running daemon (SIGHUP) to run
-    at once.
+    every target is Ready and 1 otherwise. Without it: ask the daemon running on this
+    config's state directory to run at once (exit 0), or say that none runs (exit 1).
     """
-    import os
-    import signal
-
-    from reconciler.errors import LockError, ReconcilerError
+    from reconciler.daemon import why_nothing_served
+    from reconciler.errors import ReconcilerError
     from reconciler.pipeline import Reconciler
     from reconciler.registry import ProviderRegistry
     from reconciler.statefiles import StateLock
 
     config = _load_config(config_path)
     if not once:
-        lock = config.state_dir / "lock"
-        try:
-            pid = int(lock.read_text().split()[1])
-            os.kill(pid, signal.SIGHUP)
-        except (OSError, ValueError, IndexError):
-            raise click.UsageError(f"no daemon found for {config.state_dir} "
-                                   "(use --once to run without one)") from None
-        click.echo(f"asked daemon {pid} to reconcile now")
+        _ask_daemon(config.state_dir)
         return
     try:
         with StateLock(config.state_dir):
-            summary = Reconciler(config, ProviderRegistry.discover()).run("sync")
-    except LockError as exc:
-        click.echo(f"error: {exc.message}", err=True)
-        sys.exit(1)
+            reconciler = Reconciler(config, ProviderRegistry.discover())
+            summary = reconciler.run("sync")
+            # a run without a revision has logged why, as an error; say why for the others
+            nothing = why_nothing_served(reconciler, summary) \
+                if summary.revision and not summary.statuses else ""
     except ReconcilerError as exc:
         click.echo(f"error: {exc.message}", err=True)
+        sys.exit(1)
+    if not summary.statuses:
+        if nothing:
+            click.echo(f"error: {nothing}", err=True)
         sys.exit(1)
     if fmt == "json":
         click.echo(json.dumps({
@@ -264,6 +301,35 @@ def sync(ctx: click.Context, config_path: Path, once: bool, fmt: str) -> None:
             pushed = "pushed" if summary.status_pushed else "queued locally"
             click.echo(f"status commit {summary.status_commit[:12]} ({pushed})")
     sys.exit(0 if summary.statuses and summary.ok else 1)
+
+
+def _ask_daemon(state_dir: Path) -> None:
+    """SIGHUP to the daemon that provably runs on ``state_dir``, or exit 1 saying none does.
+
+    A signal, not an HTTP request: the daemon's HTTP server has no unauthenticated trigger
+    (it may listen beyond loopback), and whoever can read the state directory may signal it.
+    """
+    import os
+    import signal
+
+    from reconciler.daemon import running_daemon
+    from reconciler.errors import NoDaemonError
+
+    try:
+        daemon = running_daemon(state_dir)
+        os.kill(daemon.pid, signal.SIGHUP)
+    except NoDaemonError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(1)
+    except ProcessLookupError:
+        click.echo(f"error: no daemon is running for {state_dir} (it stopped just now)",
+                   err=True)
+        sys.exit(1)
+    except PermissionError:
+        click.echo(f"error: not allowed to signal the daemon (pid {daemon.pid}); run this as "
+                   "the daemon's user", err=True)
+        sys.exit(1)
+    click.echo(f"asked daemon {daemon.pid} to reconcile now")
 
 
 @main.command()
@@ -305,7 +371,11 @@ def plan(config_path: Path, repo: Path | None, base: str | None, head: str, fmt:
     Live (--config): ask each provider of this site what differs from the newest revision.
     Offline (--repo PATH --base REV [--head REV]): compare what every target of the fleet
     would get at two revisions — for a pull request, as Markdown with --format markdown.
+
+    Exit 0 when nothing would change, 2 when something would, 1 on any error (usage, config,
+    an invalid revision, a component that cannot be planned).
     """
+    from reconciler.config import served_problems
     from reconciler.errors import ReconcilerError
     from reconciler.pipeline import Reconciler
     from reconciler.registry import ProviderRegistry
@@ -316,9 +386,16 @@ def plan(config_path: Path, repo: Path | None, base: str | None, head: str, fmt:
         return
     config = _load_config(config_path)
     try:
-        revision, plans, errors = Reconciler(config, ProviderRegistry.discover()).plan()
+        reconciler = Reconciler(config, ProviderRegistry.discover())
+        revision, plans, errors = reconciler.plan()
+        nothing = [] if plans else served_problems(
+            config, reconciler.report_for(revision).fleet, revision)
     except ReconcilerError as exc:
         click.echo(f"error: {redact(exc.message)}", err=True)
+        sys.exit(1)
+    if nothing:  # a plan of no target is not "no changes"
+        for problem in nothing:
+            click.echo(f"error: {problem}", err=True)
         sys.exit(1)
 
     def echo(text: str) -> None:  # plans quote rendered content: mask the site's secrets
@@ -352,7 +429,8 @@ def plan(config_path: Path, repo: Path | None, base: str | None, head: str, fmt:
                     body = c.diff.rstrip("\n")
                     echo(f"```diff\n{body}\n```" if md else
                                "\n".join("      " + x for x in body.splitlines()))
-    sys.exit(1 if errors else 0)
+    failed = bool(errors) or any(c.action.value == "error" for p in plans for c in p.changes)
+    sys.exit(1 if failed else 2 if any(p.pending for p in plans) else 0)
 
 
 def _offline_plan(repo: Path, base: str | None, head: str, fmt: str) -> None:
@@ -377,7 +455,7 @@ def _offline_plan(repo: Path, base: str | None, head: str, fmt: str) -> None:
         click.echo(review_markdown(review), nl=False)
     else:
         click.echo(review_text(review), nl=False)
-    sys.exit(1 if review.new_errors else 0)
+    sys.exit(1 if review.new_errors else 2 if review.changed else 0)
 
 
 @main.command()
@@ -387,7 +465,11 @@ def _offline_plan(repo: Path, base: str | None, head: str, fmt: str) -> None:
               show_default=True, help="The shared status branch, if the fleet uses one.")
 @FORMAT
 def status(repo: str, shared_branch: str, fmt: str) -> None:
-    """Table of the fleet's targets from the status branches (one fetch)."""
+    """Table of the fleet's targets from the status branches (one fetch).
+
+    Exit 0 when every target shown is Ready, 2 when some are not (or none reports at all),
+    1 when the status cannot be read.
+    """
     from reconciler.errors import ReconcilerError
     from reconciler.fleet_status import format_table, read_fleet_status
 
@@ -403,6 +485,9 @@ def status(repo: str, shared_branch: str, fmt: str) -> None:
         click.echo(json.dumps(fleet.to_dict(), indent=2, default=str))
     else:
         click.echo(format_table(fleet))
+    # no status at all is not "all Ready": a gate waiting for a rollout must not pass on it
+    ready = bool(fleet.entries) and all(e.phase == "Ready" and not e.error for e in fleet)
+    sys.exit(0 if ready else 2)
 
 
 @main.group("config")
@@ -442,16 +527,27 @@ def _named_file_problems(config_path: Path) -> list[str]:
 
 @config_group.command("check")
 @CONFIG
-def config_check(config_path: Path) -> None:
-    """Validate the local config and everything it points at; list every problem."""
+@click.option("--offline", is_flag=True,
+              help="Do not contact the repository (skips the checks of the tracked revision).")
+def config_check(config_path: Path, offline: bool) -> None:
+    """Validate the local config and everything it points at; list every problem.
+
+    Besides the file itself and the files it names, this fetches the tracked revision of
+    the repository (into a temporary directory; the daemon's state directory is not
+    touched) and checks that `site:` and `targets:` name a site and targets it has. Exit 0
+    when all is well, 1 otherwise.
+    """
     from reconciler.config import load_config
     from reconciler.errors import ConfigError
     from reconciler.source import parse_ref
     from reconciler.verification import VerifyMode, VerifyPolicy
 
+    if not config_path.exists():
+        click.echo(f"{config_path}: no such file (use --config FILE or RECONCILER_CONFIG)")
+        sys.exit(1)
     problems: list[str] = []
     try:
-        config = load_config(config_path if config_path.exists() else None)
+        config = load_config(config_path)
     except ConfigError as exc:
         # the schema failed: still check the files the config names, so one run lists all
         problems = list(exc.problems or [exc.message])
@@ -459,8 +555,6 @@ def config_check(config_path: Path) -> None:
         for problem in problems:
             click.echo(problem)
         sys.exit(1)
-    if not config_path.exists():
-        problems.append(f"{config_path}: no such file (checked the environment alone)")
     try:
         parse_ref(config.ref)
     except ConfigError as exc:
@@ -472,12 +566,47 @@ def config_check(config_path: Path) -> None:
     except ConfigError as exc:
         problems.append(exc.message)
     problems += _named_file_problems(config_path)
+    summary = "repository not checked (--offline)"
+    if not offline:
+        if any(p.startswith("repo.") for p in problems):
+            problems.append("repo: not contacted until the problems above are fixed")
+        else:
+            found, summary = _check_tracked_revision(config)
+            problems += found
     for problem in problems:
         click.echo(problem)
     if problems:
         sys.exit(1)
-    click.echo(f"{config_path}: OK (site {config.site}, repo {config.repo_url}, "
+    click.echo(f"{config_path}: OK (site {config.site}: {summary}; repo {config.repo_url}, "
                f"ref {config.ref}, state {config.state_dir})")
+
+
+def _check_tracked_revision(config: Any) -> tuple[list[str], str]:
+    """Fetch the tracked revision into a temporary directory and check that the config's
+    site and targets are in it: (problems, a summary of what is served)."""
+    import tempfile
+
+    from reconciler.config import served_problems
+    from reconciler.errors import ReconcilerError
+    from reconciler.loading import load_fleet
+    from reconciler.source import GitSource
+
+    with tempfile.TemporaryDirectory(prefix="reconciler-config-check-") as tmp:
+        source = GitSource(config.repo_url, config.ref, Path(tmp), ssh_key=config.ssh_key,
+                           token_file=config.token_file, timeout=config.git_timeout)
+        try:
+            source.fetch()
+            revision = source.resolve()
+            fleet = load_fleet(source.checkout(revision.commit)).fleet
+        except ReconcilerError as exc:
+            return [f"repo: {exc.message}"], ""
+        problems = served_problems(config, fleet, revision.commit)
+        site = fleet.find_site(config.site)
+        served = [t.name for t in fleet.targets_under(site.name)] if site else []
+        if config.targets:
+            served = [t for t in served if t in config.targets]
+        count = f"{len(served)} target{'' if len(served) == 1 else 's'}"
+        return problems, f"{count} in revision {revision.commit[:12]}"
 
 
 def _git(repo: Path, *args: str, check: bool = True) -> str:
@@ -608,7 +737,10 @@ def rollback(repo: Path, instance: str, version: str, branch: str | None) -> Non
               help="Status history of this target (from the status branches in the clone).")
 @FORMAT
 def history(repo: Path, solution: str | None, target: str | None, fmt: str) -> None:
-    """Releases of the fleet's solutions, or the status history of one target."""
+    """Releases of the fleet's solutions, or the status history of one target.
+
+    Exit 1 when the target has no status on the status branches of the clone.
+    """
     import yaml
 
     from reconciler.releases import git_dir_of, list_releases
@@ -636,6 +768,15 @@ def history(repo: Path, solution: str | None, target: str | None, fmt: str) -> N
                                    "reconciler-status/*')")
     log = _git(repo, "log", "--format=@%H %cI", "--name-only", *refs, "--",
                f":(glob)status/**/{target}.yaml")
+    if not log.strip():
+        import difflib
+
+        known = {Path(name).stem for ref in refs for name in _git(
+            repo, "ls-tree", "-r", "--name-only", ref, "--", "status/").splitlines()}
+        near = difflib.get_close_matches(target, sorted(known), n=3)
+        hint = f" (did you mean {', '.join(near)}?)" if near else ""
+        raise click.ClickException(f"no target '{target}' on the status branches of "
+                                   f"{repo}{hint}")
     entries = []
     commit = date = ""
     for line in log.splitlines():
