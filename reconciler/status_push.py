@@ -16,15 +16,23 @@ Everything happens in a bare repository the daemon owns (possibly shared with it
 mirror), with git plumbing and a private temporary index: no work tree, no checkout, and no ref
 outside ``refs/reconciler/`` is ever written locally. A push that fails for a network reason
 leaves the commit queued in the local ref; the next ``publish`` pushes it.
+
+Shutdown is never held up by the server: once the daemon's stop event is set, the retry loop
+makes no further attempt, and a fetch or push still talking to the server gets
+:data:`STOP_GRACE` seconds (enough to deliver the last status to a server that answers) before
+its git process is terminated. :func:`run_interruptible` is that process runner, also used by
+the pipeline to look at the server for newer revisions.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import os
 import random
 import re
+import signal
 import subprocess
 import tempfile
 import threading
@@ -45,6 +53,7 @@ __all__ = [
     "PublishResult",
     "StatusPublisher",
     "redact",
+    "run_interruptible",
     "site_id_for",
 ]
 
@@ -54,6 +63,9 @@ LOCAL_REF_PREFIX = "refs/reconciler/status/"  # our newest commit (pushed or que
 TRACKING_REF_PREFIX = "refs/reconciler/status-remote/"  # what the remote was last seen holding
 
 _ZERO = "0" * 40
+# seconds a status fetch or push may go on once shutdown was asked for: enough for a server
+# that answers to receive the last status, short enough that a hung one holds nothing up
+STOP_GRACE = 2.0
 _MESSAGE_LIMIT = 400
 # "[remote rejected]" reasons that mean "someone else updated the ref at the same moment":
 # retry after a fetch. Any other remote rejection (a hook, permissions) needs a human.
@@ -115,6 +127,52 @@ def _trim(stderr: bytes) -> str:
     return text if len(text) <= _MESSAGE_LIMIT else text[: _MESSAGE_LIMIT - 3] + "..."
 
 
+def run_interruptible(argv: list[str], *, env: Mapping[str, str], timeout: float,
+                      stop: threading.Event | None = None, grace: float = 0.0,
+                      input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    """Run a command that talks to a server, and end it early when it must not go on.
+
+    Raises :class:`subprocess.TimeoutExpired` when the command was ended: it ran for
+    ``timeout`` seconds, or ``stop`` was set and it did not finish within ``grace`` seconds
+    after (the caller tells the two apart by ``stop``). The command runs in a process group
+    of its own, ended with SIGTERM (git then removes its lock files) and SIGKILL if it
+    lingers, so helpers it started (ssh, a local ``git-receive-pack``) end with it.
+    """
+    deadline = time.monotonic() + timeout
+    stop_seen = False
+    with subprocess.Popen(argv, stdin=subprocess.PIPE if input is not None
+                          else subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, env=dict(env),
+                          start_new_session=True) as proc:
+        while True:
+            now = time.monotonic()
+            if not stop_seen and stop is not None and stop.is_set():
+                stop_seen = True
+                deadline = min(deadline, now + grace)
+            try:
+                # communicate() may be called again after a timeout without losing output;
+                # the input is written once
+                out, err = proc.communicate(input, timeout=max(0.0, min(0.1, deadline - now)))
+            except subprocess.TimeoutExpired:
+                if time.monotonic() < deadline:
+                    continue
+                _end(proc)
+                raise subprocess.TimeoutExpired(argv, timeout) from None
+            return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def _end(proc: subprocess.Popen[bytes]) -> None:
+    """End the process group of ``proc``: SIGTERM, then SIGKILL when it lingers."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=2.0)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 class _Conflict(Exception):
     """A push was rejected because the remote branch moved: fetch and retry."""
 
@@ -137,6 +195,7 @@ class StatusPublisher:
         retry_delay: float = 0.05,
         max_retry_delay: float = 5.0,
         timeout: float = 60.0,
+        stop: threading.Event | None = None,
     ) -> None:
         parts = site_path.split("/")
         if not site_path or any(p in ("", ".", "..") for p in parts):
@@ -157,6 +216,8 @@ class StatusPublisher:
         self._retry_delay = retry_delay
         self._max_retry_delay = max_retry_delay
         self._timeout = timeout
+        self._stop = stop  # set on shutdown: see the module docstring
+        self._stopping_since: float | None = None
         self._prefix = f"status/{site_path}/"
         self._prefixes: tuple[str, ...] = (self._prefix,)
         self._local_ref = LOCAL_REF_PREFIX + branch
@@ -260,9 +321,21 @@ class StatusPublisher:
         env = self._env if index is None else {**self._env, "GIT_INDEX_FILE": str(index)}
         timeout = self._timeout if network else 30.0
         try:
-            done = subprocess.run(["git", *args], input=input, capture_output=True, env=env,
-                                  timeout=timeout, check=False)
+            if network:
+                # only calls to the server are ended early: a local git command is quick,
+                # and ending one could leave a lock file in our own repository
+                grace = self._grace_left()
+                if grace <= 0:
+                    raise subprocess.TimeoutExpired(["git", *args], 0)
+                done = run_interruptible(["git", *args], env=env, timeout=timeout,
+                                         stop=self._stop, grace=grace, input=input)
+            else:
+                done = subprocess.run(["git", *args], input=input, capture_output=True,
+                                      env=env, timeout=timeout, check=False)
         except subprocess.TimeoutExpired as exc:
+            if network and self._stopping():
+                raise StatusPushError(f"status branch {self.branch}: git {args[0]} stopped: "
+                                      "the daemon is shutting down", reason="Stopped") from exc
             raise StatusPushError(f"status branch {self.branch}: git {args[0]} timed out after "
                                   f"{timeout:g}s", reason="StatusPushTimeout") from exc
         except OSError as exc:
@@ -271,6 +344,21 @@ class StatusPublisher:
             raise StatusPushError(f"status branch {self.branch}: git {args[0]} failed in "
                                   f"{self.git_dir}: {_trim(done.stderr)}")
         return done
+
+    def _stopping(self) -> bool:
+        """True once shutdown was asked for (and notes when it was first seen)."""
+        if self._stop is None or not self._stop.is_set():
+            return False
+        if self._stopping_since is None:
+            self._stopping_since = time.monotonic()
+        return True
+
+    def _grace_left(self) -> float:
+        """Seconds the next call to the server may take before shutdown ends it."""
+        if not self._stopping():
+            return STOP_GRACE
+        assert self._stopping_since is not None
+        return STOP_GRACE - (time.monotonic() - self._stopping_since)
 
     def _ensure_repository(self) -> None:
         if (self.git_dir / "HEAD").is_file() and (self.git_dir / "objects").is_dir():
@@ -438,6 +526,14 @@ class StatusPublisher:
         error that stopped the push (None when the remote now holds that commit)."""
         rebase = self.layout is Layout.SHARED  # a shared branch moves all the time
         for attempt in range(1, self.max_attempts + 1):
+            if attempt > 1 and self._stopping():
+                stopped = StatusPushError(
+                    f"status branch {self.branch}: push to {redact(self.remote_url)} given up "
+                    f"after {attempt - 1} attempts: the daemon is shutting down (the commit "
+                    "stays queued)", reason="Stopped")
+                self._log.warning("status_push_failed", attempt=attempt - 1, commit=local,
+                                  error=str(stopped), reason=stopped.reason)
+                return attempt - 1, local, stopped
             try:
                 if rebase:
                     tip = self._fetch()
@@ -451,7 +547,11 @@ class StatusPublisher:
                 rebase = True
                 if attempt < self.max_attempts:
                     delay = min(self._max_retry_delay, self._retry_delay * 2 ** (attempt - 1))
-                    time.sleep(random.uniform(0, delay))  # noqa: S311 - jitter, not crypto
+                    pause = random.uniform(0, delay)  # noqa: S311 - jitter, not crypto
+                    if self._stop is not None:
+                        self._stop.wait(pause)  # shutdown ends the pause
+                    else:
+                        time.sleep(pause)
                 continue
             except StatusPushError as exc:
                 self._log.warning("status_push_failed", attempt=attempt, commit=local,
