@@ -8,11 +8,18 @@ repaired while a bad commit waits to be fixed), and nothing at all for a target 
 a good revision. Status is written for every served target whatever happened, in the manner of
 a deferred status update: a failed step never skips it. One target's failure never stops
 another's.
+
+While a run waits (health checks, retry backoff), :meth:`Reconciler.cancelled` tells it to
+stop on shutdown or once a newer revision exists. It only reads flags: the look at the server
+for a newer revision runs in a background thread, one at a time, and ends at once on
+shutdown, so a hung git server never holds up a wait, a newer revision or the way out.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
 import threading
 import time
 from collections.abc import Sequence
@@ -39,7 +46,7 @@ from reconciler.secrets import SecretReader
 from reconciler.source import GitSource, Revision
 from reconciler.statefiles import read_json, write_json
 from reconciler.status import Phase, StatusRenderer, TargetStatus, build_status, status_path
-from reconciler.status_push import Layout, StatusPublisher
+from reconciler.status_push import Layout, StatusPublisher, run_interruptible
 from reconciler.validation import Report, validate_repository
 from reconciler.verification import VerifyMode, VerifyPolicy, verify_revision
 
@@ -101,27 +108,83 @@ class Reconciler:
         self._status_text = StatusRenderer()  # idle runs reuse the last run's YAML
         self._published: tuple[str, str, bool] | None = None  # files digest, commit, pushed
         self._current = ""
+        self._run_number = 0  # a look at the server answers only the run that started it
         self._last_remote_check = 0.0
+        self._looking = threading.Lock()  # held while a look at the server is under way
         self._fetch_failures = 0
         self._next_fetch = 0.0
         self.log = _log.bind(site=config.site)
 
     # -- cancellation ------------------------------------------------------------------
+    REMOTE_CHECK_INTERVAL = 30.0  # seconds between looks at the server during a run
+
     def cancelled(self) -> bool:
-        """True on shutdown, or once a revision newer than the one being applied exists."""
+        """True on shutdown, or once a revision newer than the one being applied exists.
+
+        Called from wait loops (health polls, backoff sleeps), so it never waits itself: now
+        and then it starts a look at the server in the background (see the module docstring).
+        """
         if self.stop_event.is_set() or self.newer.is_set():
             return True
-        # during long waits, look at the server now and then (one ls-remote)
         now = time.monotonic()
         # not while the server is known to be unreachable: each look would wait for a timeout
-        if self._current and not self._fetch_failures and now - self._last_remote_check > 30:
+        if (self._current and not self._fetch_failures
+                and now - self._last_remote_check > self.REMOTE_CHECK_INTERVAL
+                and self._looking.acquire(blocking=False)):  # one look at a time
             self._last_remote_check = now
-            remote = self.source.remote_commit()
-            if remote and remote != self._current:
-                self.log.info("newer_revision_arrived", revision=remote[:12])
-                self.newer.set()
-                return True
+            threading.Thread(target=self._look_for_newer,
+                             args=(self._current, self._run_number),
+                             name="remote-check", daemon=True).start()
         return False
+
+    def _look_for_newer(self, current: str, run_number: int) -> None:
+        try:
+            remote = self._remote_commit()
+        except Exception:  # a look that fails is a look not taken: the next run fetches
+            self.log.exception("remote_check_crashed")
+            remote = None
+        finally:
+            self._looking.release()
+        # only news for the run that asked counts: a later run fetched for itself
+        if remote and remote != current and run_number == self._run_number \
+                and not self.stop_event.is_set():
+            self.log.info("newer_revision_arrived", revision=remote[:12])
+            self.newer.set()
+
+    def _remote_commit(self) -> str | None:
+        """The tracked ref's commit on the server (one ``git ls-remote``), or None.
+
+        The same question as ``GitSource.remote_commit``, asked through
+        :func:`run_interruptible` so that shutdown ends it: GitPython's runner can only be
+        ended by its own timeout, and its timer thread would keep the process from exiting
+        until then.
+        """
+        spec = self.source.ref
+        if spec.kind == "semver":
+            return None
+        refs = [f"refs/heads/{spec.value}"] if spec.kind in ("branch", "auto") else []
+        if spec.kind in ("tag", "auto"):
+            # an annotated tag lists its tag object; "^{}" lists the commit it points at
+            refs += [f"refs/tags/{spec.value}", f"refs/tags/{spec.value}^{{}}"]
+        try:
+            env = {**os.environ, **self.source.env()}
+            done = run_interruptible(["git", "ls-remote", self.source.url, *refs], env=env,
+                                     timeout=float(self.config.git_timeout),
+                                     stop=self.stop_event)
+        except (ReconcilerError, OSError, subprocess.TimeoutExpired):
+            return None
+        if done.returncode != 0:
+            return None
+        found: dict[str, str] = {}
+        for line in done.stdout.decode("utf-8", "replace").splitlines():
+            sha, _, name = line.partition("\t")
+            if name:
+                found[name] = sha
+        for ref in (refs[0] if spec.kind in ("branch", "auto") else None,
+                    f"refs/tags/{spec.value}^{{}}", f"refs/tags/{spec.value}"):
+            if ref is not None and ref in found:
+                return found[ref]
+        return None
 
     # -- revisions ---------------------------------------------------------------------
     def report_for(self, commit: str) -> Report:
@@ -210,6 +273,7 @@ class Reconciler:
 
     def _run(self, reason: str) -> RunSummary:
         started = time.monotonic()
+        self._run_number += 1
         self.newer.clear()
         self._status_text.next_run()
         # a push notification or an explicit request means the server is worth asking now
@@ -374,7 +438,7 @@ class Reconciler:
                 self.source.git_dir, self.config.repo_url, site_id=site_id(site_path),
                 site_path=site_path,
                 layout=Layout.SHARED if layout is StatusLayout.SHARED else Layout.PER_SITE,
-                branch=branch, push=self.config.status_push)
+                branch=branch, push=self.config.status_push, stop=self.stop_event)
         return self._publisher
 
     def _publish(self, statuses: list[TargetStatus], site_path: str, site_paths: list[str],
