@@ -7,7 +7,9 @@ components are reported as not attempted), in the manner of Flux's kustomize-con
    ``observe``; when not in sync, ``apply`` and record the result in the inventory at once;
    then wait for health (polling until Healthy, Degraded, the timeout, or cancellation);
 2. when every component succeeded: prune inventory entries that are no longer desired, in
-   reverse apply order; a failed prune stays in the inventory and is retried next run.
+   reverse apply order; a failed prune stays in the inventory and is retried next run. A
+   failed, abandoned or cancelled step means no prune at all for the target that run (as in
+   Flux): what was applied stays until a run of the target succeeds.
 
 Transient provider errors are retried with exponential backoff; permanent ones fail at once.
 A provider that raises anything else is treated as a permanent failure of that component.

@@ -1,0 +1,198 @@
+"""The reconcile engine when a step fails, against real files, scripts and an API server.
+
+A failed step (an apply, a health check) is never followed by a prune of that target, with
+the file, script and Kubernetes providers alike, as in Flux: what is still applied stays
+until a run of the target succeeds.
+
+Faults are real: a regular file where a directory belongs, scripts that fail, an API server
+that rejects a write. Runs are ``reconciler sync --once``, as an operator runs them.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.fleetkit import (
+    CliResult,
+    FleetRepo,
+    Site,
+    component,
+    file_binding,
+    file_component,
+    instance,
+    make_site,
+    pruned,
+    settings,
+    site,
+    solution,
+    status_of,
+    sync,
+    target,
+)
+from tests.integration.test_faults import (
+    LINE,
+    TARGET,
+    cell_fleet,
+    set_components,
+)
+from tests.kubeapi import KubeAPIServer
+
+pytestmark = pytest.mark.timeout(120)
+
+
+# ---------------------------------------------------------------- 1. no prune after a failure
+
+def assert_kept_after_failure(result: CliResult, s: Site, repo: FleetRepo, failing: str,
+                              kept: str) -> None:
+    """The run failed at ``failing`` and pruned nothing: ``kept`` is still in the
+    inventory (the caller checks it is still live)."""
+    assert result.returncode == 1, result.describe()
+    assert pruned(result) == [], result.describe()
+    assert not result.events("component_pruned")
+    assert f"app/{kept}" in s.inventory(TARGET)
+    doc = status_of(repo.remote, LINE, TARGET)
+    assert doc["phase"] == "Failed" and doc["message"].startswith(f"app/{failing}:"), doc
+    assert doc["instances"]["app"]["components"][failing]["phase"] == "Failed"
+
+
+def test_a_failed_file_step_is_never_followed_by_a_prune(tmp_path: Path) -> None:
+    keep = file_component("keep", "keep.conf", "keep\n")
+    repo = cell_fleet(tmp_path / "fleet", [keep, file_component("old", "old.conf", "old\n")])
+    s = make_site(tmp_path, "site", repo=repo.url, site=LINE)
+    sync(s)
+    old = s.file(TARGET, "old.conf")
+    assert old.exists()
+
+    # "old" leaves the repository, "new" wants a directory where a regular file stands
+    s.file(TARGET, "blocker").write_text("a file, not a directory\n")
+    set_components(repo, [keep, file_component("new", "blocker/new.conf", "new\n")],
+                   "replace old by new")
+    failed = sync(s, expect=None)
+
+    assert_kept_after_failure(failed, s, repo, "new", "old")
+    assert old.read_text() == "old\n"
+
+    # once the step succeeds, the prune follows in the same run
+    s.file(TARGET, "blocker").unlink()
+    fixed = sync(s)
+    assert pruned(fixed) == [(TARGET, "app", "old")]
+    assert not old.exists() and s.file(TARGET, "blocker/new.conf").read_text() == "new\n"
+
+
+SCRIPT_APPLY_SH = """#!/bin/sh
+set -eu
+echo "apply $RECONCILER_COMPONENT" >> "$HOME/calls.log"
+"""
+
+SCRIPT_DELETE_SH = """#!/bin/sh
+set -eu
+echo "delete $RECONCILER_COMPONENT" >> "$HOME/calls.log"
+"""
+
+SCRIPT_FAIL_SH = """#!/bin/sh
+echo "the PLC refused the program" >&2
+exit 1
+"""
+
+SCRIPT_UNHEALTHY_SH = """#!/bin/sh
+echo "pump offline" >&2
+exit 1
+"""
+
+
+@pytest.mark.parametrize("step", ["apply", "health"])
+def test_a_failed_script_step_is_never_followed_by_a_prune(tmp_path: Path, step: str) -> None:
+    keep = file_component("keep", "keep.conf", "keep\n")
+    old = component("old", "service", {"apply": ["scripts/apply.sh"],
+                                       "delete": ["scripts/delete.sh"]})
+    repo = cell_fleet(tmp_path / "fleet", [keep, old], {
+        "apply.sh": SCRIPT_APPLY_SH, "delete.sh": SCRIPT_DELETE_SH,
+        "fail.sh": SCRIPT_FAIL_SH, "unhealthy.sh": SCRIPT_UNHEALTHY_SH})
+    s = make_site(tmp_path, "site", repo=repo.url, site=LINE)
+    calls = s.work(TARGET) / "calls.log"
+    sync(s)
+    assert calls.read_text().splitlines() == ["apply old"]
+
+    new = component("new", "service", {"apply": ["scripts/fail.sh"]} if step == "apply" else
+                    {"apply": ["scripts/apply.sh"], "health": ["scripts/unhealthy.sh"]})
+    set_components(repo, [keep, new], "replace old by new")
+    failed = sync(s, expect=None)
+
+    assert_kept_after_failure(failed, s, repo, "new", "old")
+    assert "delete old" not in calls.read_text()
+
+    set_components(repo, [keep], "drop new")
+    fixed = sync(s)
+    # a "new" whose health failed was applied, so it goes too (it has no delete command)
+    assert sorted(pruned(fixed)) == ([] if step == "apply" else [(TARGET, "app", "new")]) + [
+        (TARGET, "app", "old")]
+    assert calls.read_text().splitlines()[-1] == "delete old"
+
+
+NAMESPACE = "line-apps"
+
+
+def configmap(name: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
+            "data": {"LINE": "hq/line-1"}}
+
+
+def deployment(name: str) -> dict[str, Any]:
+    labels = {"app": name}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+            "spec": {"replicas": 1, "selector": {"matchLabels": labels},
+                     "template": {"metadata": {"labels": labels},
+                                  "spec": {"containers": [{"name": name,
+                                                           "image": "registry.example/x:1"}]}}}}
+
+
+def kube_fleet(root: Path, kubeconfig: Path,
+               components: Sequence[Mapping[str, Any]]) -> FleetRepo:
+    binding = {"role": "kubernetes", "provider": "kubernetes",
+               "config": {"kubeconfig": str(kubeconfig), "namespace": NAMESPACE}}
+    repo = FleetRepo(root)
+    repo.write("reconciler.yaml", settings(("plant", "line")))
+    repo.write("sites.yaml", [site("hq"), site("line-1", "hq")])
+    repo.write("targets.yaml", [
+        target(TARGET, "line-1", bindings=[file_binding(TARGET), binding]),
+        instance("app", "app", names=[TARGET])])
+    repo.write("solutions/app.yaml", solution("app", components))
+    repo.commit("initial fleet")
+    return repo
+
+
+def kube(name: str, *objects: dict[str, Any]) -> dict[str, Any]:
+    return component(name, "kubernetes", {"resources": list(objects)})
+
+
+def test_a_failed_kubernetes_apply_is_never_followed_by_a_prune(tmp_path: Path) -> None:
+    with KubeAPIServer(controller=False) as api:
+        api.add_objects({"apiVersion": "v1", "kind": "Namespace",
+                         "metadata": {"name": NAMESPACE}})
+        keep = kube("keep", configmap("keep"))
+        repo = kube_fleet(tmp_path / "fleet", api.write_kubeconfig(tmp_path / "kubeconfig"),
+                          [keep, kube("old", configmap("old"))])
+        s = make_site(tmp_path, "site", repo=repo.url, site=LINE)
+        sync(s)
+        assert api.get_object("v1", "ConfigMap", "old", NAMESPACE) is not None
+
+        # the API server rejects the new Deployment (422, as for an invalid object)
+        api.fail_next("PATCH", f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments", 422,
+                      times=5, body={"reason": "Invalid", "message": "spec.replicas: bad"})
+        set_components(repo, [keep, kube("web", deployment("web"))], "replace old by web")
+        api.reset_requests()
+        failed = sync(s, expect=None)
+
+        assert_kept_after_failure(failed, s, repo, "web", "old")
+        assert api.get_object("v1", "ConfigMap", "old", NAMESPACE) is not None
+        assert api.count(method="DELETE") == 0
+        assert api.get_object("apps/v1", "Deployment", "web", NAMESPACE) is None
+
+        set_components(repo, [keep], "drop web")
+        fixed = sync(s)
+        assert pruned(fixed) == [(TARGET, "app", "old")]
+        assert api.get_object("v1", "ConfigMap", "old", NAMESPACE) is None
+        assert api.get_object("v1", "ConfigMap", "keep", NAMESPACE) is not None
