@@ -257,13 +257,15 @@ class _Runner:
             provider = self.providers.get(entry.record.provider, entry.record.binding,
                                           entry.binding_config)
             self.call("delete", lambda: provider.delete(entry.record))
+            # still in the file when this fails: the next run deletes again (deletes of
+            # what is already gone succeed) and then forgets it
+            self.inventory.remove(entry.key)
         except ReconcilerError as exc:
             self.log.warning("component_prune_failed", instance=instance, component=name,
                              error=exc.message)
             return ComponentResult(**base, phase=ComponentPhase.PRUNE_FAILED,
                                    message=f"prune failed (kept, retried next run): "
                                            f"{exc.message}", revision=entry.revision)
-        self.inventory.remove(entry.key)
         self.log.info("component_pruned", instance=instance, component=name,
                       provider=entry.record.provider)
         return ComponentResult(**base, phase=ComponentPhase.PRUNED, message="pruned",

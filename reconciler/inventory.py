@@ -4,8 +4,10 @@ One JSON file per target under ``<state dir>/inventory/``. Each entry is keyed b
 ``<instance>/<component>`` and keeps the provider's :class:`~reconciler.provider_api.Record`,
 the binding config it was applied with (so a component can be deleted even after its binding
 is gone), the revision and the apply order (prunes run in reverse). The file is rewritten
-atomically after every change, so a crash mid-run never forgets an applied component.
-Used by the executor and the planner.
+atomically after every change, so a crash mid-run never forgets an applied component; when the
+OS refuses the write (disk full, a directory in the way), the change raises
+:class:`~reconciler.errors.ReconcilerError` naming the file, which fails that component's step
+like any other error. Used by the executor and the planner.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from reconciler.errors import ReconcilerError
 from reconciler.provider_api import Record
 from reconciler.statefiles import read_json, write_json
 
@@ -62,11 +65,11 @@ class Inventory:
             order: int) -> None:
         self.entries[key] = Entry(key, record, dict(binding_config), revision, order,
                                   datetime.now(UTC).isoformat(timespec="seconds"))
-        self.save()
+        self.save(f"cannot record {key} in")
 
     def remove(self, key: str) -> None:
         if self.entries.pop(key, None) is not None:
-            self.save()
+            self.save(f"cannot remove {key} from")
 
     def reorder(self, order: Mapping[str, int]) -> None:
         changed = False
@@ -79,9 +82,14 @@ class Inventory:
         if changed:
             self.save()
 
-    def save(self) -> None:
-        write_json(self.path, {"target": self.target,
-                               "entries": {k: e.to_dict() for k, e in self.entries.items()}})
+    def save(self, doing: str = "cannot write") -> None:
+        """Write the file; raises ReconcilerError ("<doing> the inventory <path>: <why>")."""
+        try:
+            write_json(self.path, {"target": self.target,
+                                   "entries": {k: e.to_dict() for k, e in self.entries.items()}})
+        except OSError as exc:
+            raise ReconcilerError(f"{doing} the inventory {self.path}: {exc.strerror or exc}",
+                                  reason="StateWriteFailed") from exc
 
     def __iter__(self) -> Iterator[Entry]:
         return iter(sorted(self.entries.values(), key=lambda e: e.order))

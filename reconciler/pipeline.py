@@ -7,7 +7,8 @@ it is valid for that target, otherwise the target's last good revision (so drift
 repaired while a bad commit waits to be fixed), and nothing at all for a target that never had
 a good revision. Status is written for every served target whatever happened, in the manner of
 a deferred status update: a failed step never skips it. One target's failure never stops
-another's.
+another's: an error nobody planned for (the OS refusing to write a state file) is that
+target's ``Failed`` status with the error.
 
 While a run waits (health checks, retry backoff), :meth:`Reconciler.cancelled` tells it to
 stop on shutdown or once a newer revision exists. It only reads flags: the look at the server
@@ -64,6 +65,7 @@ class RunSummary:
     status_pushed: bool = False
     fetch_error: str = ""
     results: tuple[TargetResult, ...] = field(default=(), compare=False)
+    state_error: str = ""  # state.json could not be written (the statuses were)
 
     @property
     def ok(self) -> bool:
@@ -288,7 +290,8 @@ class Reconciler:
         if self.metrics is not None:
             self.metrics.revision(commit)
         log = log.bind(revision=commit[:12])
-        blocked = ""
+        blocked = ""  # the revision is not signed by a trusted key
+        unusable = ""  # the revision could not be checked out or validated
         report: Report | None = None
         try:
             if self.verify.mode is not VerifyMode.NONE:
@@ -301,8 +304,11 @@ class Reconciler:
             blocked = exc.message
             log.warning("revision_blocked", error=blocked)
         except SourceError as exc:
+            unusable = f"revision {commit[:12]} cannot be used: {exc.message}"
             log.error("checkout_failed", error=exc.message)
-            return RunSummary(commit, (), time.monotonic() - started, fetch_error=exc.message)
+        except Exception as exc:  # a validation bug must not cost the targets their status
+            unusable = f"revision {commit[:12]} cannot be used: {_describe(exc)}"
+            log.exception("validation_crashed")
         # which fleet says what this daemon serves: the new one when usable, else last good
         fleet = report.fleet if report is not None and not _global_errors(report) else None
         if fleet is None:
@@ -311,28 +317,35 @@ class Reconciler:
         results: list[TargetResult] = []
         served = self.served(fleet) if fleet is not None else []
         names = {t.name for t in served}
-        for target in served:
-            status, result = self._target(target, commit, report, blocked)
-            statuses.append(status)
-            if result is not None:
-                results.append(result)
-        # targets that left this daemon: prune everything applied there
-        for gone in sorted(set(self._state["targets"]) - names):
-            result = self._retire(gone, commit)
-            if result is not None:
-                results.append(result)
-        self._state["revision"] = commit
-        write_json(self._state_path, self._state)
-        site_path = self.site_path(fleet) if fleet is not None else self.config.site
-        site_paths = sorted({fleet.site_path(s.name) for s in fleet.sites.values()
-                             if fleet.site_path(s.name) == site_path
-                             or fleet.site_path(s.name).startswith(site_path + "/")}) \
-            if fleet is not None else [site_path]
-        commit_sha, pushed = self._publish(statuses, site_path, site_paths, commit, fleet)
+        state_error = ""
+        commit_sha: str | None = None
+        pushed = False
+        try:
+            for target in served:
+                status, result = self._target(target, commit, report, blocked, unusable)
+                statuses.append(status)
+                if result is not None:
+                    results.append(result)
+            # targets that left this daemon: prune everything applied there
+            for gone in sorted(set(self._state["targets"]) - names):
+                result = self._retire(gone, commit)
+                if result is not None:
+                    results.append(result)
+        finally:
+            # whatever happened above, the state and the status of every target are written
+            # (Flux's deferred status patch); neither failing stops the other
+            state_error = self._save_state(commit)
+            site_path = self.site_path(fleet) if fleet is not None else self.config.site
+            site_paths = sorted({fleet.site_path(s.name) for s in fleet.sites.values()
+                                 if fleet.site_path(s.name) == site_path
+                                 or fleet.site_path(s.name).startswith(site_path + "/")}) \
+                if fleet is not None else [site_path]
+            commit_sha, pushed = self._publish(statuses, site_path, site_paths, commit, fleet)
         self.source.prune_checkouts(self._revisions_in_use() | {commit}
                                     | self.releases.commits)
         summary = RunSummary(commit, tuple(statuses), time.monotonic() - started, commit_sha,
-                             pushed, fetch_error, tuple(results))
+                             pushed, fetch_error or unusable, tuple(results),
+                             state_error=state_error)
         if self.metrics is not None:
             self.metrics.observe_run(summary.duration)
         log.info("run_finished", duration=round(summary.duration, 3), targets=len(statuses),
@@ -340,8 +353,20 @@ class Reconciler:
                  applied=sum(r.applied for r in results), pruned=sum(r.pruned for r in results),
                  failed=sum(r.failed for r in results), drifted=sum(r.drifted for r in results),
                  status_commit=commit_sha[:12] if commit_sha else None,
-                 fetch_error=fetch_error or None)
+                 fetch_error=fetch_error or unusable or None, state_error=state_error or None)
         return summary
+
+    def _save_state(self, commit: str) -> str:
+        """Write ``state.json``; returns why that failed ("" when written). The next run
+        writes it again: until then a restart forgets this run's last good revisions."""
+        self._state["revision"] = commit
+        try:
+            write_json(self._state_path, self._state)
+        except Exception as exc:  # the statuses are written all the same
+            error = f"cannot write {self._state_path}: {_describe(exc)}"
+            self.log.error("state_write_failed", error=error)
+            return error
+        return ""
 
     def _fallback_fleet(self) -> Fleet | None:
         for info in self._state["targets"].values():
@@ -349,18 +374,20 @@ class Reconciler:
             if good:
                 try:
                     return self.report_for(good).fleet
-                except ReconcilerError:
-                    continue
+                except Exception as exc:  # another target's last good revision may serve
+                    self.log.warning("last_good_unusable", revision=good[:12],
+                                     error=_describe(exc))
         return None
 
-    def _target(self, target: Target, commit: str, report: Report | None, blocked: str
-                ) -> tuple[TargetStatus, TargetResult | None]:
+    def _target(self, target: Target, commit: str, report: Report | None, blocked: str,
+                unusable: str = "") -> tuple[TargetStatus, TargetResult | None]:
         info = self._state["targets"].setdefault(target.name, {})
         last_good = info.get("lastGood", "")
         errors: list[Diagnostic] = report.errors_for(target.name) if report is not None else []
-        use = commit if (not blocked and not errors) else last_good
+        use = commit if (not blocked and not unusable and not errors) else last_good
         result: TargetResult | None = None
         solutions: dict[str, str] = {}
+        failures = [unusable] if unusable else []
         if use:
             try:
                 use_report = report if use == commit and report is not None \
@@ -370,7 +397,12 @@ class Reconciler:
                 use_target = use_report.fleet.targets.get(target.name, target)
                 result = self._execute(use_target, placements, use, use_report.fleet)
             except ReconcilerError as exc:
-                self.log.error("target_failed", target=target.name, error=exc.message)
+                failures.append(exc.message)
+                self.log.error("target_failed", target=target.name, error=exc.message,
+                               reason=exc.reason)
+            except Exception as exc:  # this target's failure, never another target's
+                failures.append(_describe(exc))
+                self.log.exception("target_crashed", target=target.name)
         if result is not None and result.succeeded:
             info["applied"] = use
             if use == commit:
@@ -382,7 +414,8 @@ class Reconciler:
         status = build_status(target=target.name, site=site, observed=commit,
                               applied=info.get("applied", ""),
                               last_good=info.get("lastGood", ""), result=result,
-                              errors=errors, blocked=blocked, solutions=solutions)
+                              errors=errors, blocked=blocked, solutions=solutions,
+                              failure="; ".join(failures))
         digest = self._status_text.digest(status)
         if info.get("digest") != digest:
             info["digest"] = digest
@@ -405,7 +438,15 @@ class Reconciler:
                                 retry=self.retry_policy(fleet), cancelled=self.cancelled)
 
     def _retire(self, name: str, commit: str) -> TargetResult | None:
-        """A target no longer served: prune what was applied there, then forget it."""
+        """A target no longer served: prune what was applied there, then forget it (kept
+        for the next run when that fails)."""
+        try:
+            return self._retire_target(name, commit)
+        except Exception as exc:  # the served targets' statuses are written all the same
+            self.log.error("target_retire_failed", target=name, error=_describe(exc))
+            return None
+
+    def _retire_target(self, name: str, commit: str) -> TargetResult | None:
         inventory = Inventory.load(self.state_dir, name)
         info = self._state["targets"].get(name, {})
         result = None
@@ -472,6 +513,9 @@ class Reconciler:
         except ReconcilerError as exc:
             self.log.error("status_failed", error=exc.message)
             return None, False
+        except Exception as exc:  # e.g. no space left for the temporary files of git
+            self.log.error("status_failed", error=_describe(exc))
+            return None, False
         if result.error:
             self.log.warning("status_push_failed", error=result.error)
         elif offline and publisher.pending():
@@ -502,6 +546,16 @@ def _files_digest(files: dict[str, bytes], site_paths: list[str]) -> str:
         data = files[path]
         digest.update(f"{path}\0{len(data)}\0".encode() + data)
     return digest.hexdigest()
+
+
+def _describe(exc: BaseException) -> str:
+    """An unexpected error as a status message: what the OS said, or the exception."""
+    if isinstance(exc, ReconcilerError):
+        return exc.message
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"{exc.strerror}{where}"
+    return f"unexpected error: {type(exc).__name__}: {exc}"
 
 
 def _global_errors(report: Report) -> bool:

@@ -108,14 +108,16 @@ def _instances(result: TargetResult | None, solutions: Mapping[str, str]) -> dic
     return out
 
 
-def _phase(result: TargetResult | None, errors: Sequence[Diagnostic], blocked: str
-           ) -> tuple[Phase, str]:
+def _phase(result: TargetResult | None, errors: Sequence[Diagnostic], blocked: str,
+           failure: str) -> tuple[Phase, str]:
     if blocked:
         return Phase.BLOCKED, blocked
     if errors:
         first = errors[0].format()
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         return Phase.INVALID, f"revision failed validation: {first}{more}"
+    if failure:
+        return Phase.FAILED, failure
     if result is None:
         return Phase.PENDING, "no revision available yet"
     failed = [c for c in result.components
@@ -141,9 +143,15 @@ def _phase(result: TargetResult | None, errors: Sequence[Diagnostic], blocked: s
 
 def build_status(*, target: str, site: str, observed: str, applied: str, last_good: str,
                  result: TargetResult | None, errors: Sequence[Diagnostic] = (),
-                 blocked: str = "", solutions: Mapping[str, str] | None = None) -> TargetStatus:
-    phase, message = _phase(result, errors, blocked)
-    if phase in (Phase.INVALID, Phase.BLOCKED) and result is not None and result.failed:
+                 blocked: str = "", solutions: Mapping[str, str] | None = None,
+                 failure: str = "") -> TargetStatus:
+    """The status of one target after a run. ``failure`` is an error of the target's run
+    that no component result carries (its state could not be read or written, an
+    unexpected error): the target is Failed with that message."""
+    phase, message = _phase(result, errors, blocked, failure)
+    if phase in (Phase.INVALID, Phase.BLOCKED) and failure:
+        message += f"; enforcing {applied[:12] or 'the last good revision'} failed: {failure}"
+    elif phase in (Phase.INVALID, Phase.BLOCKED) and result is not None and result.failed:
         bad = next(c for c in result.components if c.phase in (ComponentPhase.FAILED,
                                                                ComponentPhase.PRUNE_FAILED))
         message += f"; enforcing {applied[:12]} failed: {bad.key}: {bad.message}"

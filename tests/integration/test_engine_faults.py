@@ -1,14 +1,21 @@
 """The reconcile engine when a step fails, against real files, scripts and an API server.
 
-A failed step (an apply, a health check) is never followed by a prune of that target, with
-the file, script and Kubernetes providers alike, as in Flux: what is still applied stays
-until a run of the target succeeds.
+What an operator relies on, whatever goes wrong in one target:
 
-Faults are real: a regular file where a directory belongs, scripts that fail, an API server
-that rejects a write. Runs are ``reconciler sync --once``, as an operator runs them.
+* every served target's status is written and pushed on every run: an error nobody planned
+  for (the OS refusing to write a state file) makes that target ``Failed`` with the error and
+  never costs another target its reconcile or its status;
+* a failed step (an apply, a health check) is never followed by a prune of that target, with
+  the file, script and Kubernetes providers alike, as in Flux: what is still applied stays
+  until a run of the target succeeds.
+
+Faults are real: a directory where a state file belongs (refused even to root), a regular
+file where a directory belongs, scripts that fail, an API server that rejects a write. Runs
+are ``reconciler sync --once``, as an operator runs them.
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,7 +50,79 @@ from tests.kubeapi import KubeAPIServer
 pytestmark = pytest.mark.timeout(120)
 
 
-# ---------------------------------------------------------------- 1. no prune after a failure
+def two_targets(root: Path) -> FleetRepo:
+    """Targets ``alpha`` and ``beta`` on line ``hq/line-1``, one file component each."""
+    repo = FleetRepo(root)
+    repo.write("reconciler.yaml", settings(("plant", "line")))
+    repo.write("sites.yaml", [site("hq"), site("line-1", "hq")])
+    repo.write("targets.yaml", [target("alpha", "line-1"), target("beta", "line-1"),
+                                instance("app", "app", names=["alpha", "beta"])])
+    repo.write("solutions/app.yaml", solution("app", [
+        file_component("conf", "app.conf", "release A\n")]))
+    repo.commit("two targets")
+    return repo
+
+
+def table(result: CliResult) -> dict[str, str]:
+    """Target -> phase, from the table ``sync --once`` prints."""
+    rows = [line.split() for line in result.stdout.splitlines()[1:]]
+    return {row[0]: row[2] for row in rows if len(row) > 2 and row[0] in ("alpha", "beta")}
+
+
+# ---------------------------------------------------------------- 1. status is always written
+
+def test_an_inventory_the_os_refuses_fails_only_its_target_and_every_status_is_pushed(
+        tmp_path: Path) -> None:
+    repo = two_targets(tmp_path / "fleet")
+    s = make_site(tmp_path, "site", repo=repo.url, site=LINE)
+    # alpha sorts first: its failure must not cost beta its reconcile or its status
+    blocked = s.state / "inventory" / "alpha.json"
+    blocked.mkdir(parents=True)
+
+    result = sync(s, expect=1)
+
+    assert "Traceback" not in result.stderr, result.describe()
+    assert table(result) == {"alpha": "Failed", "beta": "Ready"}, result.describe()
+    assert s.file("beta", "app.conf").read_text() == "release A\n"
+    assert list(s.inventory("beta")) == ["app/conf"]
+    beta = status_of(repo.remote, LINE, "beta")
+    assert (beta["phase"], beta["appliedRevision"]) == ("Ready", repo.head())
+    alpha = status_of(repo.remote, LINE, "alpha")
+    assert alpha["phase"] == "Failed", alpha
+    assert str(blocked) in alpha["message"] and "Is a directory" in alpha["message"], alpha
+    assert alpha["instances"]["app"]["components"]["conf"]["phase"] == "Failed"
+    assert alpha["lastGoodRevision"] == ""
+    state = json.loads((s.state / "state.json").read_text())
+    assert state["targets"]["beta"]["lastGood"] == repo.head()
+    assert "lastGood" not in state["targets"]["alpha"]
+
+    # the operator removes the obstacle: the next run records what alpha has and is Ready
+    blocked.rmdir()
+    again = sync(s)
+    assert table(again) == {"alpha": "Ready", "beta": "Ready"}
+    assert list(s.inventory("alpha")) == ["app/conf"]
+    assert status_of(repo.remote, LINE, "alpha")["phase"] == "Ready"
+
+
+def test_a_state_file_the_os_refuses_still_leaves_every_target_reconciled_and_pushed(
+        tmp_path: Path) -> None:
+    repo = two_targets(tmp_path / "fleet")
+    s = make_site(tmp_path, "site", repo=repo.url, site=LINE)
+    (s.state / "state.json").mkdir(parents=True)
+
+    result = sync(s, expect=None)
+
+    assert "Traceback" not in result.stderr, result.describe()
+    assert table(result) == {"alpha": "Ready", "beta": "Ready"}, result.describe()
+    for name in ("alpha", "beta"):
+        assert s.file(name, "app.conf").read_text() == "release A\n"
+        assert status_of(repo.remote, LINE, name)["phase"] == "Ready"
+    failed = result.events("state_write_failed")
+    assert failed and "state.json" in failed[0]["error"], result.describe()
+    assert result.events("run_finished")[0]["state_error"]
+
+
+# ---------------------------------------------------------------- 2. no prune after a failure
 
 def assert_kept_after_failure(result: CliResult, s: Site, repo: FleetRepo, failing: str,
                               kept: str) -> None:
