@@ -11,6 +11,10 @@ components are reported as not attempted), in the manner of Flux's kustomize-con
    failed, abandoned or cancelled step means no prune at all for the target that run (as in
    Flux): what was applied stays until a run of the target succeeds.
 
+A component is *drifted* when it was out of sync although what it should be had not changed
+since it was last applied: the same revision, or an apply that produced the same record as
+the one in the inventory (whichever commit last touched the component).
+
 Transient provider errors are retried with exponential backoff; permanent ones fail at once.
 A provider that raises anything else is treated as a permanent failure of that component.
 ``cancelled()`` (shutdown, or a newer revision arrived) stops the run between steps and
@@ -108,6 +112,27 @@ class TargetResult:
     def succeeded(self) -> bool:
         return not self.failed and not self.cancelled and not self.count(
             ComponentPhase.PROGRESSING)
+
+
+def _same_state(old: Record, new: Record, revisions: set[str]) -> bool:
+    """True when an apply recorded what the previous apply recorded: the desired state did
+    not change, so the difference the apply repaired was drift.
+
+    The commit ids are left out of the comparison: a provider may record which commit it
+    applied (the script provider does), which says when the state was applied, not what it
+    is. What a provider applies shows in its record (file digests, rendered object digests,
+    input digests), so a change from the repository makes the records differ.
+    """
+    def plain(value: Any) -> Any:
+        if isinstance(value, str):
+            return "<revision>" if value in revisions else value
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [plain(v) for v in value]
+        return value
+
+    return bool(plain(old.to_dict()) == plain(new.to_dict()))
 
 
 def _age(stamp: str) -> float:
@@ -232,8 +257,9 @@ class _Runner:
                                                        timeout=max(left, 0.0))
                 return ComponentResult(**base, provider=binding.provider, phase=phase,
                                        message=message, revision=entry.revision)
-            drifted = entry is not None and obs.exists and entry.revision == self.revision
             new_record = self.call("apply", lambda: provider.apply(comp, record))
+            drifted = entry is not None and (entry.revision == self.revision or _same_state(
+                entry.record, new_record, {entry.revision, self.revision} - {""}))
             self.inventory.put(comp.key, new_record, binding.config, self.revision, order)
             log.info("component_applied", action="update" if obs.exists else "create",
                      drifted=drifted, diff=obs.diff[:2000] if obs.diff else None)

@@ -7,16 +7,20 @@ What an operator relies on, whatever goes wrong in one target:
   never costs another target its reconcile or its status;
 * a failed step (an apply, a health check) is never followed by a prune of that target, with
   the file, script and Kubernetes providers alike, as in Flux: what is still applied stays
-  until a run of the target succeeds.
+  until a run of the target succeeds;
+* a hand edit of a component is drift (logged ``drifted: true`` and counted in
+  ``reconciler_components_drifted``) whichever commit last touched that component.
 
 Faults are real: a directory where a state file belongs (refused even to root), a regular
 file where a directory belongs, scripts that fail, an API server that rejects a write. Runs
-are ``reconciler sync --once``, as an operator runs them.
+are ``reconciler sync --once`` or a daemon process, as an operator runs them.
 """
+
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import signal
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,15 +43,27 @@ from tests.integration.fleetkit import (
     sync,
     target,
 )
+from tests.integration.test_daemon_ops import metric, request
 from tests.integration.test_faults import (
     LINE,
     TARGET,
+    Daemon,
     cell_fleet,
     set_components,
+    start_daemon,
 )
+from tests.integration.test_status_push import free_port
 from tests.kubeapi import KubeAPIServer
 
 pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Daemon]]:
+    started: list[Daemon] = []
+    yield started
+    for d in started:
+        d.kill()
 
 
 def two_targets(root: Path) -> FleetRepo:
@@ -275,3 +291,56 @@ def test_a_failed_kubernetes_apply_is_never_followed_by_a_prune(tmp_path: Path) 
         assert pruned(fixed) == [(TARGET, "app", "old")]
         assert api.get_object("v1", "ConfigMap", "old", NAMESPACE) is None
         assert api.get_object("v1", "ConfigMap", "keep", NAMESPACE) is not None
+
+
+# ---------------------------------------------------------------- 3. drift is counted
+
+def test_a_hand_edit_of_a_component_the_last_commit_did_not_touch_is_drift(
+        tmp_path: Path, daemons: list[Daemon]) -> None:
+    repo = cell_fleet(tmp_path / "fleet", [file_component("a", "a.conf", "a1\n"),
+                                           file_component("b", "b.conf", "b1\n")])
+    port = free_port()
+    s = make_site(tmp_path, "site", repo=repo.url, site=LINE, interval=3600,
+                  listen={"enabled": True, "address": "127.0.0.1", "port": port})
+    d = start_daemon(daemons, s)
+    d.wait_runs(1, 20)
+
+    def drifted_metric() -> float | None:
+        code, body = request(port, "GET", "/metrics")
+        assert code == 200
+        return metric(body.decode(), "reconciler_components_drifted", target=TARGET)
+
+    def run(count: int) -> dict[str, Any]:
+        mark = d.offset()
+        d.signal(signal.SIGHUP)
+        finished: dict[str, Any] = d.wait_runs(count, 20)[count - 1]
+        applied = d.events_after(mark, "component_applied")
+        finished["changes"] = [(e["component"], e["drifted"]) for e in applied]
+        return finished
+
+    # a commit changes "a" only: an update, not drift
+    set_components(repo, [file_component("a", "a.conf", "a2\n"),
+                          file_component("b", "b.conf", "b1\n")], "a2")
+    changed = run(2)
+    assert changed["changes"] == [("a", False)] and changed["drifted"] == 0
+    assert drifted_metric() == 0
+
+    # "b" was last applied at the first commit: a hand edit of it is drift all the same
+    b = s.file(TARGET, "b.conf")
+    b.write_text("edited by hand\n")
+    edited = run(3)
+    assert b.read_text() == "b1\n"
+    assert edited["changes"] == [("b", True)] and edited["drifted"] == 1, edited
+    assert drifted_metric() == 1
+
+    # so is a managed file deleted by hand
+    b.unlink()
+    deleted = run(4)
+    assert b.read_text() == "b1\n"
+    assert deleted["changes"] == [("b", True)] and deleted["drifted"] == 1, deleted
+    assert drifted_metric() == 1
+
+    idle = run(5)
+    assert idle["changes"] == [] and idle["drifted"] == 0
+    assert drifted_metric() == 0
+    assert d.stop() == 0
