@@ -284,16 +284,14 @@ def sync(ctx: click.Context, config_path: Path, once: bool, fmt: str) -> None:
     except ReconcilerError as exc:
         click.echo(f"error: {exc.message}", err=True)
         sys.exit(1)
-    if not summary.statuses:
-        if nothing:
-            click.echo(f"error: {nothing}", err=True)
-        sys.exit(1)
+    if nothing:
+        click.echo(f"error: {nothing}", err=True)
     if fmt == "json":
         click.echo(json.dumps({
             "revision": summary.revision, "statusCommit": summary.status_commit,
             "statusPushed": summary.status_pushed, "fetchError": summary.fetch_error,
             "targets": [s.body("") for s in summary.statuses]}, indent=2, default=str))
-    else:
+    elif summary.statuses:  # without any, the error above says why: no empty table
         if summary.fetch_error:
             click.echo(f"warning: {summary.fetch_error}", err=True)
         click.echo(_status_table(summary))
@@ -307,7 +305,7 @@ def _ask_daemon(state_dir: Path) -> None:
     """SIGHUP to the daemon that provably runs on ``state_dir``, or exit 1 saying none does.
 
     A signal, not an HTTP request: the daemon's HTTP server has no unauthenticated trigger
-    (it may listen beyond loopback), and whoever can read the state directory may signal it.
+    (it may listen beyond loopback), while a signal needs the daemon's user or root.
     """
     import os
     import signal
