@@ -461,7 +461,7 @@ def test_plan_shows_every_kind_of_change_and_applies_nothing(
 
     result = reconciler("plan", "--config", str(s.config), env=s.env())
 
-    assert result.returncode == 0, result.describe()
+    assert result.returncode == 2, result.describe()  # 2: the plan has changes
     out = result.stdout
     assert f"Plan at {planned[:12]}" in out
     assert "demo-hmi: 3 change(s)" in out

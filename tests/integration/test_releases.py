@@ -158,7 +158,7 @@ spec:
     git(repo, "commit", "-qam", "review me")
 
     out = run("plan", "--repo", str(repo), "--base", base, "--format", "json")
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 2, out.stderr  # 2: the plan has changes
     data = json.loads(out.stdout)
     by_target = {t["target"]: t for t in data["targets"]}
     l2 = {c["key"]: c for c in by_target["berlin-l2-gateway"]["changes"]}
@@ -179,7 +179,7 @@ spec:
     assert data["newErrors"] == []
 
     md = run("plan", "--repo", str(repo), "--base", base, "--format", "markdown")
-    assert md.returncode == 0
+    assert md.returncode == 2
     assert md.stdout.startswith(f"## Fleet plan `{base[:12]}`")
     assert "| `berlin-l2-hmi` (new target) | eu/berlin/berlin-line-2 | 1 | 0 | 0 |" in md.stdout
 
