@@ -78,6 +78,8 @@ def create_temp(path: Path, mode: int = 0o600) -> tuple[int, Path]:
             pass
         except BaseException:
             os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
             raise
         os.close(fd)
     raise FileExistsError(errno.EEXIST, "no free temporary file name", str(path.parent))
@@ -100,8 +102,13 @@ def remove_leftovers(directory: Path, *, depth: int = 0) -> list[Path]:
     except OSError:
         return removed
     for entry in entries:
-        if depth != 0 and entry.is_dir(follow_symlinks=False):
-            removed.extend(remove_leftovers(Path(entry.path), depth=depth - 1))
+        try:
+            directory_entry = entry.is_dir(follow_symlinks=False)
+        except OSError:
+            continue
+        if directory_entry:
+            if depth != 0:
+                removed.extend(remove_leftovers(Path(entry.path), depth=depth - 1))
         elif is_temp_name(entry.name) and _remove_if_abandoned(Path(entry.path)):
             removed.append(Path(entry.path))
     return removed
