@@ -40,8 +40,11 @@ needs_venv = pytest.mark.skipif(not STAMP.exists(),
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None,
         timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    # a fresh make, not a sub-make of the one running the tests (nor its PYTHON= or VENV=)
+    base = {k: v for k, v in (os.environ if env is None else env).items()
+            if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "PYTHON", "VENV", "REQUIRE_TOOLS")}
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**(os.environ if env is None else env), "MAKEFLAGS": ""})
+                          env=base)
 
 
 def sh(line: str, cwd: Path, env: dict[str, str] | None) -> subprocess.CompletedProcess[str]:

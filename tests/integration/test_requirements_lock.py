@@ -90,7 +90,8 @@ def _make_q(tree: Path, venv: Path) -> int:
     """`make -q` of the venv's stamp: 0 when it is up to date, 1 when it would be rebuilt."""
     done = subprocess.run(["make", "-q", f"VENV={venv}", f"{venv}/.installed-stamp"],
                           cwd=tree, capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "MAKEFLAGS": ""})
+                          env={k: v for k, v in os.environ.items()
+                               if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "PYTHON")})
     assert done.returncode in (0, 1), done.stdout + done.stderr
     return done.returncode
 
