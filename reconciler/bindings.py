@@ -16,7 +16,7 @@ from typing import Any
 
 from reconciler.errors import PermanentError, ReconcilerError
 from reconciler.model import Binding
-from reconciler.provider_api import LocalPolicy, Provider, ProviderContext
+from reconciler.provider_api import SHUTDOWN_GRACE, LocalPolicy, Provider, ProviderContext
 from reconciler.registry import ProviderRegistry
 
 __all__ = ["ProviderSet"]
@@ -24,12 +24,16 @@ __all__ = ["ProviderSet"]
 
 class ProviderSet:
     def __init__(self, target: str, registry: ProviderRegistry, policy: LocalPolicy,
-                 state_dir: Path, cancelled: Callable[[], bool]) -> None:
+                 state_dir: Path, cancelled: Callable[[], bool],
+                 stopping: Callable[[], bool] = lambda: False,
+                 shutdown_grace: float = SHUTDOWN_GRACE) -> None:
         self.target = target
         self.registry = registry
         self.policy = policy
         self.state_dir = state_dir
         self.cancelled = cancelled
+        self.stopping = stopping
+        self.shutdown_grace = shutdown_grace
         self._cache: dict[str, Provider] = {}
 
     def get(self, provider: str, role: str, config: Mapping[str, Any]) -> Provider:
@@ -49,7 +53,8 @@ class ProviderSet:
         context = ProviderContext(
             target=self.target, binding=role, policy=self.policy,
             state_dir=self.state_dir / "providers" / provider / self.target,
-            cancelled=self.cancelled)
+            cancelled=self.cancelled, stopping=self.stopping,
+            shutdown_grace=self.shutdown_grace)
         try:
             instance = cls(config, context)
         except ReconcilerError:

@@ -25,7 +25,7 @@ import yaml
 from reconciler.errors import ConfigError
 from reconciler.loading import _schema_errors, field_path
 from reconciler.model import Fleet, StatusLayout
-from reconciler.provider_api import LocalPolicy
+from reconciler.provider_api import SHUTDOWN_GRACE, LocalPolicy
 from reconciler.yamlio import YamlFileError, read_documents
 
 __all__ = ["DEFAULT_CONFIG", "DaemonConfig", "load_config", "served_problems", "site_id"]
@@ -54,6 +54,7 @@ _SCHEMA: dict[str, Any] = {
     }},
     "healthTimeout": {"type": "integer", "min": 1},
     "healthPollInterval": {"type": "number", "min": 0.05},
+    "shutdownGrace": {"type": "number", "min": 0},
     "status": {"type": "dict", "schema": {
         "layout": {"type": "string", "allowed": ["per-site", "shared"]},
         "branch": _STR,
@@ -113,6 +114,9 @@ class DaemonConfig:
     retry_max_delay: float = 300.0
     health_timeout: int | None = None
     health_poll_interval: float = 2.0
+    # on shutdown, how long a running helm upgrade may go on before it is stopped; the unit's
+    # TimeoutStopSec must exceed it by helm's 30 s to roll back (docs/operations.md)
+    shutdown_grace: float = SHUTDOWN_GRACE
     status_layout: StatusLayout | None = None  # None: the repository's Settings
     status_branch: str | None = None
     status_push: bool = True
@@ -325,6 +329,7 @@ def _build(data: dict[str, Any], path: Path | None) -> DaemonConfig:
         retry_max_delay=float(retries.get("maxDelay", 300.0)),
         health_timeout=data.get("healthTimeout"),
         health_poll_interval=float(data.get("healthPollInterval", 2.0)),
+        shutdown_grace=float(data.get("shutdownGrace", SHUTDOWN_GRACE)),
         status_layout=StatusLayout(status["layout"]) if "layout" in status else None,
         status_branch=status.get("branch"),
         status_push=bool(status.get("push", True)),

@@ -432,7 +432,8 @@ class Reconciler:
     def _execute(self, target: Target, placements: Sequence[Placement], revision: str,
                  fleet: Fleet) -> TargetResult:
         providers = ProviderSet(target.name, self.registry, self.policy, self.state_dir,
-                                self.cancelled)
+                                self.cancelled, stopping=self.stop_event.is_set,
+                                shutdown_grace=self.config.shutdown_grace)
         inventory = Inventory.load(self.state_dir, target.name)
         return reconcile_target(target, placements, providers, inventory, revision,
                                 retry=self.retry_policy(fleet), cancelled=self.cancelled)
@@ -453,7 +454,8 @@ class Reconciler:
         if len(inventory):
             retired = Target(name, {}, info.get("site", ""), {}, (), Source("", 0))
             providers = ProviderSet(name, self.registry, self.policy, self.state_dir,
-                                    self.cancelled)
+                                    self.cancelled, stopping=self.stop_event.is_set,
+                                    shutdown_grace=self.config.shutdown_grace)
             result = reconcile_target(retired, (), providers, inventory, commit,
                                       retry=RetryPolicy(retries=self.config.retries or 0,
                                                         delay=self.config.retry_delay or 1.0),
