@@ -5,6 +5,10 @@ target, instance params). At a site daemon the value is read from ``<secretsDir>
 (trailing newline stripped); validating a repository without a site leaves it unresolved and
 skips its value checks. Resolved secret values are registered here and redacted ("***") from
 every log line (a structlog processor), status file, plan output and error message.
+
+:func:`mask` is the one way a secret is hidden in a value: the registered values (logs,
+status, errors) with ``***``, or a placement's own secret values (explain shows ``<secret>``,
+the offline plan ``***``).
 """
 
 from __future__ import annotations
@@ -16,9 +20,20 @@ from typing import Any
 
 from reconciler.errors import ConfigError
 
-__all__ = ["MASK", "SecretReader", "is_secret_ref", "redact", "register", "secret_file"]
+__all__ = [
+    "MASK",
+    "PLACEHOLDER",
+    "SecretReader",
+    "is_secret_ref",
+    "mask",
+    "redact",
+    "redact_value",
+    "register",
+    "secret_file",
+]
 
 MASK = "***"
+PLACEHOLDER = "<secret>"  # what explain and validation show instead of a secret
 MIN_LENGTH = 4  # shorter values ("1", "on") would mask ordinary text everywhere
 _known: set[str] = set()
 _lock = threading.Lock()
@@ -71,25 +86,50 @@ def register(values: Iterable[str]) -> None:
         _known.update(v for v in values if isinstance(v, str) and len(v) >= MIN_LENGTH)
 
 
-def redact(text: str, extra: Iterable[str] = ()) -> str:
-    """``text`` with every registered (and every ``extra``) secret value replaced."""
+def _longest_first(values: Iterable[str]) -> list[str]:
+    # longest first: a secret that contains a shorter one is masked whole
+    return sorted({v for v in values if v}, key=len, reverse=True)
+
+
+def _registered(extra: Iterable[str] = ()) -> list[str]:
     with _lock:
-        values = sorted(_known.union(v for v in extra if len(v) >= MIN_LENGTH),
-                        key=len, reverse=True)
-    for value in values:
-        if value in text:
-            text = text.replace(value, MASK)
+        return _longest_first(_known.union(v for v in extra if len(v) >= MIN_LENGTH))
+
+
+def mask(value: Any, secrets: Iterable[str], placeholder: str = MASK) -> Any:
+    """``value`` with each of ``secrets`` replaced by ``placeholder`` in every string inside it.
+
+    Walks dict values and list and tuple items (a tuple comes back as a list); other values
+    are returned as they are. Empty secrets are ignored.
+    """
+    return _mask(value, _longest_first(secrets), placeholder)
+
+
+def _mask_text(text: str, secrets: list[str], placeholder: str) -> str:
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, placeholder)
     return text
 
 
-def redact_value(value: Any) -> Any:
+def _mask(value: Any, secrets: list[str], placeholder: str) -> Any:
     if isinstance(value, str):
-        return redact(value)
+        return _mask_text(value, secrets, placeholder)
     if isinstance(value, dict):
-        return {k: redact_value(v) for k, v in value.items()}
+        return {k: _mask(v, secrets, placeholder) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [redact_value(v) for v in value]
+        return [_mask(v, secrets, placeholder) for v in value]
     return value
+
+
+def redact(text: str, extra: Iterable[str] = ()) -> str:
+    """``text`` with every registered (and every ``extra``) secret value replaced."""
+    return _mask_text(text, _registered(extra), MASK)
+
+
+def redact_value(value: Any) -> Any:
+    """:func:`redact` applied to every string inside ``value`` (see :func:`mask`)."""
+    return _mask(value, _registered(), MASK)
 
 
 def log_processor(_logger: Any, _name: str, event: MutableMapping[str, Any]
@@ -97,4 +137,5 @@ def log_processor(_logger: Any, _name: str, event: MutableMapping[str, Any]
     """structlog processor: no registered secret value leaves in a log line."""
     if not _known:
         return event
-    return {k: redact_value(v) for k, v in event.items()}
+    secrets = _registered()
+    return {k: _mask(v, secrets, MASK) for k, v in event.items()}
