@@ -1,12 +1,15 @@
-"""Resolve parameters with their provenance, select targets, render components.
+"""The render stage: resolve parameters with their provenance, select targets, render
+components.
 
 Precedence, lowest first (DESIGN §2): solution defaults < the instance's profile < instance
 params < site params from the root down to the target's site (general, then solution-scoped,
 at each level) < target params. General site and target params apply to the solutions that
 declare them; everything else must name a declared parameter (checked by validation).
 
-Pure: reads nothing but the :class:`~reconciler.model.Fleet` it is given. Called by
-validation (which turns problems into diagnostics) and by explain/plan/sync through it.
+:func:`render_fleet` renders every (instance, target) pair of a revision once; validation
+calls it between the document checks and the placement checks, and the placements it returns
+are what explain, plan and sync use. Pure: reads nothing but the
+:class:`~reconciler.model.Fleet` it is given (and secret files, through the resolver passed).
 """
 
 from __future__ import annotations
@@ -28,8 +31,10 @@ __all__ = [
     "Origin",
     "Placement",
     "RenderProblem",
+    "Rendering",
     "ResolvedParam",
     "component_order",
+    "render_fleet",
     "render_placement",
     "resolve_params",
     "select_targets",
@@ -282,6 +287,41 @@ def render_placement(fleet: Fleet, instance: Instance, target: Target, solution:
             repo_root=root, depends_on=comp.depends_on, secret_params=secret_names,
             template_context=context))
     return Placement(instance, target, solution, resolved, tuple(components), tuple(problems))
+
+
+@dataclass(frozen=True)
+class Rendering:
+    """Every placement of one revision."""
+
+    placements: Mapping[str, tuple[Placement, ...]]  # target -> its placements, by instance
+    pairs: tuple[Placement, ...]  # every placement, by instance name, then target name
+    unplaced: tuple[Instance, ...]  # rendered instances that select no target
+
+
+def render_fleet(fleet: Fleet, solutions: Mapping[str, Solution], *, revision: str = "",
+                 secrets: SecretResolver | None = None) -> Rendering:
+    """Render every instance that has a solution in ``solutions`` on each target it selects.
+
+    ``solutions`` maps an instance to the solution it renders from (the head one, or the
+    release its ``version`` pins); an instance without one is not rendered.
+    """
+    by_target: dict[str, list[Placement]] = {}
+    pairs: list[Placement] = []
+    unplaced: list[Instance] = []
+    for inst in sorted(fleet.instances.values(), key=lambda i: i.name):
+        solution = solutions.get(inst.name)
+        if solution is None:
+            continue
+        chosen = select_targets(fleet, inst)
+        if not chosen:
+            unplaced.append(inst)
+        for target in chosen:
+            placement = render_placement(fleet, inst, target, solution, revision=revision,
+                                         secrets=secrets)
+            by_target.setdefault(target.name, []).append(placement)
+            pairs.append(placement)
+    return Rendering({t: tuple(ps) for t, ps in by_target.items()}, tuple(pairs),
+                     tuple(unplaced))
 
 
 def _split_field(fld: str) -> list[str | int]:
