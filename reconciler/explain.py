@@ -12,15 +12,14 @@ import json
 from typing import Any
 
 from reconciler.rendering import Placement
+from reconciler.secrets import PLACEHOLDER, mask
 from reconciler.validation import Report
 
 __all__ = ["explain_data", "explain_text"]
 
-SECRET = "<secret>"  # noqa: S105 - the placeholder shown instead of a secret
-
 
 def _value(value: Any, secret: bool) -> Any:
-    return SECRET if secret else value
+    return PLACEHOLDER if secret else value
 
 
 def explain_data(report: Report, target: str, instance: str | None = None) -> dict[str, Any]:
@@ -68,28 +67,16 @@ def _placement(p: Placement) -> dict[str, Any]:
                 "binding": next((f"{b.provider}" for b in p.target.bindings
                                  if b.role == c.type), None),
                 "dependsOn": list(c.depends_on),
-                "properties": _redact(c.properties, {str(p.params[s].value) for s in secrets}),
+                "properties": mask(c.properties, {str(p.params[s].value) for s in secrets},
+                                   PLACEHOLDER),
             }
             for c in p.components
         ],
     }
 
 
-def _redact(value: Any, secrets: set[str]) -> Any:
-    if isinstance(value, str):
-        for s in secrets:
-            if s:
-                value = value.replace(s, SECRET)
-        return value
-    if isinstance(value, dict):
-        return {k: _redact(v, secrets) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redact(v, secrets) for v in value]
-    return value
-
-
 def _show(value: Any) -> str:
-    return value if isinstance(value, str) and value == SECRET else json.dumps(value)
+    return value if isinstance(value, str) and value == PLACEHOLDER else json.dumps(value)
 
 
 def explain_text(data: dict[str, Any]) -> str:

@@ -25,7 +25,7 @@ from reconciler.provider_api import Component
 from reconciler.registry import ProviderRegistry, default_registry
 from reconciler.releases import ReleaseResolver, local_exporter
 from reconciler.rendering import Placement
-from reconciler.secrets import MASK
+from reconciler.secrets import MASK, mask
 from reconciler.validation import Report, validate_repository
 
 __all__ = ["ComponentChange", "Review", "TargetReview", "review_revisions"]
@@ -127,22 +127,9 @@ def _file_diff(label: str, old: Path | None, new: Path | None) -> str:
 
 def _shown(comp: Component) -> dict[str, Any]:
     secrets = {str(comp.params[n]) for n in comp.secret_params if n in comp.params}
-
-    def mask(value: Any) -> Any:
-        if isinstance(value, str):
-            for secret in secrets:
-                if secret:
-                    value = value.replace(secret, MASK)
-            return value
-        if isinstance(value, dict):
-            return {k: mask(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [mask(v) for v in value]
-        return value
-
     params = {k: (MASK if k in comp.secret_params else v) for k, v in comp.params.items()}
     return {"type": comp.type, "dependsOn": list(comp.depends_on),
-            "properties": mask(dict(comp.properties)), "params": params}
+            "properties": mask(dict(comp.properties), secrets), "params": params}
 
 
 def _yaml(value: Any) -> list[str]:

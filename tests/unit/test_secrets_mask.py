@@ -1,0 +1,87 @@
+"""reconciler.secrets.mask: the one way a secret is hidden in a value, and its three users
+(the log/status redaction, ``explain`` and the offline plan) hiding the same things."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reconciler.explain import explain_data
+from reconciler.review import review_revisions
+from reconciler.secrets import MASK, PLACEHOLDER, mask, redact_value, register
+from reconciler.validation import validate_repository
+from tests.unit.checkkit import write
+
+
+@pytest.mark.parametrize(
+    ("value", "secrets", "placeholder", "expected"),
+    [
+        pytest.param("user=app password=hunter22", ["hunter22"], MASK,
+                     "user=app password=***", id="string"),
+        pytest.param({"a": {"b": ["x hunter22", 3]}, "n": None}, ["hunter22"], MASK,
+                     {"a": {"b": ["x ***", 3]}, "n": None}, id="nested-dict-and-list"),
+        pytest.param(("hunter22", 1), ["hunter22"], PLACEHOLDER, [PLACEHOLDER, 1],
+                     id="tuple-becomes-list"),
+        pytest.param("abcdef and abcd", ["abcd", "abcdef"], MASK, "*** and ***",
+                     id="longest-first"),
+        pytest.param("keep me", ["", "absent"], MASK, "keep me", id="empty-and-absent"),
+        pytest.param({"hunter22": 1}, ["hunter22"], MASK, {"hunter22": 1},
+                     id="keys-are-not-values"),
+        pytest.param(42, ["42"], MASK, 42, id="numbers-stay"),
+        pytest.param("ab", ["ab"], PLACEHOLDER, PLACEHOLDER, id="short-secret-of-a-placement"),
+    ],
+)
+def test_mask(value: Any, secrets: list[str], placeholder: str, expected: Any) -> None:
+    assert mask(value, secrets, placeholder) == expected
+
+
+def test_redact_value_masks_registered_values_like_mask() -> None:
+    register(["reg-secret-0451"])
+    nested = {"env": ("reg-secret-0451", "x"), "argv": ["--p=reg-secret-0451"], "n": 5}
+    assert redact_value(nested) == mask(nested, ["reg-secret-0451"]) == {
+        "env": [MASK, "x"], "argv": [f"--p={MASK}"], "n": 5}
+
+
+SECRET = "hunter2-tuple-secret"
+SECRET_SOLUTION = ("solutions/app/solution.yaml", "    tz: {type: string, default: UTC}\n",
+                   "    tz: {type: string, default: UTC}\n"
+                   "    password: {type: string, secret: true}\n")
+SECRET_PARAM = ("instances.yaml", "  solution: app\n",
+                f"  solution: app\n  params: {{password: {SECRET}}}\n")
+# a whole-value expression keeps its type: this property renders to a tuple
+AS_TUPLE = ("solutions/app/solution.yaml", 'content: "${{ params.tz }}:${{ params.port }}"',
+            "content: \"${{ ('user', params.password) }}\"")
+
+
+def test_explain_masks_a_secret_inside_a_tuple(tmp_path: Path) -> None:
+    repo = write(tmp_path / "repo", [SECRET_SOLUTION, SECRET_PARAM, AS_TUPLE])
+    data = explain_data(validate_repository(repo), "t1")
+    comps = {c["name"]: c for c in data["instances"][0]["components"]}
+    assert comps["extra"]["properties"]["content"] == ["user", PLACEHOLDER]
+    assert SECRET not in repr(data)
+
+
+def _git(repo: Path, *args: str) -> str:
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.org",
+           "HOME": str(repo), "PATH": "/usr/bin:/bin"}
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
+                          text=True, env=env).stdout.strip()
+
+
+def test_plan_masks_a_secret_inside_a_tuple(tmp_path: Path) -> None:
+    repo = write(tmp_path / "repo", [SECRET_SOLUTION, SECRET_PARAM])
+    _git(repo, "init", "-q", "-b", "main")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", "base")
+    base = _git(repo, "rev-parse", "HEAD")
+    write(repo, [SECRET_SOLUTION, SECRET_PARAM, AS_TUPLE])
+    _git(repo, "commit", "-q", "-am", "head")
+    head = _git(repo, "rev-parse", "HEAD")
+    review = review_revisions(repo / ".git", base, head)
+    diffs = [c.diff for t in review.targets for c in t.changes]
+    assert diffs and all(SECRET not in d for d in diffs), diffs
+    assert any("- '***'" in d for d in diffs), diffs
