@@ -46,13 +46,13 @@ endef
 # or a changed lock never leaves stale packages behind. Every package comes from the lock,
 # build tools included; the project itself is installed without dependencies and without
 # build isolation, so nothing unpinned is fetched, and `pip check` fails when pyproject.toml
-# asks for something the lock does not satisfy (run `make lock`).
+# asks for something the lock does not satisfy (run `make lock`). setuptools' notice on
+# editable installs is about other layouts than this one, so it is silenced.
 $(STAMP): pyproject.toml $(LOCK)
 	$(check-python)
 	$(PYTHON) -m venv --clear $(VENV)
 	$(BIN)/python -m pip install --quiet -c $(LOCK) pip
 	$(BIN)/python -m pip install --quiet -r $(LOCK)
-	# (setuptools' notice on editable installs is for other layouts than this one)
 	PYTHONWARNINGS='ignore:Editable installation' \
 	  $(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/python -m pip check
