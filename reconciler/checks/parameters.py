@@ -47,10 +47,12 @@ class ParameterChecks:
         self.fleet = fleet
         self.findings = findings
         self.levels = tuple(fleet.settings.hierarchy)
-        self._validators: dict[str, cerberus.Validator] = {}  # solution -> whole-mapping check
+        # keyed by solution and release: a pinned release may declare other rules than the
+        # head solution of the same name
+        self._validators: dict[tuple[str, str], cerberus.Validator] = {}  # whole-mapping check
         # schema errors per (rules or solution, value): most pairs share most values
-        self._value_checks: dict[tuple[str, Any], list[_ValueError]] = {}
-        self._rule_keys: dict[str, dict[str, str]] = {}  # solution -> parameter -> rules JSON
+        self._value_checks: dict[tuple[Any, Any], list[_ValueError]] = {}
+        self._rule_keys: dict[tuple[str, str], dict[str, str]] = {}  # parameter -> rules JSON
         self._param_validators: dict[str, cerberus.Validator] = {}  # rules JSON -> validator
         # (solution, release, object) whose general params were checked: the same for every
         # placement that reaches them
@@ -225,16 +227,17 @@ class ParameterChecks:
         few hundred. Rules that relate two fields (dependencies, excludes) need the whole
         mapping: such a solution is checked as a whole, once per distinct set of values.
         """
-        keys = self._rule_keys.get(solution.name)
+        which = (solution.name, solution.release)
+        keys = self._rule_keys.get(which)
         if keys is None:
             keys = {
                 n: json.dumps(p.rules, sort_keys=True, default=repr)
                 for n, p in solution.parameters.items()
             }
-            self._rule_keys[solution.name] = keys
+            self._rule_keys[which] = keys
         if any(_CROSS_FIELD_RULES & p.rules.keys() for p in solution.parameters.values()):
-            key = (solution.name, json.dumps(values, sort_keys=True, default=repr))
-            errors = self._value_checks.get(key)
+            whole = (which, json.dumps(values, sort_keys=True, default=repr))
+            errors = self._value_checks.get(whole)
             if errors is None:
                 validator = self._validator(solution)
                 errors = (
@@ -242,7 +245,7 @@ class ParameterChecks:
                     if validator.validate(values, normalize=False)
                     else list(_schema_errors(validator._errors, {}))
                 )
-                self._value_checks[key] = errors
+                self._value_checks[whole] = errors
             return errors
         found: list[_ValueError] = []
         for pname, value in values.items():
@@ -267,9 +270,10 @@ class ParameterChecks:
         return found
 
     def _validator(self, solution: Solution) -> cerberus.Validator:
-        found = self._validators.get(solution.name)
+        which = (solution.name, solution.release)
+        found = self._validators.get(which)
         if found is None:
             schema = {n: dict(p.rules) for n, p in solution.parameters.items()}
             found = cerberus.Validator(schema, allow_unknown=False)
-            self._validators[solution.name] = found
+            self._validators[which] = found
         return found

@@ -4,6 +4,7 @@ runs one check module on the result."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -118,6 +119,24 @@ def render(fleet: Fleet) -> Rendering:
     solutions = {name: fleet.solutions[inst.solution] for name, inst in fleet.instances.items()
                  if inst.solution in fleet.solutions}
     return render_fleet(fleet, solutions)
+
+
+def git(repo: Path, *args: str) -> str:
+    """Run git in ``repo`` with a fixed identity and no user configuration."""
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.org",
+           "GIT_CONFIG_NOSYSTEM": "1", "HOME": str(repo), "PATH": "/usr/bin:/bin"}
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
+                          text=True, env=env).stdout.strip()
+
+
+def commit_all(repo: Path, message: str) -> str:
+    """Commit everything under ``repo`` (a repository is made on first use); the commit."""
+    if not (repo / ".git").exists():
+        git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", message)
+    return git(repo, "rev-parse", "HEAD")
 
 
 def lines(findings: Findings) -> list[str]:
