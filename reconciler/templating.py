@@ -176,7 +176,12 @@ def _parse(text: str, source: str) -> nodes.Template:
 
 def undeclared_roots(text: str, *, source: str) -> set[str]:
     """Top-level names a template uses that are not among ``ROOT_NAMES``."""
-    return set(meta.find_undeclared_variables(_parse(text, source))) - ROOT_NAMES
+    tree = _parse(text, source)
+    try:
+        # this compiles the tree, which is where an unknown filter or test is found
+        return set(meta.find_undeclared_variables(tree)) - ROOT_NAMES
+    except jinja2.TemplateSyntaxError as exc:
+        raise _fail(source, exc) from None
 
 
 def _chain(node: nodes.Node) -> tuple[str, ...] | None:

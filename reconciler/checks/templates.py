@@ -39,7 +39,9 @@ class TemplateChecks:
 
     def __init__(self, findings: Findings) -> None:
         self.findings = findings
-        self._static: set[tuple[str, str]] = set()  # (file, field) found wrong as written
+        # (solution, release, field) found wrong as written; a release pinned by an instance
+        # is not among them (its own tree was checked), nor another solution of the same file
+        self._static: set[tuple[str, str, str]] = set()
 
     def check_solutions(self, fleet: Fleet) -> None:
         for solution in fleet.solutions.values():
@@ -52,7 +54,7 @@ class TemplateChecks:
         mark = self.findings.mark()
         self._walk(solution, value, path)
         for diag in self.findings.since(mark):
-            self._static.add((diag.path, diag.field))
+            self._static.add((solution.name, solution.release, diag.field))
 
     def _walk(self, solution: Solution, value: Any, path: tuple[str | int, ...]) -> None:
         if isinstance(value, dict):
@@ -94,8 +96,9 @@ class TemplateChecks:
 
     def check_placement(self, placement: Placement) -> None:
         """What rendering this pair could not do, unless the template itself is wrong."""
+        solution = placement.solution
         for problem in placement.problems:
-            if (problem.path, problem.field) in self._static:
+            if (solution.name, solution.release, problem.field) in self._static:
                 continue  # the template itself is wrong: reported once, not per target
             self.findings.add(
                 problem.path,
