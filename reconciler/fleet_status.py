@@ -5,6 +5,9 @@ wait until the previous wave's targets report healthy on the same revision. One 
 ``git fetch`` (every ``reconciler-status/*`` branch and the shared branch, in one round trip)
 into a bare repository, then ``git ls-tree`` + one ``git cat-file --batch``: no checkout.
 
+Its git runner (:class:`GitDir`) also serves ``reconciler history --target``
+(``status_history``).
+
 Per target the newest entry wins (by ``lastChange``) when the same target appears on several
 branches, e.g. while a fleet moves from the shared branch to per-site branches. A file that
 cannot be read becomes an entry carrying an error, never an exception.
@@ -24,10 +27,11 @@ from typing import Any
 import structlog
 import yaml
 
+from reconciler import tables
 from reconciler.errors import SourceError
 from reconciler.status_push import DEFAULT_SHARED_BRANCH, PER_SITE_BRANCH_PREFIX, redact
 
-__all__ = ["FleetStatus", "StatusEntry", "format_table", "read_fleet_status"]
+__all__ = ["FleetStatus", "GitDir", "StatusEntry", "format_table", "read_fleet_status"]
 
 _FETCH_PREFIX = "refs/reconciler/fleet/"
 _TIMEOUT = 120.0
@@ -111,7 +115,7 @@ def read_fleet_status(
 
 
 def _read(git_dir: Path, remote_url: str, shared_branch: str) -> FleetStatus:
-    git = _Git(git_dir)
+    git = GitDir(git_dir)
     if not (git_dir / "HEAD").is_file():
         git_dir.mkdir(parents=True, exist_ok=True)
         git.run("init", "--bare", "--quiet", str(git_dir))
@@ -157,8 +161,9 @@ def _read(git_dir: Path, remote_url: str, shared_branch: str) -> FleetStatus:
     return status
 
 
-class _Git:
-    """Runs git against one bare repository and maps failures to :class:`SourceError`."""
+class GitDir:
+    """Runs git against one git directory (a bare repository or a clone's ``.git``) and maps
+    failures to :class:`SourceError`."""
 
     def __init__(self, git_dir: Path) -> None:
         self.git_dir = git_dir
@@ -290,7 +295,7 @@ def format_table(status: FleetStatus) -> str:
     if not status.entries:
         return f"no status files found in {status.source}\n"
     header = ("SITE", "TARGET", "PHASE", "REVISION", "LAST CHANGE", "MESSAGE")
-    rows = [header]
+    rows = []
     for e in status.entries:
         message = f"error: {e.error}" if e.error else e.message
         message = " ".join(message.split())
@@ -299,7 +304,4 @@ def format_table(status: FleetStatus) -> str:
         rows.append((e.site, e.target, e.phase or ("?" if e.error else "-"),
                      e.observed_revision[:8] or "-",
                      _format_time(e.last_change) if e.last_change else "-", message))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
-    lines = ["  ".join([*(c.ljust(w) for c, w in zip(r, widths, strict=False)), r[-1]]).rstrip()
-             for r in rows]
-    return "\n".join(lines) + "\n"
+    return tables.render(rows, header=header) + "\n"
