@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import json
 import sys
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import click
 
-from reconciler import __version__
+from reconciler import __version__, tables
 from reconciler.diagnostics import Diagnostic
 from reconciler.logs import configure_logging
 
@@ -121,7 +120,9 @@ def validate(path: Path, fmt: str, strict: bool) -> None:
     Each problem is one line: `path:line: Kind/name: field: message`. Exit 0 when the
     repository is valid, 1 when it is not.
     """
-    report = _validate_checkout(path)
+    from reconciler.releases import validate_checkout
+
+    report = validate_checkout(path)
     errors = report.errors
     warnings = [d for d in report.diagnostics if not d.is_error]
     failed = bool(errors) or (strict and bool(warnings))
@@ -139,17 +140,6 @@ def validate(path: Path, fmt: str, strict: bool) -> None:
         click.echo(f"{path}: {counts}; {len(_group(errors))} error(s), "
                    f"{len(_group(warnings))} warning(s)", err=True)
     sys.exit(1 if failed else 0)
-
-
-def _validate_checkout(path: Path) -> Any:
-    """Validate a repository checkout; instance versions resolve from its tags when it is
-    a git repository."""
-    from reconciler.releases import ReleaseResolver, git_dir_of, local_exporter
-    from reconciler.validation import validate_repository
-
-    git_dir = git_dir_of(path)
-    releases = ReleaseResolver(git_dir, local_exporter(git_dir)) if git_dir else None
-    return validate_repository(path, releases=releases)
 
 
 def _counts(fleet: Any) -> dict[str, int]:
@@ -171,8 +161,9 @@ def explain(repo: Path, target: str, instance: str | None, fmt: str) -> None:
     components in apply order.
     """
     from reconciler.explain import explain_data, explain_text
+    from reconciler.releases import validate_checkout
 
-    report = _validate_checkout(repo)
+    report = validate_checkout(repo)
     if target not in report.fleet.targets:
         import difflib
 
@@ -209,12 +200,10 @@ def providers(fmt: str) -> None:
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
         return
-    by_status: dict[str, int] = defaultdict(int)
-    width = max([len(r["name"]) for r in rows] + [4])
-    for r in rows:
-        by_status[r["status"]] += 1
-        click.echo(f"{r['name'].ljust(width)}  {r['status']:<6}  {r['description']}")
-    if by_status["failed"]:
+    if rows:
+        click.echo(tables.render([(r["name"], r["status"], r["description"]) for r in rows],
+                                 min_widths=(4, 6)))
+    if any(r["status"] == "failed" for r in rows):
         sys.exit(1)
 
 
@@ -242,13 +231,9 @@ def _load_config(path: Path, *, invalid_exit: int = 1) -> Any:
 
 
 def _status_table(summary: Any) -> str:
-    rows = [("TARGET", "SITE", "PHASE", "REVISION", "MESSAGE")]
-    for s in summary.statuses:
-        rows.append((s.target, s.site, s.phase.value, s.applied_revision[:12] or "-",
-                     s.message[:80]))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    return "\n".join("  ".join(c.ljust(widths[i]) if i < 4 else c for i, c in enumerate(r))
-                     for r in rows)
+    return tables.render([(s.target, s.site, s.phase.value, s.applied_revision[:12] or "-",
+                           s.message[:80]) for s in summary.statuses],
+                         header=("TARGET", "SITE", "PHASE", "REVISION", "MESSAGE"))
 
 
 @main.command()
@@ -432,7 +417,7 @@ def plan(config_path: Path, repo: Path | None, base: str | None, head: str, fmt:
 
 
 def _offline_plan(repo: Path, base: str | None, head: str, fmt: str) -> None:
-    from reconciler.releases import git_dir_of
+    from reconciler.releases import git_dir_of, resolve_commit
     from reconciler.review import review_markdown, review_revisions, review_text
 
     if base is None:
@@ -442,7 +427,7 @@ def _offline_plan(repo: Path, base: str | None, head: str, fmt: str) -> None:
         raise click.UsageError(f"{repo} is not a git repository")
     shas = []
     for rev in (base, head):
-        sha = _git(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}", check=False)
+        sha = resolve_commit(repo, rev)
         if not sha:
             raise click.UsageError(f"no revision '{rev}' in {repo}")
         shas.append(sha)
@@ -493,36 +478,6 @@ def config_group() -> None:
     """Work with the local daemon config."""
 
 
-def _named_file_problems(config_path: Path) -> list[str]:
-    """Files and directories the config names that do not exist (read from the raw YAML,
-    so this works even when the rest of the config is invalid)."""
-    import yaml
-
-    try:
-        raw = yaml.safe_load(config_path.read_text()) if config_path.exists() else {}
-    except (OSError, yaml.YAMLError):
-        return []
-    if not isinstance(raw, dict):
-        return []
-    base = config_path.resolve().parent
-    problems = []
-    for section, key, kind in (("repo", "sshKey", "file"), ("repo", "tokenFile", "file"),
-                               ("webhook", "secretFile", "file"),
-                               ("verify", "allowedSigners", "file"),
-                               (None, "secretsDir", "dir")):
-        holder = raw.get(section) if section else raw
-        value = holder.get(key) if isinstance(holder, dict) else None
-        if not isinstance(value, str) or not value:
-            continue
-        path = Path(value) if Path(value).is_absolute() else base / value
-        ok = path.is_dir() if kind == "dir" else path.is_file()
-        if not ok:
-            name = f"{section}.{key}" if section else key
-            what = "a directory" if kind == "dir" else "a readable file"
-            problems.append(f"{name}: {path} is not {what}")
-    return problems
-
-
 @config_group.command("check")
 @CONFIG
 @click.option("--offline", is_flag=True,
@@ -535,86 +490,16 @@ def config_check(config_path: Path, offline: bool) -> None:
     touched) and checks that `site:` and `targets:` name a site and targets it has. Exit 0
     when all is well, 1 otherwise.
     """
-    from reconciler.config import load_config
-    from reconciler.errors import ConfigError
-    from reconciler.source import parse_ref
-    from reconciler.verification import VerifyMode, VerifyPolicy
+    from reconciler.config_check import check_config
 
-    if not config_path.exists():
-        click.echo(f"{config_path}: no such file (use --config FILE or RECONCILER_CONFIG)")
-        sys.exit(1)
-    problems: list[str] = []
-    try:
-        config = load_config(config_path)
-    except ConfigError as exc:
-        # the schema failed: still check the files the config names, so one run lists all
-        problems = list(exc.problems or [exc.message])
-        problems += _named_file_problems(config_path)
-        for problem in problems:
-            click.echo(problem)
-        sys.exit(1)
-    try:
-        parse_ref(config.ref)
-    except ConfigError as exc:
-        problems.append(exc.message)
-    try:
-        policy = VerifyPolicy(VerifyMode(config.verify_mode), config.verify_allowed_signers,
-                              config.verify_gpg_keyring)
-        problems.extend(f"verify: {p}" for p in policy.problems())
-    except ConfigError as exc:
-        problems.append(exc.message)
-    problems += _named_file_problems(config_path)
-    summary = "repository not checked (--offline)"
-    if not offline:
-        if any(p.startswith("repo.") for p in problems):
-            problems.append("repo: not contacted until the problems above are fixed")
-        else:
-            found, summary = _check_tracked_revision(config)
-            problems += found
-    for problem in problems:
+    checked = check_config(config_path, offline=offline)
+    for problem in checked.problems:
         click.echo(problem)
-    if problems:
+    if checked.problems or checked.config is None:
         sys.exit(1)
-    click.echo(f"{config_path}: OK (site {config.site}: {summary}; repo {config.repo_url}, "
+    config = checked.config
+    click.echo(f"{config_path}: OK (site {config.site}: {checked.served}; repo {config.repo_url}, "
                f"ref {config.ref}, state {config.state_dir})")
-
-
-def _check_tracked_revision(config: Any) -> tuple[list[str], str]:
-    """Fetch the tracked revision into a temporary directory and check that the config's
-    site and targets are in it: (problems, a summary of what is served)."""
-    import tempfile
-
-    from reconciler.config import served_problems
-    from reconciler.errors import ReconcilerError
-    from reconciler.loading import load_fleet
-    from reconciler.source import GitSource
-
-    with tempfile.TemporaryDirectory(prefix="reconciler-config-check-") as tmp:
-        source = GitSource(config.repo_url, config.ref, Path(tmp), ssh_key=config.ssh_key,
-                           token_file=config.token_file, timeout=config.git_timeout)
-        try:
-            source.fetch()
-            revision = source.resolve()
-            fleet = load_fleet(source.checkout(revision.commit)).fleet
-        except ReconcilerError as exc:
-            return [f"repo: {exc.message}"], ""
-        problems = served_problems(config, fleet, revision.commit)
-        site = fleet.find_site(config.site)
-        served = [t.name for t in fleet.targets_under(site.name)] if site else []
-        if config.targets:
-            served = [t for t in served if t in config.targets]
-        count = f"{len(served)} target{'' if len(served) == 1 else 's'}"
-        return problems, f"{count} in revision {revision.commit[:12]}"
-
-
-def _git(repo: Path, *args: str, check: bool = True) -> str:
-    import subprocess
-
-    proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
-                          timeout=120)
-    if check and proc.returncode != 0:
-        raise click.ClickException(f"git {args[0]}: {proc.stderr.strip() or proc.returncode}")
-    return proc.stdout.strip()
 
 
 @main.command()
@@ -634,38 +519,34 @@ def release(repo: Path, solution: str, version: str, message: str | None, sign: 
     """
     import semver
 
-    from reconciler.releases import list_releases, release_tag
+    from reconciler.errors import ManifestError, ReconcilerError
+    from reconciler.releases import push_tag, tag_release, validate_checkout
 
     try:
         semver.Version.parse(version)
     except ValueError:
         raise click.UsageError(f"'{version}' is not a semantic version such as 1.4.0") from None
-    report = _validate_checkout(repo)
+    report = validate_checkout(repo)
     found = report.fleet.solutions.get(solution)
     if found is None:
         raise click.UsageError(f"no valid Solution/{solution} in {repo}")
-    errors = [d for d in report.errors if d.path == found.source.path]
-    if errors:
-        for d in errors:
+    try:
+        tagged = tag_release(repo, report, found, version, message=message, sign=sign)
+    except ManifestError as exc:
+        for d in exc.diagnostics:
             click.echo(d.format(), err=True)
-        raise click.ClickException(f"Solution/{solution} is invalid; nothing released")
-    directory = found.directory or "."
-    if _git(repo, "status", "--porcelain", "--", directory):
-        raise click.ClickException(f"{directory} has uncommitted changes; commit them first")
-    tag = release_tag(solution, version)
-    git_dir = Path(_git(repo, "rev-parse", "--absolute-git-dir"))
-    existing = list_releases(git_dir, solution)
-    if any(v == version for _, v, _ in existing):
-        raise click.ClickException(f"{tag} already exists")
-    head = _git(repo, "rev-parse", "HEAD")
-    text = message or f"Release {version} of solution {solution}"
-    _git(repo, "tag", "-s" if sign else "-a", tag, "-m", text, head)
-    click.echo(f"tagged {tag} at {head[:12]}")
-    if existing and semver.Version.parse(existing[0][1]) > semver.Version.parse(version):
-        click.echo(f"note: {existing[0][1]} is a newer release of {solution}", err=True)
+        raise click.ClickException(f"Solution/{solution} is invalid; nothing released") from None
+    except ReconcilerError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"tagged {tagged.tag} at {tagged.commit[:12]}")
+    if tagged.newer:
+        click.echo(f"note: {tagged.newer} is a newer release of {solution}", err=True)
     if remote:
-        _git(repo, "push", remote, f"refs/tags/{tag}")
-        click.echo(f"pushed {tag} to {remote}")
+        try:
+            push_tag(repo, remote, tagged.tag)
+        except ReconcilerError as exc:
+            raise click.ClickException(exc.message) from None
+        click.echo(f"pushed {tagged.tag} to {remote}")
 
 
 @main.command()
@@ -681,47 +562,25 @@ def rollback(repo: Path, instance: str, version: str, branch: str | None) -> Non
     Sets the instance's `spec.version`, validates the result, and commits it on a branch;
     push it and open a pull request to roll the fleet back.
     """
-    import re
+    from reconciler.errors import ManifestError, ReconcilerError
+    from reconciler.releases import git_dir_of, roll_back, validate_checkout
 
-    from reconciler.releases import ReleaseResolver, git_dir_of, local_exporter
-
-    report = _validate_checkout(repo)
+    report = validate_checkout(repo)
     inst = report.fleet.instances.get(instance)
     if inst is None:
         raise click.UsageError(f"no Instance/{instance} in {repo}")
     git_dir = git_dir_of(repo)
     if git_dir is None:
         raise click.UsageError(f"{repo} is not a git repository")
-    found = ReleaseResolver(git_dir, local_exporter(git_dir))(inst.solution, version)
-    if isinstance(found, str):
-        raise click.ClickException(found)
-    if _git(repo, "status", "--porcelain"):
-        raise click.ClickException("the working copy has uncommitted changes; commit or stash "
-                                   "them first")
-    path = repo / inst.source.path
-    lines = path.read_text().splitlines(keepends=True)
-    src = inst.source
-    if inst.version:
-        i = src.line_of("spec", "version") - 1
-        lines[i] = re.sub(r"(version:\s*)(['\"]?)[^'\"\s#]+(['\"]?)", rf"\g<1>\g<2>{version}\g<3>",
-                          lines[i], count=1)
-    else:
-        i = src.line_of("spec", "solution") - 1
-        indent = lines[i][: len(lines[i]) - len(lines[i].lstrip())]
-        lines.insert(i + 1, f"{indent}version: {version}\n")
-    name = branch or f"rollback/{instance}-v{version}"
-    _git(repo, "checkout", "-q", "-b", name)
-    path.write_text("".join(lines))
-    check = _validate_checkout(repo)
-    if check.errors:
-        _git(repo, "checkout", "-q", "--", str(path.relative_to(repo)))
-        _git(repo, "checkout", "-q", "-")
-        _git(repo, "branch", "-q", "-D", name)
-        for d in check.errors:
+    try:
+        name = roll_back(repo, git_dir, inst, version, branch)
+    except ManifestError as exc:
+        for d in exc.diagnostics:
             click.echo(d.format(), err=True)
-        raise click.ClickException("the rollback would not validate; nothing committed")
-    _git(repo, "commit", "-q", "-m",
-         f"Roll {instance} back to {inst.solution} {version}", "--", str(path.relative_to(repo)))
+        raise click.ClickException("the rollback would not validate; nothing committed") \
+            from None
+    except ReconcilerError as exc:
+        raise click.ClickException(exc.message) from None
     click.echo(f"committed on branch {name}: Instance/{instance} pinned to {inst.solution} "
                f"{version} ({inst.source.path})\npush it and open a pull request: "
                f"git push -u origin {name}")
@@ -739,9 +598,9 @@ def history(repo: Path, solution: str | None, target: str | None, fmt: str) -> N
 
     Exit 1 when the target has no status on the status branches of the clone.
     """
-    import yaml
-
+    from reconciler.errors import ReconcilerError
     from reconciler.releases import git_dir_of, list_releases
+    from reconciler.status_history import target_history
 
     git_dir = git_dir_of(repo)
     if git_dir is None:
@@ -751,46 +610,18 @@ def history(repo: Path, solution: str | None, target: str | None, fmt: str) -> N
                 list_releases(git_dir, solution)]
         if fmt == "json":
             click.echo(json.dumps(rows, indent=2))
-            return
-        for r in rows:
-            click.echo(f"{r['solution']:<28} {r['version']:<12} {r['date']}")
-        if not rows:
+        elif rows:
+            click.echo(tables.render([(r["solution"], r["version"], r["date"]) for r in rows],
+                                     gaps=" ", min_widths=(28, 12)))
+        else:
             click.echo("no releases (tags <solution>/v<semver>)")
         return
-    refs = _git(repo, "for-each-ref", "--format=%(refname)", "refs/heads/reconciler-status",
-                "refs/remotes", "refs/heads/reconciler-fleet-status").split()
-    refs = [r for r in refs if "reconciler-status/" in r or r.endswith("reconciler-fleet-status")]
-    if not refs:
-        raise click.ClickException("no status branches in this clone (git fetch origin "
-                                   "'refs/heads/reconciler-status/*:refs/remotes/origin/"
-                                   "reconciler-status/*')")
-    log = _git(repo, "log", "--format=@%H %cI", "--name-only", *refs, "--",
-               f":(glob)status/**/{target}.yaml")
-    if not log.strip():
-        import difflib
-
-        known = {Path(name).stem for ref in refs for name in _git(
-            repo, "ls-tree", "-r", "--name-only", ref, "--", "status/").splitlines()}
-        near = difflib.get_close_matches(target, sorted(known), n=3)
-        hint = f" (did you mean {', '.join(near)}?)" if near else ""
-        raise click.ClickException(f"no target '{target}' on the status branches of "
-                                   f"{repo}{hint}")
-    entries = []
-    commit = date = ""
-    for line in log.splitlines():
-        if line.startswith("@"):
-            commit, date = line[1:].split(" ", 1)
-        elif line.strip():
-            raw = _git(repo, "show", f"{commit}:{line.strip()}", check=False)
-            try:
-                doc = yaml.safe_load(raw) or {}
-            except yaml.YAMLError:
-                doc = {}
-            entries.append({"commit": commit, "date": date, "phase": doc.get("phase", "?"),
-                            "revision": str(doc.get("appliedRevision", ""))[:12],
-                            "message": doc.get("message", "")})
+    try:
+        changes = target_history(git_dir, target, clone=str(repo))
+    except ReconcilerError as exc:
+        raise click.ClickException(exc.message) from None
     if fmt == "json":
-        click.echo(json.dumps(entries, indent=2))
-        return
-    for e in entries:
-        click.echo(f"{e['date']}  {e['phase']:<11} {e['revision']:<12} {e['message']}")
+        click.echo(json.dumps([c.to_dict() for c in changes], indent=2))
+    elif changes:
+        click.echo(tables.render([(c.date, c.phase, c.revision, c.message) for c in changes],
+                                 gaps=("  ", " ", " "), min_widths=(0, 11, 12)))
