@@ -17,26 +17,31 @@ docs/repository-format.md):
   else is reported as a warning ("not a manifest, not referenced"), never silently skipped.
 
 The loader reports problems as :class:`~reconciler.diagnostics.Diagnostic` values and never
-raises on bad content; documents that fail their schema are left out of the fleet. Called by
-``reconciler.validation`` (which adds the cross-object checks) and so by every command.
+raises on bad content; documents that fail their schema are left out of the fleet. Which files
+are read is ``reconciler.manifest_files``; how a schema finding is worded is
+``reconciler.schema_messages``. Called by ``reconciler.validation`` (which adds the
+cross-object checks) and so by every command.
 """
 
 from __future__ import annotations
 
 import contextlib
-import difflib
-import fnmatch
 import gc
-import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import cerberus
-from cerberus.errors import BasicErrorHandler
 
 from reconciler.diagnostics import Diagnostic, Severity
+from reconciler.manifest_files import (
+    is_ours,
+    looks_like_ours,
+    referenced_paths,
+    under,
+    yaml_files,
+)
 from reconciler.model import (
     API_VERSION,
     KINDS,
@@ -54,14 +59,16 @@ from reconciler.model import (
     StatusLayout,
     Target,
 )
-from reconciler.schemas import PARAMETER_KEYS, PATTERN_HELP, document_schema
+from reconciler.schema_messages import closest, field_path, schema_errors
+from reconciler.schemas import PARAMETER_KEYS, document_schema
 from reconciler.yamlio import DEFAULT_MAX_BYTES, YamlDocument, YamlFileError, read_documents
 
 __all__ = ["SETTINGS_FILE", "LoadResult", "bulk_allocation", "field_path", "load_fleet"]
 
 SETTINGS_FILE = "reconciler.yaml"
-_YAML_SUFFIXES = (".yaml", ".yml")
-_MESSAGES = BasicErrorHandler.messages
+
+# the daemon's config check imports it from here
+_schema_errors = schema_errors
 
 
 @dataclass(frozen=True)
@@ -70,17 +77,6 @@ class LoadResult:
     diagnostics: tuple[Diagnostic, ...]
     manifest_files: tuple[str, ...]  # files that held our documents
     data_paths: frozenset[str]  # repository paths components reference
-
-
-def field_path(path: tuple[str | int, ...]) -> str:
-    """``("spec", "components", 1, "name")`` -> ``spec.components[1].name``."""
-    out = ""
-    for part in path:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out
 
 
 @dataclass
@@ -118,128 +114,6 @@ class _Collector:
         self.items.append(Diagnostic(path, line, obj, fld, message, severity))
 
 
-def _is_ours(data: Any) -> bool:
-    return isinstance(data, dict) and str(data.get("apiVersion", "")).startswith("reconciler/")
-
-
-def _near(word: str, choices: tuple[str, ...] | list[str], cutoff: float = 0.75) -> str | None:
-    found = difflib.get_close_matches(word, list(choices), n=1, cutoff=cutoff)
-    return found[0] if found else None
-
-
-def _looks_like_ours(data: Any) -> str | None:
-    """Why a foreign document is probably a mistyped manifest of ours, or None."""
-    if not isinstance(data, dict):
-        return None
-    api = data.get("apiVersion")
-    kind = data.get("kind")
-    if "apiVersion" not in data:
-        for key in data:
-            if isinstance(key, str) and _near(key, ["apiVersion"], 0.8):
-                return f"key '{key}' looks like a misspelt 'apiVersion'"
-    if isinstance(api, str) and _near(api.lower(), [API_VERSION], 0.7):
-        return f"apiVersion '{api}' looks like a misspelt '{API_VERSION}'"
-    if api is None and isinstance(kind, str) and (kind in KINDS or _near(kind, KINDS, 0.8)):
-        return f"kind '{kind}' without apiVersion looks like a reconciler manifest"
-    return None
-
-
-def _walk_yaml(root: Path, ignore: tuple[str, ...], col: _Collector) -> Iterator[str]:
-    for dirpath, dirnames, filenames in os.walk(root):
-        rel_dir = os.path.relpath(dirpath, root)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
-                             and not (rel_dir == "." and d == "status"))
-        for name in sorted(filenames):
-            if not name.endswith(_YAML_SUFFIXES) or name.startswith("."):
-                continue
-            rel = name if rel_dir == "." else f"{rel_dir}/{name}".replace(os.sep, "/")
-            if any(fnmatch.fnmatch(rel, pattern) for pattern in ignore):
-                continue
-            full = root / rel
-            if full.is_symlink():
-                target = full.resolve()
-                if not target.is_relative_to(root.resolve()):
-                    col.add(rel, 0, "", "", f"symlink points outside the repository ({target})")
-                else:
-                    col.add(rel, 0, "", "", "symlinked manifest file skipped (it is read "
-                            "through its real path)", Severity.WARNING)
-                continue
-            yield rel
-
-
-def _referenced_paths(root: Path, docs: list[_Doc]) -> set[str]:
-    """Repository paths (files and directories) that Solution components name."""
-    found: set[str] = set()
-    resolved_root = root.resolve()
-
-    def visit(value: Any, base: PurePosixPath) -> None:
-        if isinstance(value, str):
-            if not value or "://" in value or "\n" in value or len(value) > 4096 \
-                    or "${{" in value:
-                return
-            candidate = (root / base / value)
-            try:
-                real = candidate.resolve()
-            except (OSError, RuntimeError):
-                return
-            if real.is_relative_to(resolved_root) and os.path.exists(candidate):
-                found.add(os.path.normpath(str(real.relative_to(resolved_root))))
-        elif isinstance(value, dict):
-            for item in value.values():
-                visit(item, base)
-        elif isinstance(value, list):
-            for item in value:
-                visit(item, base)
-
-    for d in docs:
-        if d.kind != "Solution" or not isinstance(d.data.get("spec"), dict):
-            continue
-        base = PurePosixPath(d.rel).parent
-        for comp in d.data["spec"].get("components") or []:
-            if isinstance(comp, dict):
-                visit(comp.get("properties"), base)
-    return found
-
-
-def _under(rel: str, paths: set[str]) -> bool:
-    rel = os.path.normpath(rel)
-    return any(rel == p or rel.startswith(p.rstrip("/") + "/") or p == "." for p in paths)
-
-
-def _schema_keys(schema: Mapping[str, Any], path: tuple[str | int, ...]) -> list[str]:
-    """Keys allowed by the (dict) schema found at ``path``, for did-you-mean hints."""
-    current: Any = {"type": "dict", "schema": schema}
-    for part in path:
-        if isinstance(part, int):
-            current = current.get("schema", {}) if isinstance(current, dict) else {}
-            continue
-        sub = current.get("schema") if isinstance(current, dict) else None
-        if not isinstance(sub, dict) or part not in sub:
-            return []
-        current = sub[part]
-    sub = current.get("schema") if isinstance(current, dict) else None
-    return list(sub) if isinstance(sub, dict) else []
-
-
-def _schema_errors(errors: Any, schema: Mapping[str, Any]) -> Iterator[tuple[tuple[Any, ...], str]]:
-    for error in errors:
-        if error.child_errors:
-            yield from _schema_errors(error.child_errors, schema)
-            continue
-        path = tuple(error.document_path)
-        if error.code == 0x03:  # unknown field
-            hint = _near(str(path[-1]), _schema_keys(schema, path[:-1]), 0.6)
-            yield path, "unknown field" + (f" (did you mean '{hint}'?)" if hint else "")
-        elif error.rule == "regex" and error.constraint in PATTERN_HELP:
-            yield path, f"'{error.value}' {PATTERN_HELP[error.constraint]}"
-        elif error.code in _MESSAGES:
-            message = _MESSAGES[error.code].format(
-                *error.info, constraint=error.constraint, field=error.field, value=error.value)
-            yield path, message
-        else:  # pragma: no cover - every cerberus code has a message
-            yield path, f"invalid ({error.rule})"
-
-
 class _Loader:
     def __init__(self, root: Path, max_bytes: int) -> None:
         self.root = root
@@ -261,7 +135,7 @@ class _Loader:
         parsed = self.read(SETTINGS_FILE)
         if isinstance(parsed, YamlFileError):
             return Settings(), []  # reported when the file is read again with the others
-        docs = [_Doc(SETTINGS_FILE, d) for d in parsed if _is_ours(d.data)]
+        docs = [_Doc(SETTINGS_FILE, d) for d in parsed if is_ours(d.data)]
         for d in docs:
             if d.kind == "Settings" and self.check(d):
                 return self.build_settings(d), docs
@@ -269,23 +143,25 @@ class _Loader:
 
     def load(self) -> LoadResult:
         settings, _ = self.settings()
-        files = list(_walk_yaml(self.root, settings.ignore, self.col))
+        files, skipped = yaml_files(self.root, settings.ignore)
+        self.col.items.extend(skipped)
         parsed = {rel: self.read(rel) for rel in files}
         ours: list[_Doc] = []
         for rel, result in parsed.items():
             if isinstance(result, list):
-                ours.extend(_Doc(rel, d) for d in result if _is_ours(d.data))
-        data_paths = _referenced_paths(self.root, ours)
+                ours.extend(_Doc(rel, d) for d in result if is_ours(d.data))
+        data_paths = referenced_paths(self.root, ((d.rel, d.data) for d in ours
+                                                  if d.kind == "Solution"))
         manifests: list[_Doc] = []
         manifest_files: list[str] = []
         for rel, result in parsed.items():
-            if _under(rel, data_paths):
+            if under(rel, data_paths):
                 continue
             if isinstance(result, YamlFileError):
                 self.col.add(rel, result.line, "", "", result.message)
                 continue
-            mine = [d for d in result if _is_ours(d.data)]
-            foreign = [d for d in result if not _is_ours(d.data)]
+            mine = [d for d in result if is_ours(d.data)]
+            foreign = [d for d in result if not is_ours(d.data)]
             if mine:
                 manifest_files.append(rel)
                 manifests.extend(_Doc(rel, d) for d in mine)
@@ -296,7 +172,7 @@ class _Loader:
             elif foreign:
                 flagged = False
                 for d in foreign:
-                    why = _looks_like_ours(d.data)
+                    why = looks_like_ours(d.data)
                     if why:
                         self.col.add(rel, d.line, "", "", why)
                         flagged = True
@@ -336,7 +212,7 @@ class _Loader:
             return False
         kind = data.get("kind")
         if kind not in KINDS:
-            hint = _near(str(kind), KINDS, 0.6)
+            hint = closest(str(kind), KINDS, 0.6)
             self.col.add(d.rel, d.doc.line_of(("kind",)), d.obj, "kind",
                          f"unknown kind '{kind}'" + (f" (did you mean '{hint}'?)" if hint else
                                                      f"; known kinds: {', '.join(KINDS)}"))
@@ -347,7 +223,7 @@ class _Loader:
         if validator.validate(data, normalize=False):
             return not d.doc.duplicates
         schema = document_schema(kind)
-        for path, message in _schema_errors(validator._errors, schema):
+        for path, message in schema_errors(validator._errors, schema):
             self.col.add(d.rel, d.doc.line_of(path), d.obj, field_path(path), message)
         return False
 
@@ -459,7 +335,7 @@ class _Loader:
             if "default" in rules:
                 check = cerberus.Validator({pname: rules})
                 if not check.validate({pname: rules["default"]}):
-                    for _, message in _schema_errors(check._errors, {}):
+                    for _, message in schema_errors(check._errors, {}):
                         self.col.add(d.rel, d.doc.line_of(("spec", "parameters", pname,
                                                            "default")),
                                      d.obj, f"{fld}.default", message)

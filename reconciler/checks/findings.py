@@ -6,10 +6,10 @@ sorted content to the :class:`~reconciler.validation.Report`.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 
 from reconciler.diagnostics import Diagnostic, Severity
+from reconciler.schema_messages import closest
 
 __all__ = ["Findings", "near"]
 
@@ -57,5 +57,5 @@ class Findings:
 
 def near(word: str, choices: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` for the closest of ``choices``, or nothing."""
-    found = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean '{found[0]}'?)" if found else ""
+    found = closest(word, choices, 0.6)
+    return f" (did you mean '{found}'?)" if found else ""

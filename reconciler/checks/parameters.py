@@ -18,9 +18,9 @@ import cerberus
 
 from reconciler.checks.findings import Findings, near
 from reconciler.diagnostics import Severity
-from reconciler.loading import _schema_errors, field_path
 from reconciler.model import Fleet, Solution, Source
 from reconciler.rendering import Placement
+from reconciler.schema_messages import field_path, schema_errors
 from reconciler.secrets import PLACEHOLDER
 
 __all__ = ["PSEUDO_LEVELS", "ParameterChecks"]
@@ -243,7 +243,7 @@ class ParameterChecks:
                 errors = (
                     []
                     if validator.validate(values, normalize=False)
-                    else list(_schema_errors(validator._errors, {}))
+                    else list(schema_errors(validator._errors, {}))
                 )
                 self._value_checks[whole] = errors
             return errors
@@ -263,7 +263,7 @@ class ParameterChecks:
                 errors = (
                     []
                     if validator.validate({"value": value}, normalize=False)
-                    else list(_schema_errors(validator._errors, {}))
+                    else list(schema_errors(validator._errors, {}))
                 )
                 self._value_checks[key] = errors
             found.extend(((pname, *path[1:]), message) for path, message in errors)

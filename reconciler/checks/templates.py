@@ -15,9 +15,9 @@ from typing import Any
 
 from reconciler.checks.findings import Findings, near
 from reconciler.errors import TemplateError
-from reconciler.loading import field_path
 from reconciler.model import Fleet, Solution
 from reconciler.rendering import Placement
+from reconciler.schema_messages import field_path
 from reconciler.templating import has_template, referenced_paths, undeclared_roots
 
 __all__ = ["TemplateChecks", "contains_template"]
