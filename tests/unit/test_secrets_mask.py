@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ from reconciler.explain import explain_data
 from reconciler.review import review_revisions
 from reconciler.secrets import MASK, PLACEHOLDER, mask, redact_value, register
 from reconciler.validation import validate_repository
-from tests.unit.checkkit import write
+from tests.unit.checkkit import commit_all, write
 
 
 @pytest.mark.parametrize(
@@ -64,23 +63,11 @@ def test_explain_masks_a_secret_inside_a_tuple(tmp_path: Path) -> None:
     assert SECRET not in repr(data)
 
 
-def _git(repo: Path, *args: str) -> str:
-    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.org",
-           "HOME": str(repo), "PATH": "/usr/bin:/bin"}
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
-                          text=True, env=env).stdout.strip()
-
-
 def test_plan_masks_a_secret_inside_a_tuple(tmp_path: Path) -> None:
     repo = write(tmp_path / "repo", [SECRET_SOLUTION, SECRET_PARAM])
-    _git(repo, "init", "-q", "-b", "main")
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", "base")
-    base = _git(repo, "rev-parse", "HEAD")
+    base = commit_all(repo, "base")
     write(repo, [SECRET_SOLUTION, SECRET_PARAM, AS_TUPLE])
-    _git(repo, "commit", "-q", "-am", "head")
-    head = _git(repo, "rev-parse", "HEAD")
+    head = commit_all(repo, "head")
     review = review_revisions(repo / ".git", base, head)
     diffs = [c.diff for t in review.targets for c in t.changes]
     assert diffs and all(SECRET not in d for d in diffs), diffs
