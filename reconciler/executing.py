@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 
 import structlog
 
+from reconciler.backoff import Backoff, cancellable_sleep, retry
 from reconciler.bindings import ProviderSet
 from reconciler.errors import PermanentError, ReconcilerError, TransientError
 from reconciler.inventory import Entry, Inventory
@@ -135,6 +136,11 @@ def _same_state(old: Record, new: Record, revisions: set[str]) -> bool:
     return bool(plain(old.to_dict()) == plain(new.to_dict()))
 
 
+def _asked_delay(exc: BaseException) -> float:
+    """The delay a transient error asks for (a server's "retry after"), 0 when none."""
+    return (exc.delay or 0.0) if isinstance(exc, TransientError) else 0.0
+
+
 def _age(stamp: str) -> float:
     """Seconds since an inventory ``appliedAt`` time (0 when unknown)."""
     try:
@@ -153,24 +159,16 @@ class _Runner:
         self.retry = retry
         self.cancelled = cancelled
         self.calls: dict[str, int] = {}
+        self.backoff = Backoff(retry.delay, retry.max_delay)
         self.log = _log.bind(target=target.name, revision=revision[:12])
 
     def call(self, what: str, fn: Callable[[], T]) -> T:
-        """Run a provider call with retries; only ReconcilerError leaves."""
-        attempt = 0
-        while True:
+        """Run a provider call, retried with backoff while it fails transiently (not once
+        the run is cancelled); only ReconcilerError leaves."""
+        def attempt() -> T:
             self.calls[what] = self.calls.get(what, 0) + 1
             try:
                 return fn()
-            except TransientError as exc:
-                if attempt >= self.retry.retries or self.cancelled():
-                    raise
-                delay = min(self.retry.max_delay,
-                            max(exc.delay or 0.0, self.retry.delay * (2 ** attempt)))
-                self.log.warning("provider_call_retried", call=what, attempt=attempt + 1,
-                                 delay=round(delay, 2), error=exc.message)
-                self.sleep(delay)
-                attempt += 1
             except ReconcilerError:
                 raise
             except Exception as exc:  # a provider bug: fail the component, keep the daemon
@@ -178,12 +176,16 @@ class _Runner:
                 raise PermanentError(f"provider crashed in {what}: {type(exc).__name__}: {exc}",
                                      reason="ProviderCrashed") from exc
 
+        def retried(failures: int, delay: float, exc: BaseException) -> None:
+            self.log.warning("provider_call_retried", call=what, attempt=failures,
+                             delay=round(delay, 2), error=str(exc))
+
+        return retry(attempt, on=TransientError, attempts=self.retry.retries + 1,
+                     backoff=self.backoff, sleep=self.sleep, give_up=self.cancelled,
+                     at_least=_asked_delay, before_sleep=retried)
+
     def sleep(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if self.cancelled():
-                return
-            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+        cancellable_sleep(seconds, self.cancelled)
 
     def health_timeout(self, comp: Component) -> float:
         value = comp.properties.get("healthTimeout")

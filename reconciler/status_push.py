@@ -30,7 +30,6 @@ import contextlib
 import enum
 import logging
 import os
-import random
 import re
 import signal
 import subprocess
@@ -43,6 +42,7 @@ from pathlib import Path
 
 import structlog
 
+from reconciler.backoff import Backoff, retry
 from reconciler.errors import ConfigError, StatusPushError
 
 __all__ = [
@@ -177,6 +177,10 @@ class _Conflict(Exception):
     """A push was rejected because the remote branch moved: fetch and retry."""
 
 
+class _Stopped(Exception):
+    """Shutdown was asked for between two push attempts: no further attempt."""
+
+
 class StatusPublisher:
     """Commits and pushes one site's status files (see the module docstring)."""
 
@@ -213,8 +217,7 @@ class StatusPublisher:
         self.branch = branch
         self.push_enabled = push
         self.max_attempts = max_attempts
-        self._retry_delay = retry_delay
-        self._max_retry_delay = max_retry_delay
+        self._backoff = Backoff(retry_delay, max_retry_delay, jitter=True)
         self._timeout = timeout
         self._stop = stop  # set on shutdown: see the module docstring
         self._stopping_since: float | None = None
@@ -523,48 +526,67 @@ class StatusPublisher:
         self, local: str, blobs: Mapping[str, str], message: str,
     ) -> tuple[int, str, StatusPushError | None]:
         """Push the queued commit; returns the attempts made, our newest commit, and the
-        error that stopped the push (None when the remote now holds that commit)."""
+        error that stopped the push (None when the remote now holds that commit).
+
+        A push rejected because the branch moved is tried again on top of the new tip,
+        after a jittered backoff; any other failure ends the push at once, as does shutdown
+        (no further attempt once it was asked for).
+        """
         rebase = self.layout is Layout.SHARED  # a shared branch moves all the time
-        for attempt in range(1, self.max_attempts + 1):
-            if attempt > 1 and self._stopping():
-                stopped = StatusPushError(
-                    f"status branch {self.branch}: push to {redact(self.remote_url)} given up "
-                    f"after {attempt - 1} attempts: the daemon is shutting down (the commit "
-                    "stays queued)", reason="Stopped")
-                self._log.warning("status_push_failed", attempt=attempt - 1, commit=local,
-                                  error=str(stopped), reason=stopped.reason)
-                return attempt - 1, local, stopped
+        made = 0
+
+        def attempt() -> bool:  # False: the remote held our files already
+            nonlocal local, rebase, made
+            if made and self._stopping():
+                raise _Stopped
+            made += 1
+            if rebase:
+                tip = self._fetch()
+                local = self._rebase(local, tip, blobs, message)
+                if local == tip:
+                    self._log.info("status_found_on_remote", commit=tip)
+                    made -= 1  # nothing was pushed
+                    return False
             try:
-                if rebase:
-                    tip = self._fetch()
-                    local = self._rebase(local, tip, blobs, message)
-                    if local == tip:
-                        self._log.info("status_found_on_remote", commit=tip)
-                        return attempt - 1, local, None
                 self._push_once(local)
             except _Conflict as conflict:
-                self._log.info("status_push_rejected", attempt=attempt, reason=str(conflict))
+                self._log.info("status_push_rejected", attempt=made, reason=str(conflict))
                 rebase = True
-                if attempt < self.max_attempts:
-                    delay = min(self._max_retry_delay, self._retry_delay * 2 ** (attempt - 1))
-                    pause = random.uniform(0, delay)  # noqa: S311 - jitter, not crypto
-                    if self._stop is not None:
-                        self._stop.wait(pause)  # shutdown ends the pause
-                    else:
-                        time.sleep(pause)
-                continue
-            except StatusPushError as exc:
-                self._log.warning("status_push_failed", attempt=attempt, commit=local,
-                                  error=str(exc), reason=exc.reason)
-                return attempt, local, exc
+                raise
+            return True
+
+        try:
+            pushed = retry(attempt, on=_Conflict, attempts=self.max_attempts,
+                         backoff=self._backoff, sleep=self._pause)
+        except _Stopped:
+            stopped = StatusPushError(
+                f"status branch {self.branch}: push to {redact(self.remote_url)} given up "
+                f"after {made} attempts: the daemon is shutting down (the commit stays "
+                "queued)", reason="Stopped")
+            self._log.warning("status_push_failed", attempt=made, commit=local,
+                              error=str(stopped), reason=stopped.reason)
+            return made, local, stopped
+        except _Conflict:
+            gave_up = StatusPushError(
+                f"status branch {self.branch}: push to {redact(self.remote_url)} still "
+                f"rejected after {self.max_attempts} attempts (others keep updating it)",
+                reason="StatusPushConflict")
+            self._log.warning("status_push_failed", attempt=self.max_attempts, commit=local,
+                              error=str(gave_up), reason=gave_up.reason)
+            return self.max_attempts, local, gave_up
+        except StatusPushError as exc:
+            self._log.warning("status_push_failed", attempt=made, commit=local,
+                              error=str(exc), reason=exc.reason)
+            return made, local, exc
+        if pushed:
             old = self._rev(self._tracking_ref)
             self._set_ref(self._tracking_ref, local, old)
-            self._log.info("status_pushed", commit=local, attempts=attempt)
-            return attempt, local, None
-        gave_up = StatusPushError(
-            f"status branch {self.branch}: push to {redact(self.remote_url)} still rejected "
-            f"after {self.max_attempts} attempts (others keep updating it)",
-            reason="StatusPushConflict")
-        self._log.warning("status_push_failed", attempt=self.max_attempts, commit=local,
-                          error=str(gave_up), reason=gave_up.reason)
-        return self.max_attempts, local, gave_up
+            self._log.info("status_pushed", commit=local, attempts=made)
+        return made, local, None
+
+    def _pause(self, seconds: float) -> None:
+        """The wait between two pushes; shutdown ends it."""
+        if self._stop is not None:
+            self._stop.wait(seconds)
+        else:
+            time.sleep(seconds)
