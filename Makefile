@@ -18,6 +18,7 @@ STAMP   := $(VENV)/.installed-stamp
 LOCK    := requirements.lock
 # The lock tool, pinned like everything else; only `make lock` uses it.
 UV_VERSION := 0.13.9
+UPGRADE    ?= 0
 REQUIRE_TOOLS ?= 0
 export PATH := $(abspath $(BIN)):$(CURDIR)/.tools/bin:$(PATH)
 
@@ -61,7 +62,8 @@ $(STAMP): pyproject.toml $(LOCK)
 LOCK_HEADER_1 = \# Every package of Reconciler pinned: runtime, the dev extra, build tools and pip, for
 LOCK_HEADER_2 = \# every platform and Python >= 3.11. make installs .venv from it and the Dockerfile the
 LOCK_HEADER_3 = \# image (with -c), so what is tested is what ships. Refresh it with: make lock
-## lock: re-resolve requirements.lock at the newest versions pyproject.toml admits
+## lock: resolve requirements.lock after a change of pyproject.toml, keeping every pin that
+## still fits; `make lock UPGRADE=1` moves everything to the newest versions admitted
 # Universal (every platform and Python >= 3.11): runtime, the dev extra, the build tools of
 # [build-system] and pip. uv runs from a throwaway venv and keeps no cache; review the diff.
 lock:
@@ -69,10 +71,11 @@ lock:
 	@set -e; tmp="$$(mktemp -d)"; trap 'rm -rf "$$tmp"' EXIT; \
 	$(PYTHON) -m venv "$$tmp/venv"; \
 	"$$tmp/venv/bin/python" -m pip install --quiet "uv==$(UV_VERSION)"; \
+	if [ "$(UPGRADE)" = 1 ]; then upgrade=--upgrade; else upgrade=; cp $(LOCK) "$$tmp/lock"; fi; \
 	{ echo pip; "$$tmp/venv/bin/python" -c 'import tomllib; \
 	  print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"]))'; \
 	} | UV_CACHE_DIR="$$tmp/cache" "$$tmp/venv/bin/uv" pip compile --quiet --universal \
-	    --python-version 3.11 --extra dev --upgrade --custom-compile-command "make lock" \
+	    --python-version 3.11 --extra dev $$upgrade --custom-compile-command "make lock" \
 	    --output-file "$$tmp/lock" pyproject.toml -; \
 	{ printf '%s\n' "$(LOCK_HEADER_1)" "$(LOCK_HEADER_2)" "$(LOCK_HEADER_3)"; \
 	  cat "$$tmp/lock"; } > $(LOCK)
