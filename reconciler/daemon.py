@@ -39,7 +39,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from reconciler import notify
 from reconciler.config import DaemonConfig, served_problems
 from reconciler.errors import NoDaemonError, ReconcilerError
-from reconciler.httpserver import Health, HttpServer, HttpSettings, WebhookSettings
+from reconciler.httpserver import HttpServer, HttpSettings
 from reconciler.metrics import Metrics
 from reconciler.pipeline import Reconciler, RunSummary
 from reconciler.registry import ProviderRegistry
@@ -47,6 +47,7 @@ from reconciler.source import LocalWatcher
 from reconciler.statefiles import StateLock, read_json, write_json
 from reconciler.status import Phase
 from reconciler.webhooks import RefFilter, load_secret
+from reconciler.wsgi import Health, WebhookSettings
 
 __all__ = ["Daemon", "RunningDaemon", "running_daemon", "why_nothing_served"]
 

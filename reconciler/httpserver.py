@@ -1,67 +1,75 @@
-"""The daemon's small HTTP server: health, readiness, metrics and the git push webhook.
+"""Serve the daemon's endpoints (``reconciler.wsgi.App``) with waitress on one listening socket.
 
-The daemon builds a :class:`Health`, a :class:`reconciler.metrics.Metrics` and, when
-``webhook.secretFile`` is configured, a :class:`WebhookSettings`; it starts one
-:class:`HttpServer` (loopback by default) and stops it on shutdown. From its main loop it calls
-``health.beat()``; after each run, ``health.mark_ready()`` or, when the run served no target,
-``health.mark_unready(reason)``.
+The daemon starts one :class:`HttpServer` (loopback by default) and stops it on shutdown.
+waitress reads every connection in one event-loop thread, so a slow client holds no thread; a
+request reaches the app, on one of a few worker threads, only once its headers and body are in
+full. waitress settings and small subclasses of its classes keep what the daemon promises:
 
-Endpoints:
-
-* ``GET /healthz``: 200 while the main loop's heartbeat is fresh, 503 once it is older than
-  ``Health.max_age`` (the loop is stuck). Small JSON body either way.
-* ``GET /readyz``: 200 once a run has finished with at least one target served; 503 before,
-  and while the daemon serves nothing (its ``site:`` is not in the revision, no revision could
-  be fetched), with the reason in the body.
-* ``GET /metrics``: Prometheus text exposition of the daemon's own registry.
-* ``POST /hooks/git``: push webhooks (see ``reconciler.webhooks`` for the forges). 202 and a
-  trigger for a push of the tracked ref; 200 "ignored" for other refs and events (this is how
-  the daemon's own status-branch pushes never wake it); 401 bad or missing signature; 413 body
-  over ``max_body``; 400 malformed; 405 wrong method; 429 with ``Retry-After`` when triggers
-  come faster than the rate limit allows (the trigger is still delivered later, coalesced).
-
-One thread serves each connection (``ThreadingHTTPServer``), at most ``max_connections`` at
-once; a reaper thread closes connections older than ``request_timeout`` so slow clients cannot
-hold threads. Every request is answered or dropped; no request can stop the server.
+* **A total deadline per connection** (``request_timeout``). waitress's ``channel_timeout``
+  counts idle time only, so a client trickling one header byte at a time would keep its
+  connection for ever: ``_Server.maintenance`` closes every connection older than the deadline
+  whose request is not being answered, on every turn of the event loop (at least every
+  ``min(1, request_timeout / 4)`` seconds).
+* **Body size** (``max_body``): waitress's ``max_request_body_size`` is ``max_body + 1`` (it
+  refuses at the limit). A larger ``Content-Length`` is refused with 413 from the headers
+  alone; a chunked body is counted as it arrives (framing included) and refused once over; a
+  declared length is read exactly, never further. An HTTP/1.0 body sent without a length ends
+  when the client shuts its side, as HTTP/1.0 allows (``_Parser``, ``_Channel.handle_read``:
+  waitress would take it as no body); it is capped the same way. In HTTP/1.1, no length and no
+  chunking means no body (RFC 9112 6.3).
+* **Headers** are capped at 64 KiB in all (431).
+* **Connections beyond** ``max_connections`` are closed at once (waitress's own
+  ``connection_limit`` would leave them waiting, unanswered, in the listen backlog).
+* **Every connection ends cleanly** (``_Drain``): half-closed, then what the client still sends
+  is read and dropped for up to 2 s, so that a client still sending a refused body reads its
+  413 instead of a reset. A client that shuts its side early still gets its answer (waitress
+  would drop the connection).
+* **One request per connection** (``_Task``): every answer says ``Connection: close``, so the
+  deadline never cuts a kept-alive connection between two requests.
+* waitress's own refusals (413, 431, 400 for bad framing, 501 for unknown transfer codings, 505
+  for HTTP versions other than 1.0 and 1.1) are JSON ``{"error": ...}`` like the app's, and
+  count on the webhook metric when they were meant for the webhook (``_ErrorTask``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import enum
-import json
-import math
 import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
+# waitress ships no types, and typeshed's stubs misdescribe the internals subclassed here (a
+# task's request, the server's channel table): it is used untyped.
+from waitress import (  # type: ignore[import-untyped]
+    adjustments,
+    buffers,
+    channel,
+    parser,
+    receiver,
+    server,
+    task,
+    utilities,
+    wasyncore,
+)
+
 from reconciler.errors import ConfigError
 from reconciler.metrics import Metrics
-from reconciler.webhooks import Outcome, RefFilter, inspect_delivery
+from reconciler.wsgi import App, Health, Response, WebhookSettings
 
-__all__ = [
-    "Health",
-    "HealthState",
-    "HttpServer",
-    "HttpSettings",
-    "TriggerGate",
-    "WebhookResult",
-    "WebhookSettings",
-]
+__all__ = ["HttpServer", "HttpSettings"]
 
 log = structlog.get_logger(__name__).bind(component="httpserver")
 
 MIB = 1 << 20
-_WEBHOOK_PATH = "/hooks/git"
-_GET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
-_LINGER_SECONDS = 2.0  # how long an early-refused upload is drained so its sender sees the answer
+_MAX_HEADER = 64 * 1024
+_WORKERS = 4  # every answer is computed in microseconds: a few threads serve all
+_LINGER_SECONDS = 2.0  # how long a closed connection's input is drained (see _Drain)
 _LINGER_BYTES = 8 * MIB
 
 
@@ -72,482 +80,211 @@ class HttpSettings:
     host: str = "127.0.0.1"  # loopback: metrics and webhooks are exposed only on purpose
     port: int = 9420  # 0 picks a free port (tests)
     request_timeout: float = 10.0  # a connection open longer than this is closed
-    max_body: int = MIB  # larger webhook bodies are refused with 413
+    max_body: int = MIB  # larger request bodies are refused with 413
     max_connections: int = 32  # concurrent connections; more are closed at once
 
 
-@dataclass(frozen=True)
-class WebhookSettings:
-    """The webhook receiver: its secret, the refs that matter and what a push triggers."""
-
-    secret: bytes = field(repr=False)  # from webhook.secretFile; never logged
-    refs: RefFilter
-    on_push: Callable[[str], None]  # must not block: wakes the daemon's loop with a reason
-    trigger_interval: float = 10.0  # one trigger token is earned every this many seconds
-    trigger_burst: int = 2  # tokens saved up for a burst of pushes
+class _VersionNotSupported(utilities.Error):  # type: ignore[misc]
+    code = 505
+    reason = "HTTP Version Not Supported"
 
 
-class WebhookResult(enum.Enum):
-    """How a webhook request ended (the ``result`` label of the requests counter)."""
+class _Parser(parser.HTTPRequestParser):  # type: ignore[misc]
+    """waitress's parser, refusing HTTP versions it would silently answer as HTTP/1.0 and
+    reading an HTTP/1.0 body without a length up to the client's EOF."""
 
-    TRIGGERED = "triggered"
-    RATE_LIMITED = "rate_limited"
-    IGNORED = "ignored"
-    PING = "ping"
-    UNAUTHORIZED = "unauthorized"
-    MALFORMED = "malformed"
-    TOO_LARGE = "too_large"
-    METHOD_NOT_ALLOWED = "method_not_allowed"
-    FAILED = "failed"  # the trigger callback raised
+    until_close = False  # an HTTP/1.0 body sent without a length: it ends at the client's EOF
 
-
-@dataclass(frozen=True)
-class HealthState:
-    alive: bool
-    ready: bool
-    heartbeat_age: float  # seconds since the last beat (or since start, before the first)
-    max_age: float
-    reason: str = ""  # why the daemon is not ready ("" when it is)
+    def parse_header(self, header_plus: bytes) -> None:
+        super().parse_header(header_plus)
+        if self.version not in ("1.0", "1.1"):
+            self.error = _VersionNotSupported(f"HTTP/{self.version or '0.9'} is not supported")
+        elif (self.version == "1.0" and "CONTENT_LENGTH" not in self.headers
+              and self.command in ("POST", "PUT", "PATCH")):
+            self.until_close = True  # read up to the cap like any body, then 413
+            self.body_rcv = receiver.FixedStreamReceiver(
+                self.adj.max_request_body_size, buffers.OverflowableBuffer(self.adj.inbuf_overflow))
 
 
-class Health:
-    """Heartbeat and readiness of the daemon's main loop; thread-safe."""
+class _Task(task.WSGITask):  # type: ignore[misc]
+    """One request per connection: every answer closes it."""
 
-    def __init__(self, max_age: float) -> None:
-        self.max_age = max_age
-        self._last_beat = time.monotonic()  # the first run may take a while: count from start
-        self._lock = threading.Lock()
-        self._ready = False
-        self._reason = "the first run has not finished"
-
-    def beat(self) -> None:
-        self._last_beat = time.monotonic()
-
-    def mark_ready(self) -> None:
-        with self._lock:
-            self._ready, self._reason = True, ""
-
-    def mark_unready(self, reason: str) -> None:
-        """Not ready for ``reason`` (e.g. the daemon serves no target) until marked ready."""
-        with self._lock:
-            self._ready, self._reason = False, reason
-
-    def state(self) -> HealthState:
-        age = time.monotonic() - self._last_beat
-        with self._lock:
-            ready, reason = self._ready, self._reason
-        return HealthState(alive=age <= self.max_age, ready=ready, heartbeat_age=age,
-                           max_age=self.max_age, reason=reason)
+    def build_response_header(self) -> bytes:
+        self.set_close_on_finish()
+        return cast(bytes, super().build_response_header())
 
 
-class TriggerGate:
-    """Rate limit and coalesce webhook triggers (a token bucket with one deferred trigger).
+class _ErrorTask(task.ErrorTask):  # type: ignore[misc]
+    """waitress's refusals as the app's JSON."""
 
-    A request spends a token and fires at once. Without a token it is refused (the caller
-    answers 429) but not lost: one deferred trigger is scheduled for when the next token is
-    earned, and every further request before then joins it. The run it starts fetches the
-    newest commit anyway, so one trigger after the last push is all that is needed.
+    def execute(self) -> None:
+        owner = cast(_Server, self.channel.server)
+        error = self.request.error
+        status = HTTPStatus(error.code)
+        message = (f"body larger than {owner.settings.max_body} bytes"
+                   if status is HTTPStatus.REQUEST_ENTITY_TOO_LARGE else str(error.body))
+        log.info("http_request_refused", status=status.value, detail=message)
+        owner.app.refused(getattr(self.request, "path", ""), status)
+        response = Response.json(status, {"error": message})
+        self.status = f"{status.value} {status.phrase}"
+        self.response_headers.extend(response.header_list())
+        self.content_length = len(response.body)
+        self.set_close_on_finish()
+        self.write(response.body)
+
+
+class _Drain(wasyncore.dispatcher):  # type: ignore[misc]
+    """A connection being closed: half-closed, its input read and dropped for a short while.
+
+    Closing a socket with unread input makes the kernel reset the connection, which can destroy
+    an answer the client has not read yet (a 413 while it still sends its body).
     """
 
-    def __init__(self, fire: Callable[[str], None], *, interval: float, burst: int) -> None:
-        if interval <= 0 or burst < 1:
-            raise ConfigError("webhook rate limit: interval must be > 0 and burst >= 1")
-        self._fire = fire
-        self._interval = interval
-        self._burst = float(burst)
-        self._tokens = float(burst)
-        self._stamp = time.monotonic()
-        self._lock = threading.Lock()
-        self._deferred: threading.Timer | None = None
-        self._deferred_at = 0.0
-        self._deferred_reason = ""
-        self._closed = False
-
-    def request(self, reason: str) -> float | None:
-        """Fire now and return ``None``, or return the seconds until the deferred trigger."""
-        with self._lock:
-            if self._closed:
-                return None
-            now = self._refill()
-            if self._deferred is not None:
-                self._deferred_reason = reason
-                return max(0.0, self._deferred_at - now)
-            if self._tokens < 1:
-                wait = (1 - self._tokens) * self._interval
-                self._deferred_reason = reason
-                self._deferred_at = now + wait
-                self._deferred = threading.Timer(wait, self._fire_deferred)
-                self._deferred.daemon = True
-                self._deferred.start()
-                return wait
-            self._tokens -= 1
-        self._fire(reason)
-        return None
-
-    def close(self) -> None:
-        """Cancel a deferred trigger; later requests fire nothing (the daemon is stopping)."""
-        with self._lock:
-            self._closed = True
-            timer, self._deferred = self._deferred, None
-        if timer is not None:
-            timer.cancel()
-            if timer is not threading.current_thread():
-                timer.join()
-
-    def _refill(self) -> float:
-        now = time.monotonic()
-        self._tokens = min(self._burst, self._tokens + (now - self._stamp) / self._interval)
-        self._stamp = now
-        return now
-
-    def _fire_deferred(self) -> None:
-        with self._lock:
-            if self._closed or self._deferred is None:
-                return
-            self._refill()
-            self._tokens = max(0.0, self._tokens - 1)
-            self._deferred = None
-            reason = self._deferred_reason
-        try:
-            self._fire(reason + " (deferred)")
-        except Exception:
-            log.exception("webhook_trigger_failed", reason=reason)
-
-
-@dataclass(frozen=True)
-class _Refusal:
-    status: HTTPStatus
-    result: WebhookResult
-    message: str
-    linger: bool = False  # the body was left unread: drain it so the sender gets the answer
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, owner: HttpServer, address: tuple[str, int], family: int) -> None:
-        self.address_family = family
-        self.owner = owner
-        self._slots = threading.BoundedSemaphore(owner.settings.max_connections)
-        self._open: dict[socket.socket, float] = {}
-        self._open_lock = threading.Lock()
-        super().__init__(address, _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            log.warning("http_connection_refused", client=str(client_address[0]),
-                        reason="too many connections")
-            self.shutdown_request(request)
-            return
-        deadline = time.monotonic() + self.owner.settings.request_timeout
-        with self._open_lock:
-            self._open[request] = deadline
-        try:
-            super().process_request(request, client_address)
-        except Exception:
-            self._forget(request)
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._forget(request)
-
-    def _forget(self, request: socket.socket) -> None:
-        with self._open_lock:
-            if self._open.pop(request, None) is not None:
-                self._slots.release()
-
-    def reap(self, *, everything: bool = False) -> None:
-        """Shut down connections past their deadline (all of them when stopping)."""
-        now = time.monotonic()
-        with self._open_lock:
-            overdue = [s for s, d in self._open.items() if everything or d <= now]
-        for sock in overdue:
-            # shutdown (not close) wakes the handler thread blocked in recv; it then cleans up.
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.exception("http_connection_failed", client=str(client_address[0]))
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    server_version = "reconciler"
-    sys_version = ""
-    # Answer unparseable request lines with a status line and headers, not HTTP/0.9 bare bodies.
-    default_request_version = "HTTP/1.0"
-    _linger = False
-
-    def setup(self) -> None:
-        super().setup()
-        # Per-recv timeout; the server's reaper bounds the connection's total time.
-        self.connection.settimeout(self.server.owner.settings.request_timeout)
-
-    def finish(self) -> None:
+    def __init__(self, sock: socket.socket, socket_map: dict[int, wasyncore.dispatcher]) -> None:
+        super().__init__(sock, socket_map)
+        self.until = time.monotonic() + _LINGER_SECONDS
+        self.left = _LINGER_BYTES
         with contextlib.suppress(OSError):
-            self.wfile.flush()
-            if self._linger:
-                _drain(self.connection)
-        super().finish()
+            sock.shutdown(socket.SHUT_WR)
 
-    # Every method goes through one dispatcher so known paths can answer 405, not 501.
-    def do_GET(self) -> None:
-        self._dispatch()
+    def readable(self) -> bool:
+        if time.monotonic() < self.until:
+            return True
+        self.close()
+        return False
 
-    do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_GET
+    def writable(self) -> bool:
+        return False
 
-    def _dispatch(self) -> None:
-        self._responded = False
+    def handle_read(self) -> None:
+        self.left -= len(self.recv(65536))  # the client's EOF or reset closes (wasyncore)
+        if self.left <= 0:
+            self.close()
+
+    def handle_close(self) -> None:
+        self.close()
+
+
+class _Channel(channel.HTTPChannel):  # type: ignore[misc]
+    """One client connection: answered even after the client shut its side, drained when
+    closed."""
+
+    parser_class = _Parser
+    task_class = _Task
+    error_task_class = _ErrorTask
+    half_closed = False  # the client has shut its side: answer, then close
+    request: Any  # the request being received (waitress's; None between requests)
+
+    def readable(self) -> bool:
+        return not self.half_closed and super().readable()
+
+    def handle_read(self) -> None:
+        # waitress closes at the client's EOF, losing the answer to what it sent before
         try:
-            self._route()
-        except (TimeoutError, ConnectionError) as exc:
-            log.info("http_request_abandoned", client=self.client_address[0], error=str(exc))
-            self.close_connection = True
-        except Exception:
-            log.exception("http_request_failed", path=self.path, method=self.command)
-            if not self._responded:
-                self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal error"})
-
-    def _route(self) -> None:
-        path = self.path.split("?", 1)[0]
-        owner = self.server.owner
-        if path == _WEBHOOK_PATH and owner.webhook is not None:
-            self._webhook(owner)
-        elif path in _GET_PATHS:
-            if self.command not in ("GET", "HEAD"):
-                self._json(HTTPStatus.METHOD_NOT_ALLOWED, {"error": "use GET"},
-                           headers={"Allow": "GET, HEAD"})
-            elif path == "/metrics":
-                body, content_type = owner.metrics.exposition()
-                self._send(HTTPStatus.OK, body, content_type)
-            else:
-                state = owner.health.state()
-                ok = state.alive if path == "/healthz" else state.ready
-                payload = {
-                    "status": ("ok" if ok else "stale") if path == "/healthz"
-                    else ("ready" if ok else "not ready"),
-                    "heartbeat_age_seconds": round(state.heartbeat_age, 3),
-                    "heartbeat_max_age_seconds": state.max_age,
-                    "ready": state.ready,
-                }
-                if path == "/readyz" and not ok:
-                    payload["reason"] = state.reason
-                self._json(HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE, payload)
-        else:
-            self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
-
-    def _webhook(self, owner: HttpServer) -> None:
-        hook = owner.webhook
-        assert hook is not None
-        if self.command != "POST":
-            self._hook_answer(owner, _Refusal(HTTPStatus.METHOD_NOT_ALLOWED,
-                                              WebhookResult.METHOD_NOT_ALLOWED, "use POST"),
-                              headers={"Allow": "POST"})
+            data = self.socket.recv(self.adj.recv_bytes)
+        except BlockingIOError:
             return
-        body = self._read_body(owner.settings.max_body)
-        if isinstance(body, _Refusal):
-            self._linger = body.linger
-            self._hook_answer(owner, body)
+        except OSError:
+            self.half_closed = True
+            self.handle_close()
             return
-        delivery = inspect_delivery(dict(self.headers.items()), body, hook.secret)
-        bound = log.bind(forge=delivery.forge.value if delivery.forge else None,
-                         event=delivery.event, ref=delivery.ref, after=delivery.after,
-                         delivery=delivery.delivery_id, client=self.client_address[0])
-        if delivery.outcome is Outcome.UNAUTHORIZED:
-            bound.warning("webhook_refused", detail=delivery.detail)
-            self._hook_answer(owner, _Refusal(HTTPStatus.UNAUTHORIZED,
-                                              WebhookResult.UNAUTHORIZED,
-                                              "missing or invalid signature"))
-        elif delivery.outcome is Outcome.MALFORMED:
-            bound.warning("webhook_refused", detail=delivery.detail)
-            self._hook_answer(owner, _Refusal(HTTPStatus.BAD_REQUEST, WebhookResult.MALFORMED,
-                                              delivery.detail))
-        elif delivery.outcome is Outcome.PING:
-            bound.info("webhook_pinged")
-            self._hook_json(owner, HTTPStatus.OK, WebhookResult.PING, {"result": "pong"})
-        elif delivery.outcome is Outcome.OTHER_EVENT or delivery.ref is None:
-            bound.debug("webhook_ignored", detail=delivery.detail)
-            self._hook_json(owner, HTTPStatus.OK, WebhookResult.IGNORED,
-                            {"result": "ignored", "reason": delivery.detail})
-        elif not hook.refs.matches(delivery.ref):
-            bound.debug("webhook_ignored", detail="ref not tracked")
-            self._hook_json(owner, HTTPStatus.OK, WebhookResult.IGNORED,
-                            {"result": "ignored", "ref": delivery.ref,
-                             "reason": "ref not tracked"})
-        else:
-            assert owner.gate is not None
-            reason = f"webhook {delivery.forge.value if delivery.forge else ''} {delivery.ref}"
-            if delivery.after:
-                reason += f" {delivery.after[:12]}"
-            try:
-                wait = owner.gate.request(reason)
-            except Exception:
-                bound.exception("webhook_trigger_failed")
-                self._hook_json(owner, HTTPStatus.INTERNAL_SERVER_ERROR, WebhookResult.FAILED,
-                                {"error": "trigger failed"})
-                return
-            if wait is None:
-                bound.info("webhook_triggered")
-                self._hook_json(owner, HTTPStatus.ACCEPTED, WebhookResult.TRIGGERED,
-                                {"result": "triggered", "ref": delivery.ref})
-            else:
-                retry = max(1, math.ceil(wait))
-                bound.info("webhook_deferred", retry_after=retry)
-                self._hook_json(owner, HTTPStatus.TOO_MANY_REQUESTS, WebhookResult.RATE_LIMITED,
-                                {"result": "rate limited", "ref": delivery.ref,
-                                 "detail": f"a run is already scheduled in {retry} s"},
-                                headers={"Retry-After": str(retry)})
-
-    def _read_body(self, limit: int) -> bytes | _Refusal:
-        """The request body, refusing more than ``limit`` bytes whatever the headers claim."""
-        too_large = _Refusal(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, WebhookResult.TOO_LARGE,
-                             f"body larger than {limit} bytes", linger=True)
-        coding = self.headers.get("Transfer-Encoding")
-        if coding is not None:
-            if coding.strip().lower() != "chunked":
-                return _Refusal(HTTPStatus.BAD_REQUEST, WebhookResult.MALFORMED,
-                                f"unsupported Transfer-Encoding {coding!r}", linger=True)
-            return _read_chunked(self.rfile, limit, too_large)
-        length = self.headers.get("Content-Length")
-        if length is None:
-            if self.request_version != "HTTP/1.0":
-                return b""  # HTTP/1.1 without a length or chunking: no body (RFC 9112 6.3)
-            # HTTP/1.0 without a length: the body ends when the client closes its side.
-            data = self.rfile.read(limit + 1)
-            return too_large if len(data) > limit else data
-        try:
-            size = int(length)
-        except ValueError:
-            size = -1
-        if size < 0:
-            return _Refusal(HTTPStatus.BAD_REQUEST, WebhookResult.MALFORMED,
-                            "invalid Content-Length", linger=True)
-        if size > limit:
-            return too_large  # refused before reading a byte of it
-        data = self.rfile.read(size)
-        if len(data) < size:
-            return _Refusal(HTTPStatus.BAD_REQUEST, WebhookResult.MALFORMED,
-                            "body shorter than Content-Length")
-        return data
-
-    def _hook_answer(self, owner: HttpServer, refusal: _Refusal,
-                     headers: dict[str, str] | None = None) -> None:
-        self._hook_json(owner, refusal.status, refusal.result, {"error": refusal.message},
-                        headers)
-
-    def _hook_json(self, owner: HttpServer, status: HTTPStatus, result: WebhookResult,
-                   payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-        owner.metrics.webhook(result.value)
-        self._json(status, payload, headers)
-
-    def _json(self, status: HTTPStatus, payload: dict[str, Any],
-              headers: dict[str, str] | None = None) -> None:
-        self._send(status, json.dumps(payload).encode() + b"\n", "application/json", headers)
-
-    def _send(self, status: HTTPStatus, body: bytes, content_type: str,
-              headers: dict[str, str] | None = None) -> None:
-        self._responded = True
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("Connection", "close")
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-        self.close_connection = True
-
-    def send_error(self, code: int, message: str | None = None,
-                   explain: str | None = None) -> None:
-        """Errors found by the stdlib parser (bad request line, headers too long) as JSON."""
-        status = HTTPStatus(code)
-        self.log_error("code %d, message %s", code, message)
-        self.close_connection = True
-        self._json(status, {"error": message or status.phrase})
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("http_request_served", client=self.client_address[0], line=format % args)
-
-    def log_error(self, format: str, *args: Any) -> None:
-        log.info("http_request_refused", client=self.client_address[0], line=format % args)
-
-
-def _read_chunked(rfile: Any, limit: int, too_large: _Refusal) -> bytes | _Refusal:
-    malformed = _Refusal(HTTPStatus.BAD_REQUEST, WebhookResult.MALFORMED,
-                         "malformed chunked body", linger=True)
-    parts: list[bytes] = []
-    total = 0
-    while True:
-        line = rfile.readline(1026)
-        try:
-            size = int(line.split(b";", 1)[0].strip(), 16)
-        except ValueError:
-            return malformed
-        if size < 0:
-            return malformed
-        if size == 0:
-            break
-        total += size
-        if total > limit:
-            return too_large
-        chunk = rfile.read(size)
-        if len(chunk) < size or rfile.readline(3) not in (b"\r\n", b"\n"):
-            return malformed
-        parts.append(chunk)
-    for _ in range(64):  # trailer fields, ended by an empty line
-        line = rfile.readline(8192)
-        if line in (b"\r\n", b"\n", b""):
-            return b"".join(parts)
-    return malformed
-
-
-def _drain(conn: socket.socket) -> None:
-    """Half-close, then read and drop what the client still sends, for a bounded time.
-
-    Closing a socket with unread data makes the kernel send a reset, which can destroy the
-    response before the sender reads it; draining lets a sender of a refused upload finish
-    writing and then see the 413.
-    """
-    conn.shutdown(socket.SHUT_WR)
-    deadline = time.monotonic() + _LINGER_SECONDS
-    drained = 0
-    while drained < _LINGER_BYTES:
-        left = deadline - time.monotonic()
-        if left <= 0:
+        if data:
+            self.last_activity = time.time()
+            self.received(data)
             return
-        conn.settimeout(left)
-        chunk = conn.recv(65536)
-        if not chunk:
+        self.half_closed = True
+        request = self.request
+        if isinstance(request, _Parser) and request.until_close:
+            request.completed = True
+            request.headers["CONTENT_LENGTH"] = str(len(request.body_rcv))
+            with self.requests_lock:
+                self.requests.append(request)
+                self.request = None
+            self.server.add_task(self)
+        elif not self.requests:
+            self.handle_close()
+
+    def handle_close(self) -> None:
+        if not self.half_closed and self.socket is not None:
+            with contextlib.suppress(OSError):
+                _Drain(self.socket.dup(), self._map)
+        super().handle_close()
+
+
+class _Workers(task.ThreadedTaskDispatcher):  # type: ignore[misc]
+    """waitress's worker threads, kept so that stopping can join them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started: list[threading.Thread] = []
+
+    def start_new_thread(self, target: Callable[[int], object], thread_no: int) -> None:
+        thread = threading.Thread(target=target, args=(thread_no,), daemon=True,
+                                  name=f"http-worker-{thread_no}")
+        self.started.append(thread)
+        thread.start()
+
+
+class _Server(server.TcpWSGIServer):  # type: ignore[misc]
+    """The listening socket: the connection limit and the total deadline."""
+
+    channel_class = _Channel
+
+    def __init__(self, app: App, settings: HttpSettings, sock: socket.socket,
+                 socket_map: dict[int, wasyncore.dispatcher]) -> None:
+        self.app = app
+        self.settings = settings
+        adj = adjustments.Adjustments(
+            ident="reconciler", log_socket_errors=False,
+            cleanup_interval=0,  # maintenance on every turn of the event loop
+            # the listener, the loop's wake-up pipe, the connections and as many draining
+            connection_limit=2 * settings.max_connections + 2,
+            max_request_header_size=_MAX_HEADER, max_request_body_size=settings.max_body + 1)
+        self.workers = _Workers()
+        self.workers.set_thread_count(_WORKERS)
+        super().__init__(app, map=socket_map, _sock=sock, dispatcher=self.workers, adj=adj,
+                         bind_socket=False,
+                         sockinfo=(sock.family, sock.type, None, sock.getsockname()))
+
+    def handle_accept(self) -> None:
+        if len(self.active_channels) < self.settings.max_connections:
+            super().handle_accept()
             return
-        drained += len(chunk)
+        pair = self.accept()
+        if pair is not None:
+            log.warning("http_connection_refused", client=str(pair[1][0]),
+                        reason="too many connections")
+            _Drain(pair[0], self._map)
+
+    def maintenance(self, now: float) -> None:
+        cutoff = now - self.settings.request_timeout
+        for conn in list(self.active_channels.values()):
+            if not conn.requests and conn.creation_time < cutoff:
+                conn.will_close = True
 
 
 class HttpServer:
-    """One listening socket serving every endpoint from a daemon thread."""
+    """One listening socket serving the daemon's endpoints from an event-loop thread."""
 
     def __init__(self, settings: HttpSettings, *, health: Health, metrics: Metrics,
                  webhook: WebhookSettings | None = None) -> None:
         self.settings = settings
-        self.health = health
-        self.metrics = metrics
-        self.webhook = webhook
-        self.gate = (TriggerGate(webhook.on_push, interval=webhook.trigger_interval,
-                                 burst=webhook.trigger_burst) if webhook else None)
+        self.app = App(health=health, metrics=metrics, webhook=webhook)
         self._server: _Server | None = None
-        self._threads: list[threading.Thread] = []
+        self._map: dict[int, wasyncore.dispatcher] = {}
+        self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
+
+    @property
+    def webhook(self) -> WebhookSettings | None:
+        return self.app.webhook
 
     @property
     def address(self) -> tuple[str, int]:
         """The bound host and port (the real port when ``settings.port`` was 0)."""
         if self._server is None:
             raise RuntimeError("HttpServer.address read before start()")
-        host, port = self._server.server_address[:2]
+        host, port = self._server.socket.getsockname()[:2]
         return str(host), int(port)
 
     @property
@@ -558,51 +295,39 @@ class HttpServer:
     def start(self) -> None:
         """Bind and serve; raises :class:`ConfigError` when the address cannot be bound."""
         host, port = self.settings.host, self.settings.port
-        self._stopping.clear()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         try:
-            self._server = _Server(self, (host, port), family)
+            sock = socket.create_server((host, port), family=family)
         except OSError as exc:
             reason = exc.strerror or str(exc)
             raise ConfigError(f"listen.address/listen.port: cannot listen on {host}:{port}: "
                               f"{reason}") from exc
-        serve = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 1.0},
-                                 name="http-server", daemon=True)
-        reaper = threading.Thread(target=self._reap, name="http-reaper", daemon=True)
-        self._threads = [serve, reaper]
-        for thread in self._threads:
-            thread.start()
+        self._stopping.clear()
+        try:
+            self._server = _Server(self.app, self.settings, sock, self._map)
+        except BaseException:
+            sock.close()
+            raise
+        self._thread = threading.Thread(target=self._serve, name="http-server", daemon=True)
+        self._thread.start()
         log.info("http_server_started", url=self.url, webhook=self.webhook is not None)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop serving, close open connections and join every thread of the server."""
-        server = self._server
-        if server is None:
+        running, thread = self._server, self._thread
+        if running is None or thread is None:
             return
         self._stopping.set()
-        if self.gate is not None:
-            self.gate.close()
-        self._shutdown(server)
-        server.reap(everything=True)
-        server.server_close()  # joins the connection threads, which the reap just woke
-        for thread in self._threads:
-            thread.join(timeout)
-        self._server = None
+        if self.app.gate is not None:
+            self.app.gate.close()
+        running.pull_trigger()  # wakes the event loop, which then ends
+        thread.join(timeout)
+        wasyncore.close_all(self._map)  # here, not in the loop: the trigger must stay open
+        running.workers.shutdown(timeout=max(1, int(timeout)))
+        for worker in running.workers.started:
+            worker.join(timeout)
+        self._server = self._thread = None
         log.info("http_server_stopped")
-
-    def _shutdown(self, server: _Server) -> None:
-        """End ``serve_forever`` without waiting out its poll interval.
-
-        ``shutdown()`` only sets a flag the loop checks after ``select`` returns, so a
-        throw-away connection is made to wake it (repeated, in case it landed before the flag).
-        """
-        waiter = threading.Thread(target=server.shutdown, name="http-shutdown", daemon=True)
-        waiter.start()
-        while waiter.is_alive():
-            with contextlib.suppress(OSError), socket.create_connection(
-                    self.address, timeout=0.2):
-                pass
-            waiter.join(0.05)
 
     def __enter__(self) -> HttpServer:
         self.start()
@@ -611,9 +336,10 @@ class HttpServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _reap(self) -> None:
+    def _serve(self) -> None:
         period = min(1.0, self.settings.request_timeout / 4)
-        while not self._stopping.wait(period):
-            server = self._server
-            if server is not None:
-                server.reap()
+        try:
+            while not self._stopping.is_set():
+                wasyncore.loop(timeout=period, use_poll=True, map=self._map, count=1)
+        except Exception:
+            log.exception("http_server_failed")

@@ -1,10 +1,10 @@
 """Git push webhooks: who sent a delivery, whether its signature holds, and what it asks for.
 
 Pure functions over a request's headers and raw body; no I/O except :func:`load_secret`.
-``reconciler.httpserver`` calls :func:`inspect_delivery` for every ``POST /hooks/git`` and
-:meth:`RefFilter.matches` to decide whether a verified push concerns the tracked ref. The daemon
-builds the :class:`RefFilter` from its tracked ref and loads the secret from
-``webhook.secretFile`` with :func:`load_secret`.
+The daemon's WSGI app (``reconciler.wsgi``) calls :func:`inspect_delivery` for every
+``POST /hooks/git`` and :meth:`RefFilter.matches` to decide whether a verified push concerns the
+tracked ref. The daemon builds the :class:`RefFilter` from its tracked ref and loads the secret
+from ``webhook.secretFile`` with :func:`load_secret`.
 
 The sender is recognised by the header that authenticates it (every comparison constant-time):
 

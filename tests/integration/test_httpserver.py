@@ -17,9 +17,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
 from reconciler.errors import ConfigError
-from reconciler.httpserver import Health, HttpServer, HttpSettings, WebhookSettings
+from reconciler.httpserver import HttpServer, HttpSettings
 from reconciler.metrics import Metrics
 from reconciler.webhooks import RefFilter, sign
+from reconciler.wsgi import Health, WebhookSettings
 
 SECRET = b"webhook-secret-0123456789"
 SHA = "da1560886d4f094c3e6c9ef40349f7d38b5d27d7"
@@ -481,7 +482,7 @@ def test_slow_client_trickling_headers_is_closed(start: Factory) -> None:
     with socket.create_connection(("127.0.0.1", running.port), timeout=5) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\n")
         closed = False
-        # One header byte every 0.2 s keeps each recv under the timeout; the reaper's total
+        # One header byte every 0.2 s keeps each recv under the timeout; the server's total
         # deadline must end it anyway.
         for _ in range(40):
             try:
@@ -597,7 +598,7 @@ def test_stop_joins_threads_and_frees_the_port(start: Factory) -> None:
         began = time.monotonic()
         running.server.stop()
         assert time.monotonic() - began < 3
-        assert not [t for t in threading.enumerate() if t.name in ("http-server", "http-reaper")]
+        assert not [t for t in threading.enumerate() if t.name.startswith("http-")]
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
     finally:
