@@ -14,7 +14,7 @@ import os
 import stat
 from pathlib import Path, PurePosixPath
 
-from reconciler.errors import PermanentError, PolicyError, ProviderError, TransientError
+from reconciler.provider_api import PermanentError, PolicyError, ProviderError, TransientError
 
 __all__ = [
     "contained",

@@ -27,7 +27,8 @@ Decisions an operator can rely on:
   killed half-way leaves that temporary file (``.reconciler-tmp.<16 hex>.<name>.tmp``); the
   first provider built for a root in a process removes such leftovers under the root, and only
   those: a user's file that merely looks similar, a symlink, or a temporary file another live
-  process is still writing is kept (see ``reconciler.statefiles``).
+  process is still writing is kept (``write_atomic`` and ``remove_leftovers`` of the
+  provider contract).
 """
 
 from __future__ import annotations
@@ -47,19 +48,21 @@ from typing import Any, ClassVar
 
 import structlog
 
-from reconciler.errors import PermanentError, PolicyError
 from reconciler.provider_api import (
     Component,
     Health,
     HealthReport,
     LocalPolicy,
     Observation,
+    PermanentError,
+    PolicyError,
     Problem,
     ProviderContext,
     Record,
+    remove_leftovers,
+    render_text,
+    write_atomic,
 )
-from reconciler.statefiles import remove_leftovers, write_atomic
-from reconciler.templating import render_text
 
 from ._paths import is_regular_file, map_os_error, relative_path_problem, repo_file
 

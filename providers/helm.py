@@ -22,13 +22,14 @@ chart directories kept in the repository, a digest of the chart's files recorded
 (a template edit without a version bump is still a change). The rendered manifest diff
 (``helm template`` vs ``helm get manifest``) is shown for plans, with Secret data redacted.
 
-Every helm and kubectl process runs through the shared runner (``_process.run``): its own
-process group, a deadline, capped output. Queries (list, get, template, version, kubectl get)
-are interruptible: a newer revision or a shutdown stops them at once. An upgrade or uninstall
-must finish, since one killed half-way leaves the release pending and helm refuses the next
-operation on it: a newer revision waits for it and its result is used; a shutdown gives it the
-context's ``shutdown_grace`` (90 s), then SIGTERM (helm cancels, rolls back and records the
-release as failed) and ``TERM_GRACE_S`` (30 s) before SIGKILL. docs/operations.md states that
+Every helm and kubectl process runs through the shared runner (``run_process`` of the
+provider contract): its own process group, a deadline, capped output. Queries (list, get,
+template, version, kubectl get) are interruptible: a newer revision or a shutdown stops them
+at once. An upgrade or uninstall must finish, since one killed half-way leaves the release
+pending and helm refuses the next operation on it: a newer revision waits for it and its
+result is used; a shutdown gives it the context's ``shutdown_grace`` (90 s), then SIGTERM
+(helm cancels, rolls back and records the release as failed) and ``TERM_GRACE_S`` (30 s)
+before SIGKILL. docs/operations.md states that
 bound; the systemd unit's TimeoutStopSec exceeds it.
 
 The pure helpers (version parsing, argv builders, validation, values diff, error
@@ -50,19 +51,22 @@ from typing import Any, ClassVar
 
 import structlog
 
-from reconciler.errors import PermanentError, PolicyError, TransientError
 from reconciler.provider_api import (
     Component,
     Health,
     HealthReport,
+    Interruption,
     LocalPolicy,
     Observation,
+    PermanentError,
+    PolicyError,
     Problem,
     ProviderContext,
     Record,
+    TransientError,
+    run_process,
 )
 
-from ._process import Interruption, run
 from .helm_commands import (
     DEFAULT_NAMESPACE,
     DEFAULT_TIMEOUT,
@@ -473,11 +477,13 @@ class HelmProvider:
         tmp = self._dirs()
         must_finish = interruption is Interruption.MUST_FINISH
         tool = action if action.startswith("kubectl") else f"helm {action}"
-        result = run(argv, cwd=tmp, env=self._env_bytes, stdin=b"", timeout=timeout,
-                     output_limit=STDOUT_CAP, grace=TERM_GRACE_S if must_finish else 5.0,
-                     what=f"{tool} of release {release!r}", cancelled=self._context.cancelled,
-                     stopping=self._context.stopping, interruption=interruption,
-                     shutdown_grace=self._context.shutdown_grace)
+        result = run_process(argv, cwd=tmp, env=self._env_bytes, stdin=b"", timeout=timeout,
+                             output_limit=STDOUT_CAP,
+                             grace=TERM_GRACE_S if must_finish else 5.0,
+                             what=f"{tool} of release {release!r}",
+                             cancelled=self._context.cancelled,
+                             stopping=self._context.stopping, interruption=interruption,
+                             shutdown_grace=self._context.shutdown_grace)
         if result.stdout_dropped:
             raise PermanentError(f"helm {action} of release {release!r} printed more than "
                                  f"{STDOUT_CAP // (1024 * 1024)} MiB", reason="HelmOutputTooLarge")

@@ -21,13 +21,15 @@ from typing import Any
 
 import yaml
 
-from reconciler.errors import PermanentError, ProviderError, TransientError
 from reconciler.provider_api import (
     SHUTDOWN_GRACE,
     Health,
     HealthReport,
     LocalPolicy,
+    PermanentError,
     Problem,
+    ProviderError,
+    TransientError,
 )
 
 from . import kube_health

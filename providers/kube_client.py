@@ -33,7 +33,7 @@ from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException, OpenApiException
 from kubernetes.config.config_exception import ConfigException
 
-from reconciler.errors import PermanentError, TransientError
+from reconciler.provider_api import PermanentError, TransientError
 
 from .kube_objects import FIELD_MANAGER, ObjectRef
 

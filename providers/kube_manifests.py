@@ -17,9 +17,7 @@ from typing import Any
 
 import yaml
 
-from reconciler.errors import PermanentError
-from reconciler.provider_api import Component
-from reconciler.templating import render_text
+from reconciler.provider_api import Component, PermanentError, render_text
 
 from .kube_objects import ObjectRef
 

@@ -44,16 +44,19 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import structlog
 
-from reconciler.errors import PermanentError, PolicyError, ProviderError, TransientError
 from reconciler.provider_api import (
     Component,
     Health,
     HealthReport,
     LocalPolicy,
     Observation,
+    PermanentError,
+    PolicyError,
     Problem,
     ProviderContext,
+    ProviderError,
     Record,
+    TransientError,
 )
 
 from .kube_diff import compare, mask_values, strip_noise, unified

@@ -73,20 +73,25 @@ from typing import Any, ClassVar
 
 import structlog
 
-from reconciler.errors import PermanentError, PolicyError, ProviderError, TransientError
 from reconciler.provider_api import (
+    DEFAULT_OUTPUT_LIMIT,
     Component,
     Health,
     HealthReport,
     LocalPolicy,
     Observation,
+    PermanentError,
+    PolicyError,
     Problem,
+    ProcessResult,
     ProviderContext,
+    ProviderError,
     Record,
+    TransientError,
+    run_process,
 )
 
 from ._paths import map_os_error, relative_path_problem, repo_file, sha256_file
-from ._process import DEFAULT_OUTPUT_LIMIT, ProcessResult, run
 
 __all__ = ["EXIT_DIFFERS", "EXIT_PERMANENT", "EXIT_TEMPFAIL", "ScriptProvider"]
 
@@ -516,9 +521,10 @@ class ScriptProvider:
             self._workdir.mkdir(parents=True, exist_ok=True, mode=0o750)
         except OSError as exc:
             raise map_os_error(exc, f"{what}: creating workdir") from None
-        result = run(program.argv, cwd=self._workdir, env=env, stdin=stdin, timeout=timeout,
-                     output_limit=self._output_limit, grace=KILL_GRACE, what=what,
-                     cancelled=self._context.cancelled, stopping=self._context.stopping)
+        result = run_process(program.argv, cwd=self._workdir, env=env, stdin=stdin,
+                             timeout=timeout, output_limit=self._output_limit, grace=KILL_GRACE,
+                             what=what, cancelled=self._context.cancelled,
+                             stopping=self._context.stopping)
         self._log.debug("script_ran", component=call.key, action=action.value,
                         command=program.label, exit_code=result.returncode,
                         duration=round(result.duration, 3),

@@ -1,8 +1,12 @@
 """The provider contract: what a provider implements and what it is handed.
 
 Providers are classes registered under the entry-point group ``reconciler.providers``
-(the built-in ones too, see ``reconciler.registry``). A provider depends on this module, on
-``reconciler.errors`` and on nothing else of the core.
+(the built-in ones too, see ``reconciler.registry``). A provider depends on this module and on
+nothing else of the core: what a provider needs besides the contract is re-exported here — the
+error types it may raise, the process runner for its child processes (:func:`run_process`,
+see ``reconciler.processes``), atomic file writes (:func:`write_atomic`,
+:func:`remove_leftovers`) and the template renderer that properties were rendered with
+(:func:`render_text`).
 
 A provider class is constructed once per target binding with the binding's ``config`` and a
 :class:`ProviderContext`. The core calls, for each desired component of that binding:
@@ -15,8 +19,8 @@ A provider class is constructed once per target binding with the binding's ``con
 * ``health`` after an apply (polled by the executor until healthy or timed out);
 * ``delete`` with an inventory record when the component was removed from the repository.
 
-Errors leave a provider only as :class:`reconciler.errors.TransientError` (retry later) or
-:class:`reconciler.errors.PermanentError` (a human must act).
+Errors leave a provider only as :class:`TransientError` (retry later) or
+:class:`PermanentError` (a human must act).
 """
 
 from __future__ import annotations
@@ -28,23 +32,47 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
+from reconciler.errors import (
+    PermanentError,
+    PolicyError,
+    ProviderError,
+    TemplateError,
+    TransientError,
+)
+from reconciler.processes import (
+    DEFAULT_OUTPUT_LIMIT,
+    SHUTDOWN_GRACE,
+    Interruption,
+    ProcessResult,
+)
+from reconciler.processes import run as run_process
+from reconciler.statefiles import remove_leftovers, write_atomic
+from reconciler.templating import render_text
+
 __all__ = [
+    "DEFAULT_OUTPUT_LIMIT",
     "SHUTDOWN_GRACE",
     "Component",
     "Health",
     "HealthReport",
+    "Interruption",
     "LocalPolicy",
     "Observation",
+    "PermanentError",
+    "PolicyError",
     "Problem",
+    "ProcessResult",
     "Provider",
     "ProviderContext",
+    "ProviderError",
     "Record",
+    "TemplateError",
+    "TransientError",
+    "remove_leftovers",
+    "render_text",
+    "run_process",
+    "write_atomic",
 ]
-
-# Seconds a running must-finish operation (a helm upgrade or uninstall) may go on after the
-# daemon was asked to stop; then it is terminated. docs/operations.md states the whole
-# shutdown bound built on it, which the systemd unit's TimeoutStopSec exceeds.
-SHUTDOWN_GRACE = 90.0
 
 
 class Health(enum.Enum):
@@ -114,7 +142,7 @@ class Component:
     secret_params: frozenset[str] = frozenset()  # names whose values must never be shown
     # the names templates may use: {"params", "target", "site", "instance", "solution"};
     # providers that render files from the repo (file templates, Kubernetes manifests) pass it
-    # to reconciler.templating.render_text so files see exactly what properties saw
+    # to render_text so files see exactly what properties saw
     template_context: Mapping[str, Any] = field(default_factory=dict)
 
     @property

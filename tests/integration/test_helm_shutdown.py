@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reconciler_providers._process import Interruption, run
 from reconciler_providers.helm import HelmProvider
 
 from reconciler.errors import TransientError
+from reconciler.processes import Interruption, run
 from reconciler.provider_api import Component, LocalPolicy, ProviderContext, Record
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,22 +1,26 @@
 """Run one external command safely: argv only, own process group, timeout, capped output.
 
-Used by the ``script`` and ``helm`` providers (and usable by any built-in provider that drives
-a CLI). The command never goes through a shell. It runs in a new session so that a timeout or
-a cancellation can stop everything it started (``SIGTERM`` to the group, ``SIGKILL`` after a
-grace period), not only the direct child. stdin is written and stdout/stderr are read in one
-``select`` loop, so a child that prints megabytes while we are still writing its input cannot
-deadlock us; bytes beyond the cap are read and dropped, never buffered.
+The one process runner of the project: providers run their child processes through it (the
+``script`` and ``helm`` providers, through ``reconciler.provider_api``), and every git process
+runs through it (``reconciler.gitrun``). The command never goes through a shell. It runs in a
+new session so that a timeout or a cancellation can stop everything it started (``SIGTERM`` to
+the group, ``SIGKILL`` after a grace period), not only the direct child. stdin is written and
+stdout/stderr are read in one ``select`` loop, so a child that prints megabytes while we are
+still writing its input cannot deadlock us; bytes beyond the cap are read and dropped, never
+buffered.
 
 Each call says what a cancellation may do to it (:class:`Interruption`). An interruptible
 command (a query, a script) is killed as soon as ``cancelled()`` turns true: the caller stops
 waiting for work nobody needs any more. A must-finish command (a helm upgrade, which killed
 half-way leaves its release ``pending-upgrade``) is never killed for a newer revision: the
 caller waits for it and uses its result. Only a shutdown (``stopping()``) bounds it: it gets
-``shutdown_grace`` seconds more, then SIGTERM and ``grace`` seconds, then SIGKILL.
+``shutdown_grace`` seconds more, then SIGTERM and ``grace`` seconds, then SIGKILL. Whatever
+ends the caller's wait (an exception, Ctrl-C in the CLI) ends the process group too: nothing
+this module starts outlives the call.
 
 Errors are the project's: a timeout or cancellation is a :class:`TransientError`, a program
 that cannot be started is a :class:`PermanentError`. A non-zero exit is *not* an error here;
-the caller decides what exit codes mean.
+the caller decides what exit codes mean. This module depends on ``reconciler.errors`` only.
 """
 
 from __future__ import annotations
@@ -34,10 +38,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.errors import PermanentError, TransientError
-from reconciler.provider_api import SHUTDOWN_GRACE
 
-__all__ = ["DEFAULT_OUTPUT_LIMIT", "Interruption", "ProcessResult", "run"]
+__all__ = ["DEFAULT_OUTPUT_LIMIT", "SHUTDOWN_GRACE", "Interruption", "ProcessResult", "run"]
 
+# Seconds a running must-finish operation (a helm upgrade or uninstall) may go on after the
+# daemon was asked to stop; then it is terminated. docs/operations.md states the whole
+# shutdown bound built on it, which the systemd unit's TimeoutStopSec exceeds.
+SHUTDOWN_GRACE = 90.0
 DEFAULT_OUTPUT_LIMIT = 1 << 20
 TAIL_BYTES = 4096  # kept from the end of each stream for error messages
 _READ_CHUNK = 1 << 16
@@ -136,36 +143,43 @@ def _group_alive(pgid: int) -> bool:
 
 
 def _kill_group(proc: subprocess.Popen[bytes], grace: float,
-                pause: Callable[[float], None]) -> bool:
+                pause: Callable[[float], None], *, group: bool = True) -> bool:
     """SIGTERM the whole group, wait up to ``grace`` for it to empty, then SIGKILL it.
 
     ``pause`` waits while reading what the group still prints: a program that reports its
     cancellation on stdout (helm does) must not die of SIGPIPE before it has cleaned up.
+    Without ``group`` (a command in the caller's session), only the command is signalled.
     True when SIGKILL was needed.
     """
     pgid = proc.pid  # start_new_session: the child leads its own group
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGTERM)
+
+    def send(signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            if group:
+                os.killpg(pgid, signum)
+            else:
+                proc.send_signal(signum)
+
+    send(signal.SIGTERM)
     deadline = time.monotonic() + grace
     hard = False
     while time.monotonic() < deadline:
         proc.poll()  # reap the leader so a zombie does not keep the group alive
-        if not _group_alive(pgid):
+        if not (_group_alive(pgid) if group else proc.returncode is None):
             break
         pause(0.02)
     else:
         hard = True
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)
+        send(signal.SIGKILL)
     proc.wait()
     return hard
 
 
 def _start(argv: Sequence[str], cwd: Path, env: Mapping[str, bytes],
-           what: str) -> subprocess.Popen[bytes]:
+           what: str, own_session: bool) -> subprocess.Popen[bytes]:
     try:
         return subprocess.Popen(
-            list(argv), cwd=cwd, env=dict(env), shell=False, start_new_session=True,
+            list(argv), cwd=cwd, env=dict(env), shell=False, start_new_session=own_session,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             close_fds=True,
         )
@@ -277,6 +291,7 @@ def run(
     stopping: Callable[[], bool] = lambda: False,
     interruption: Interruption = Interruption.INTERRUPTIBLE,
     shutdown_grace: float = SHUTDOWN_GRACE,
+    own_session: bool = True,
 ) -> ProcessResult:
     """Run ``argv`` to completion; ``what`` names the call in error messages.
 
@@ -285,10 +300,14 @@ def run(
     still runs ``shutdown_grace`` seconds after ``stopping()`` turned true; the process group
     is stopped first (SIGTERM, SIGKILL after ``grace`` seconds). Raises PermanentError when
     the program cannot be started.
+
+    ``own_session=False`` keeps the command in the caller's session, for a command a person
+    runs from a terminal (a ``git push`` that may ask for a password on ``/dev/tty``): the
+    terminal's Ctrl-C reaches it, and only the command itself is signalled when it must end.
     """
     started = time.monotonic()
     stops = _Stops(started + timeout, interruption, cancelled, stopping, shutdown_grace)
-    proc = _start(argv, cwd, env, what)
+    proc = _start(argv, cwd, env, what, own_session)
     pipes = _Pipes(proc, stdin, output_limit)
     stop: str | None = None
     linger_until: float | None = None
@@ -311,9 +330,15 @@ def run(
             except subprocess.TimeoutExpired:
                 stop = stops.why(time.monotonic())
         if stop is not None:
-            hard = _kill_group(proc, grace, pipes.pump)
+            hard = _kill_group(proc, grace, pipes.pump, group=own_session)
             raise _stopped_error(stop, what, timeout=timeout, shutdown_grace=shutdown_grace,
                                  after_term=f"SIGKILL after {grace:g}s" if hard else "it ended")
+    except BaseException:
+        # the caller stops waiting (KeyboardInterrupt, a failing read): the command, which
+        # runs in a session of its own that no terminal signal reaches, must not outlive it
+        if proc.returncode is None:
+            _kill_group(proc, grace, time.sleep, group=own_session)
+        raise
     finally:
         pipes.close()
     return ProcessResult(
