@@ -3,7 +3,11 @@
 Every error carries a machine ``reason`` (CamelCase, stable, used in status files and
 metrics) and a human message that names the file, the object and the field where one is known.
 Lower-layer exceptions (YAML, git, HTTP, subprocess) are mapped into this tree at the boundary
-that sees them, so callers never catch a library's exception type.
+that sees them, so callers never catch a library's exception type: a child process's at the
+process runner (``reconciler.processes``: a timeout or cancellation is a TransientError, a
+program that cannot start a PermanentError), a git command's at the git runner
+(``reconciler.gitrun``: the caller's SourceError, VerificationError or StatusPushError, its
+message naming the command and the repository, credentials removed).
 
 ::
 
