@@ -5,9 +5,6 @@ wait until the previous wave's targets report healthy on the same revision. One 
 ``git fetch`` (every ``reconciler-status/*`` branch and the shared branch, in one round trip)
 into a bare repository, then ``git ls-tree`` + one ``git cat-file --batch``: no checkout.
 
-Its git runner (:class:`GitDir`) also serves ``reconciler history --target``
-(``status_history``).
-
 Per target the newest entry wins (by ``lastChange``) when the same target appears on several
 branches, e.g. while a fleet moves from the shared branch to per-site branches. A file that
 cannot be read becomes an entry carrying an error, never an exception.
@@ -16,10 +13,8 @@ cannot be read becomes an entry carrying an error, never an exception.
 from __future__ import annotations
 
 import datetime as dt
-import os
-import subprocess
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,13 +23,12 @@ import structlog
 import yaml
 
 from reconciler import tables
-from reconciler.errors import SourceError
-from reconciler.status_push import DEFAULT_SHARED_BRANCH, PER_SITE_BRANCH_PREFIX, redact
+from reconciler.gitrun import Git, redact
+from reconciler.status_push import DEFAULT_SHARED_BRANCH, PER_SITE_BRANCH_PREFIX
 
-__all__ = ["FleetStatus", "GitDir", "StatusEntry", "format_table", "read_fleet_status"]
+__all__ = ["FleetStatus", "StatusEntry", "format_table", "read_fleet_status"]
 
 _FETCH_PREFIX = "refs/reconciler/fleet/"
-_TIMEOUT = 120.0
 _MESSAGE_WIDTH = 60
 
 log = structlog.get_logger(__name__)
@@ -115,10 +109,8 @@ def read_fleet_status(
 
 
 def _read(git_dir: Path, remote_url: str, shared_branch: str) -> FleetStatus:
-    git = GitDir(git_dir)
-    if not (git_dir / "HEAD").is_file():
-        git_dir.mkdir(parents=True, exist_ok=True)
-        git.run("init", "--bare", "--quiet", str(git_dir))
+    git = Git(git_dir)
+    git.init_bare()
     per_site = PER_SITE_BRANCH_PREFIX + "*"
     # A pattern for the shared branch too: a missing exact ref would fail the whole fetch,
     # and a fleet has either layout (or neither yet). Extra matches are ignored below.
@@ -126,9 +118,9 @@ def _read(git_dir: Path, remote_url: str, shared_branch: str) -> FleetStatus:
             remote_url,
             f"+refs/heads/{per_site}:{_FETCH_PREFIX}{per_site}",
             f"+refs/heads/{shared_branch}*:{_FETCH_PREFIX}{shared_branch}*",
-            what=f"fetching status branches from {redact(remote_url)}")
+            remote=remote_url, context="fetching status branches")
     refs = git.run("for-each-ref", "--format=%(objectname) %(refname)", _FETCH_PREFIX,
-                   what="listing status branches").decode()
+                   context="listing status branches").text
     branches: dict[str, str] = {}
     for line in refs.splitlines():
         sha, ref = line.split(" ", 1)
@@ -138,14 +130,14 @@ def _read(git_dir: Path, remote_url: str, shared_branch: str) -> FleetStatus:
     files: list[tuple[str, str, str]] = []  # (branch, path, blob)
     for branch, sha in sorted(branches.items()):
         listed = git.run("ls-tree", "-r", "-z", sha, "--", "status/",
-                         what=f"listing status files of branch {branch}")
+                         context=f"listing status files of branch {branch}").stdout
         for item in listed.decode("utf-8", "replace").split("\0"):
             if not item:
                 continue
             meta, path = item.split("\t", 1)
             if meta.split()[1] == "blob" and path.endswith((".yaml", ".yml")):
                 files.append((branch, path, meta.split()[2]))
-    contents = git.cat_blobs({blob for _, _, blob in files})
+    contents = git.read_blobs({blob for _, _, blob in files}, context="reading status files")
     newest: dict[tuple[str, str], StatusEntry] = {}
     for branch, path, blob in files:
         entry = _parse(branch, path, contents[blob], shared_branch)
@@ -159,52 +151,6 @@ def _read(git_dir: Path, remote_url: str, shared_branch: str) -> FleetStatus:
     log.info("fleet_status_read", source=status.source, branches=len(branches),
              files=len(files), targets=len(status.entries))
     return status
-
-
-class GitDir:
-    """Runs git against one git directory (a bare repository or a clone's ``.git``) and maps
-    failures to :class:`SourceError`."""
-
-    def __init__(self, git_dir: Path) -> None:
-        self.git_dir = git_dir
-        self.env = {k: v for k, v in os.environ.items()
-                    if not k.startswith("GIT_") or k in ("GIT_SSH_COMMAND", "GIT_SSH",
-                                                         "GIT_ASKPASS", "GIT_SSL_CAINFO")}
-        self.env.update(GIT_DIR=str(git_dir), GIT_TERMINAL_PROMPT="0", LC_ALL="C")
-
-    def run(self, *args: str, what: str = "", input: bytes | None = None) -> bytes:
-        what = what or f"git {args[0]}"
-        try:
-            done = subprocess.run(["git", *args], input=input, capture_output=True,
-                                  env=self.env, timeout=_TIMEOUT, check=False)
-        except subprocess.TimeoutExpired as exc:
-            raise SourceError(f"{what}: timed out after {_TIMEOUT:g}s") from exc
-        except OSError as exc:
-            raise SourceError(f"{what}: cannot run git: {exc}") from exc
-        if done.returncode != 0:
-            lines = [ln.strip() for ln in done.stderr.decode("utf-8", "replace").splitlines()
-                     if ln.strip() and not ln.startswith("hint:")]
-            raise SourceError(f"{what}: {redact('; '.join(lines))[:400]}")
-        return done.stdout
-
-    def cat_blobs(self, blobs: Iterable[str]) -> dict[str, bytes]:
-        """Contents of many blobs through one ``git cat-file --batch``."""
-        wanted = sorted(blobs)
-        if not wanted:
-            return {}
-        out = self.run("cat-file", "--batch", input=("\n".join(wanted) + "\n").encode(),
-                       what="reading status files")
-        result: dict[str, bytes] = {}
-        pos = 0
-        for sha in wanted:
-            eol = out.index(b"\n", pos)
-            header = out[pos:eol].decode().split()
-            if len(header) != 3:  # "<sha> missing": cannot happen for blobs just listed
-                raise SourceError(f"reading status files: object {sha} is missing")
-            size = int(header[2])
-            result[sha] = out[eol + 1:eol + 1 + size]
-            pos = eol + 1 + size + 1  # content is followed by a newline
-        return result
 
 
 def _parse(branch: str, path: str, raw: bytes, shared_branch: str) -> StatusEntry:

@@ -20,8 +20,6 @@ import atexit
 import json
 import re
 import shutil
-import subprocess
-import tarfile
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -32,8 +30,10 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode
 
-from reconciler.errors import ManifestError, ReconcilerError, SourceError
+from reconciler.errors import ManifestError, ReconcilerError
+from reconciler.gitrun import Git
 from reconciler.model import Instance, Solution
+from reconciler.source import export
 from reconciler.validation import Report, validate_repository
 
 __all__ = [
@@ -56,29 +56,19 @@ def release_tag(solution: str, version: str) -> str:
     return f"{solution}/v{version}"
 
 
-def _git(git_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["git", f"--git-dir={git_dir}", *args], capture_output=True,
-                          text=True, timeout=60)
-
-
 def _work(repo: Path, *args: str, check: bool = True) -> str:
     """Output of a git command in the working copy ``repo`` (stripped); :class:`SourceError`
-    when it fails and ``check`` is set."""
-    try:
-        proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
-                              timeout=120)
-    except subprocess.TimeoutExpired as exc:
-        raise SourceError(f"git {args[0]}: timed out after {exc.timeout:g}s") from exc
-    if check and proc.returncode != 0:
-        raise SourceError(f"git {args[0]}: {proc.stderr.strip() or proc.returncode}")
-    return proc.stdout.strip()
+    when it fails and ``check`` is set. The person at the terminal may be asked for a
+    password (a push) or a passphrase (a signed tag)."""
+    return Git(repo, working_copy=True, interactive=True).run(*args, check=check).text
 
 
 def git_dir_of(path: Path) -> Path | None:
     """The git directory of a working copy (or bare repository) at ``path``, if any."""
-    proc = subprocess.run(["git", "-C", str(path), "rev-parse", "--absolute-git-dir"],
-                          capture_output=True, text=True, timeout=30)
-    return Path(proc.stdout.strip()) if proc.returncode == 0 and proc.stdout.strip() else None
+    if not path.is_dir():
+        return None
+    found = _work(path, "rev-parse", "--absolute-git-dir", check=False)
+    return Path(found) if found else None
 
 
 def resolve_commit(repo: Path, rev: str) -> str | None:
@@ -97,10 +87,11 @@ def validate_checkout(path: Path) -> Report:
 
 def list_releases(git_dir: Path, solution: str | None = None) -> list[tuple[str, str, str]]:
     """(solution, version, tag date) of every release tag, newest version first."""
-    proc = _git(git_dir, "for-each-ref", "--format=%(refname:short)\t%(creatordate:iso-strict)",
-                "refs/tags")
+    listing = Git(git_dir).run("for-each-ref",
+                               "--format=%(refname:short)\t%(creatordate:iso-strict)",
+                               "refs/tags", check=False)
     found: list[tuple[str, semver.Version, str]] = []
-    for line in proc.stdout.splitlines():
+    for line in listing.text.splitlines() if listing.ok else []:
         name, _, date = line.partition("\t")
         sol, sep, ver = name.rpartition("/v")
         if not sep or (solution is not None and sol != solution):
@@ -116,22 +107,18 @@ def list_releases(git_dir: Path, solution: str | None = None) -> list[tuple[str,
 def local_exporter(git_dir: Path) -> Callable[[str], Path]:
     """Export commits of a local repository into temporary directories (removed at exit)."""
     cache: dict[str, Path] = {}
+    git = Git(git_dir)
 
-    def export(commit: str) -> Path:
+    def exporter(commit: str) -> Path:
         if commit in cache:
             return cache[commit]
         dest = Path(tempfile.mkdtemp(prefix=f"reconciler-release-{commit[:12]}-"))
         atexit.register(shutil.rmtree, dest, True)
-        proc = subprocess.Popen(["git", f"--git-dir={git_dir}", "archive", "--format=tar",
-                                 commit], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        assert proc.stdout is not None
-        with tarfile.open(fileobj=proc.stdout, mode="r|") as archive:
-            archive.extractall(dest, filter="tar")
-        proc.wait()
+        export(git, commit, dest)
         cache[commit] = dest
         return dest
 
-    return export
+    return exporter
 
 
 class ReleaseResolver:
@@ -151,10 +138,10 @@ class ReleaseResolver:
 
     def _load(self, solution: str, version: str) -> Solution | str:
         tag = release_tag(solution, version)
-        proc = _git(self.git_dir, "rev-parse", "--verify", "--quiet",
-                    f"refs/tags/{tag}^{{commit}}")
-        commit = proc.stdout.strip()
-        if proc.returncode != 0 or not commit:
+        tagged = Git(self.git_dir).run("rev-parse", "--verify", "--quiet",
+                                       f"refs/tags/{tag}^{{commit}}", check=False)
+        commit = tagged.text
+        if not tagged.ok or not commit:
             known = [v for _, v, _ in list_releases(self.git_dir, solution)]
             return (f"no release {version} of solution '{solution}' (tag {tag}); released: "
                     + (", ".join(known[:10]) or "none"))
@@ -209,7 +196,9 @@ def tag_release(repo: Path, report: Report, solution: Solution, version: str, *,
 
 
 def push_tag(repo: Path, remote: str, tag: str) -> None:
-    _work(repo, "push", remote, f"refs/tags/{tag}")
+    """Push ``tag`` to ``remote`` (a remote's name or a URL) of the working copy ``repo``."""
+    Git(repo, working_copy=True, interactive=True).run("push", remote, f"refs/tags/{tag}",
+                                                       remote=remote)
 
 
 # ---------------------------------------------------------------- reconciler rollback

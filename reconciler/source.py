@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tarfile
 import tempfile
 import threading
@@ -23,13 +22,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import git
 import semver
 import structlog
 
 from reconciler.errors import ConfigError, SourceError
+from reconciler.gitrun import Credentials, Git, redact
 
-__all__ = ["GitSource", "LocalWatcher", "RefSpec", "Revision", "parse_ref"]
+__all__ = ["GitSource", "LocalWatcher", "RefSpec", "Revision", "export", "parse_ref"]
 
 _log = structlog.get_logger(__name__)
 
@@ -110,10 +109,16 @@ class Revision:
 
 
 class GitSource:
-    """A bare mirror of the fleet repository in the daemon's state directory."""
+    """A bare mirror of the fleet repository in the daemon's state directory.
+
+    Every git call runs through the project's git runner (``reconciler.gitrun``). The fetch
+    and the look at the server (:meth:`remote_commit`) watch ``stop`` (the daemon's stop
+    event): a hung server holds a shutdown up for a short grace, not for ``timeout``.
+    """
 
     def __init__(self, url: str, ref: str, state_dir: Path, *, ssh_key: Path | None = None,
-                 token_file: Path | None = None, timeout: int = 120) -> None:
+                 token_file: Path | None = None, timeout: int = 120,
+                 stop: threading.Event | Callable[[], bool] | None = None) -> None:
         self.url = url
         self.ref = parse_ref(ref)
         self.git_dir = state_dir / "repo.git"
@@ -121,65 +126,49 @@ class GitSource:
         self.ssh_key = ssh_key
         self.token_file = token_file
         self.timeout = timeout
+        self.credentials = Credentials(ssh_key=ssh_key, token_file=token_file)
+        self._git = Git(self.git_dir, credentials=self.credentials,
+                        network_timeout=float(timeout), stop=stop)
         self._lock = threading.Lock()
-        self._repo: git.Repo | None = None
+        self._ready = False
 
     # -- git plumbing ------------------------------------------------------------------
     def env(self) -> dict[str, str]:
-        env = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false", "LC_ALL": "C"}
-        if self.ssh_key is not None:
-            env["GIT_SSH_COMMAND"] = (f"ssh -i {self.ssh_key} -o IdentitiesOnly=yes "
-                                      "-o BatchMode=yes -o StrictHostKeyChecking=accept-new")
-        if self.token_file is not None:
-            try:
-                token = self.token_file.read_text().strip()
-            except OSError as exc:
-                raise SourceError(f"repo.tokenFile {self.token_file}: {exc.strerror}") from None
-            # through the environment, so the token never appears in a process list
-            env.update({"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
-                        "GIT_CONFIG_VALUE_0": f"Authorization: Bearer {token}"})
-        return env
+        """The variables a git process started elsewhere needs to reach the server: no
+        prompt, and the credentials (the token read now)."""
+        try:
+            token = self.credentials.token()
+        except OSError as exc:
+            raise SourceError(f"repo.tokenFile {self.token_file}: {exc.strerror}") from None
+        return {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false", "LC_ALL": "C",
+                **self.credentials.environment(token)}
 
     @property
-    def repo(self) -> git.Repo:
-        if self._repo is None:
-            self.git_dir.parent.mkdir(parents=True, exist_ok=True)
-            if not (self.git_dir / "HEAD").exists():
-                git.Repo.init(self.git_dir, bare=True)
-            self._repo = git.Repo(self.git_dir)
-        return self._repo
-
-    def _git(self, *args: str, network: bool = False) -> str:
-        try:
-            with self.repo.git.custom_environment(**self.env()):
-                out = self.repo.git.execute(
-                    ["git", *args], kill_after_timeout=self.timeout if network else None,
-                    with_extended_output=False, strip_newline_in_stdout=True)
-            return str(out)
-        except git.GitCommandError as exc:
-            detail = _git_detail(str(exc.stderr or "")).replace(self.url, self.url_for_humans())
-            where = f" from {self.url_for_humans()}" if network else ""
-            raise SourceError(f"git {args[0]}{where} failed: {detail[-500:] or exc.status}"
-                              ) from None
+    def git(self) -> Git:
+        """The mirror's git runner (the mirror is created on first use)."""
+        if not self._ready:
+            self._git.init_bare()
+            self._ready = True
+        return self._git
 
     # -- fetch and resolve -------------------------------------------------------------
     def fetch(self) -> None:
-        """Fetch the tracked branch and the tags; raises SourceError when unreachable."""
+        """Fetch the tracked branch and the tags; raises SourceError when unreachable (or
+        stopped)."""
         with self._lock:
             specs = ["+refs/tags/*:refs/tags/*"]
             if self.ref.kind in ("branch", "auto"):
                 specs.insert(0, f"+refs/heads/{self.ref.value}:refs/heads/{self.ref.value}")
             started = time.monotonic()
-            self._git("fetch", "--prune", "--no-write-fetch-head", "--quiet", self.url, *specs,
-                      network=True)
+            self.git.run("fetch", "--prune", "--no-write-fetch-head", "--quiet", self.url,
+                         *specs, remote=self.url)
             _log.debug("source_fetched", ref=self.ref.describe(),
                        seconds=round(time.monotonic() - started, 3))
 
     def _ref_commit(self, full: str) -> str | None:
-        try:
-            return self._git("rev-parse", "--verify", "--quiet", f"{full}^{{commit}}")
-        except SourceError:
-            return None
+        found = self.git.run("rev-parse", "--verify", "--quiet", f"{full}^{{commit}}",
+                             check=False)
+        return found.text if found.ok else None
 
     def resolve(self) -> Revision:
         """The commit the tracked ref points at in the local mirror."""
@@ -197,14 +186,14 @@ class GitSource:
         for full in candidates:
             commit = self._ref_commit(full)
             if commit:
-                subject = self._git("log", "-1", "--format=%s", commit)
+                subject = self.git.run("log", "-1", "--format=%s", commit).text
                 return Revision(commit, full, subject)
         raise SourceError(f"ref {self.ref.describe()} not found in {self.url_for_humans()}")
 
     def _newest_tag(self, expr: str) -> str | None:
         predicates = _semver_predicates(expr)
         best: tuple[semver.Version, str] | None = None
-        listing = self._git("for-each-ref", "--format=%(refname)", "refs/tags")
+        listing = self.git.run("for-each-ref", "--format=%(refname)", "refs/tags").text
         for full in listing.splitlines():
             name = full.removeprefix("refs/tags/")
             if "/" in name:  # solution releases (<solution>/v1.2.3) are not fleet releases
@@ -218,11 +207,14 @@ class GitSource:
         return best[1] if best else None
 
     def tags_at(self, commit: str) -> list[str]:
-        out = self._git("tag", "--points-at", commit)
+        out = self.git.run("tag", "--points-at", commit).text
         return [t for t in out.splitlines() if t]
 
     def remote_commit(self) -> str | None:
-        """The tracked ref's commit on the server (one round trip), or None when unknown."""
+        """The tracked ref's commit on the server (one round trip), or None when unknown.
+
+        A look, not work: the stop ends it at once (no grace).
+        """
         if self.ref.kind == "semver":
             return None
         refs = ([f"refs/heads/{self.ref.value}"] if self.ref.kind in ("branch", "auto")
@@ -231,7 +223,7 @@ class GitSource:
             # an annotated tag lists its tag object; "^{}" lists the commit it points at
             refs += [f"refs/tags/{self.ref.value}", f"refs/tags/{self.ref.value}^{{}}"]
         try:
-            out = self._git("ls-remote", self.url, *refs, network=True)
+            out = self.git.run("ls-remote", self.url, *refs, remote=self.url, grace=0.0).text
         except SourceError:
             return None
         found: dict[str, str] = {}
@@ -246,11 +238,8 @@ class GitSource:
         return None
 
     def url_for_humans(self) -> str:
-        url = self.url
-        if "@" in url and "://" in url:  # drop credentials in https://user:pass@host/
-            scheme, rest = url.split("://", 1)
-            url = f"{scheme}://{rest.split('@', 1)[1]}"
-        return url
+        """The URL without credentials (``https://***@host/...``)."""
+        return redact(self.url)
 
     # -- checkouts ---------------------------------------------------------------------
     def checkout(self, commit: str) -> Path:
@@ -261,20 +250,8 @@ class GitSource:
         self.checkouts.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{commit[:12]}-", dir=self.checkouts))
         try:
-            proc = subprocess.Popen(["git", f"--git-dir={self.git_dir}", "archive",
-                                     "--format=tar", commit], stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, env={**os.environ, **self.env()})
-            assert proc.stdout is not None
-            with tarfile.open(fileobj=proc.stdout, mode="r|") as archive:
-                # "tar" keeps symlinks as they are (validation reports escaping ones) but
-                # refuses member names that would land outside the destination
-                archive.extractall(tmp, filter="tar")
-            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-            if proc.wait() != 0:
-                raise SourceError(f"git archive {commit[:12]} failed: {err.strip()[-300:]}")
+            export(self.git, commit, tmp)
             os.replace(tmp, dest)
-        except (OSError, tarfile.TarError) as exc:
-            raise SourceError(f"cannot export {commit[:12]}: {exc}") from None
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -288,18 +265,24 @@ class GitSource:
                 shutil.rmtree(entry, ignore_errors=True)
 
 
-def _git_detail(stderr: str) -> str:
-    """git's complaint in one line: GitPython's ``stderr: '...'`` wrapper and git's generic
-    advice ("Please make sure you have the correct access rights ...") removed."""
-    text = stderr.strip()
-    if text.startswith("stderr:"):
-        text = text.removeprefix("stderr:").strip()
-        if len(text) >= 2 and text[0] == text[-1] == "'":
-            text = text[1:-1]
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    said = [line.split(":", 1)[1].strip() for line in lines
-            if line.startswith(("fatal:", "error:"))]
-    return "; ".join(said or lines)
+def export(git: Git, commit: str, dest: Path) -> None:
+    """Extract ``commit``'s tree into the empty directory ``dest``.
+
+    ``git archive`` writes a tar file into a temporary directory next to ``dest`` (a file,
+    not a pipe: the runner's deadline and process group cover it like any other git call).
+    The "tar" filter keeps symlinks as they are (validation reports escaping ones) but
+    refuses member names that would land outside ``dest``. SourceError when git or the
+    extraction fails.
+    """
+    try:
+        with tempfile.TemporaryDirectory(prefix=f".{commit[:12]}-tar-",
+                                         dir=dest.parent) as tmp:
+            archive = Path(tmp) / "tree.tar"
+            git.archive(commit, archive)
+            with tarfile.open(archive, mode="r:") as tar:
+                tar.extractall(dest, filter="tar")
+    except (OSError, tarfile.TarError) as exc:
+        raise SourceError(f"cannot export {commit[:12]}: {exc}") from None
 
 
 class LocalWatcher:

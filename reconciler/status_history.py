@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from reconciler.errors import ReconcilerError
-from reconciler.fleet_status import GitDir
+from reconciler.gitrun import Git
 
 __all__ = ["StatusChange", "target_history"]
 
@@ -50,9 +50,9 @@ def target_history(git_dir: Path, target: str, *, clone: str) -> list[StatusChan
     directory is ``git_dir``, newest first. :class:`ReconcilerError` when the clone has no
     status branches or none of them has a status of ``target`` (naming ``clone`` and the
     targets that come close)."""
-    git = GitDir(git_dir)
+    git = Git(git_dir)
     trees: dict[str, str] = {}  # status branch -> its tree, in for-each-ref's order
-    for line in git.run("for-each-ref", "--format=%(refname) %(tree)", *_REFS).decode() \
+    for line in git.run("for-each-ref", "--format=%(refname) %(tree)", *_REFS).text \
             .splitlines():
         ref, _, tree = line.partition(" ")
         if "reconciler-status/" in ref or ref.endswith("reconciler-fleet-status"):
@@ -62,7 +62,7 @@ def target_history(git_dir: Path, target: str, *, clone: str) -> list[StatusChan
                               "'refs/heads/reconciler-status/*:refs/remotes/origin/"
                               "reconciler-status/*')", reason="NoStatusBranches")
     log = git.run("log", "--format=@%H %cI", "--raw", "--no-abbrev", *trees, "--",
-                  f":(glob)status/**/{target}.yaml").decode("utf-8", "replace")
+                  f":(glob)status/**/{target}.yaml").stdout.decode("utf-8", "replace")
     changes: list[tuple[str, str, str]] = []  # (commit, date, blob after the commit)
     commit = date = ""
     for line in log.splitlines():
@@ -74,7 +74,7 @@ def target_history(git_dir: Path, target: str, *, clone: str) -> list[StatusChan
         raise ReconcilerError(f"no target '{target}' on the status branches of {clone}"
                               f"{_did_you_mean(git, target, trees.values())}",
                               reason="NoSuchTarget")
-    contents = git.cat_blobs({blob for _, _, blob in changes if blob.strip("0")})
+    contents = git.read_blobs({blob for _, _, blob in changes if blob.strip("0")})
     return [_change(commit, date, contents.get(blob, b"")) for commit, date, blob in changes]
 
 
@@ -90,11 +90,11 @@ def _change(commit: str, date: str, raw: bytes) -> StatusChange:
                         message=str(doc.get("message", "")))
 
 
-def _did_you_mean(git: GitDir, target: str, trees: Iterable[str]) -> str:
+def _did_you_mean(git: Git, target: str, trees: Iterable[str]) -> str:
     """`` (did you mean a, b?)`` from the targets with a status file at the branches' tips."""
     pairs = "".join(f"{_EMPTY_TREE.get(len(tree), '')} {tree}\n" for tree in trees if tree)
     listed = git.run("diff-tree", "--stdin", "-r", "--name-only", "--", "status/",
-                     input=pairs.encode()).decode("utf-8", "replace")
+                     input=pairs.encode()).stdout.decode("utf-8", "replace")
     known = {Path(line).stem for line in listed.splitlines() if line.startswith("status/")}
     near = difflib.get_close_matches(target, sorted(known), n=3)
     return f" (did you mean {', '.join(near)}?)" if near else ""

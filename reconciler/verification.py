@@ -29,7 +29,6 @@ import enum
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -39,7 +38,9 @@ from typing import Any
 
 import structlog
 
-from reconciler.errors import ConfigError, VerificationError
+from reconciler.errors import ConfigError, PermanentError, TransientError, VerificationError
+from reconciler.gitrun import Git, GitErrors
+from reconciler.processes import run as run_process
 
 __all__ = ["Verified", "VerifyMode", "VerifyPolicy", "verify_revision"]
 
@@ -175,10 +176,7 @@ def verify_revision(git_dir: Path, commit: str, *, policy: VerifyPolicy,
     :class:`VerificationError` naming the commit (short object name) and the signer or the
     reason; returns what was verified.
     """
-    git = _Git(Path(git_dir))
-    if policy.allowed_signers is not None:
-        signers = policy.allowed_signers.absolute()
-        git.config = ["-c", f"gpg.ssh.allowedSignersFile={signers}"]
+    git = _Git(Path(git_dir), policy.allowed_signers)
     full = git.resolve_commit(commit)
     bound = log.bind(commit=full[:_SHORT], mode=policy.mode.value)
     if policy.mode is VerifyMode.NONE:
@@ -318,7 +316,7 @@ def _last(lines: Sequence[str]) -> str:
 
 @contextmanager
 def _trust_env(policy: VerifyPolicy, full: str) -> Iterator[dict[str, str]]:
-    """The environment git runs in: a private GNUPGHOME with the trusted keys, no user config.
+    """What git's verifier runs with: a private GNUPGHOME holding the trusted keys.
 
     The GNUPGHOME is always a fresh private directory, even without a configured keyring, so
     the daemon user's own ``~/.gnupg`` never adds trust.
@@ -327,15 +325,7 @@ def _trust_env(policy: VerifyPolicy, full: str) -> Iterator[dict[str, str]]:
         Path(home, "gpg.conf").write_text("no-auto-key-retrieve\nno-autostart\n")
         if policy.gpg_home is not None:
             _load_keyring(policy.gpg_home, Path(home), full)
-        yield {**_base_env(), "GNUPGHOME": home}
-
-
-def _base_env() -> dict[str, str]:
-    """The caller's environment without git overrides, in the C locale (output is parsed)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    env.update(LC_ALL="C", LANGUAGE="C", GIT_CONFIG_NOSYSTEM="1",
-               GIT_CONFIG_GLOBAL=os.devnull, GIT_TERMINAL_PROMPT="0")
-    return env
+        yield {"GNUPGHOME": home}
 
 
 def _load_keyring(source: Path, home: Path, full: str) -> None:
@@ -351,50 +341,47 @@ def _load_keyring(source: Path, home: Path, full: str) -> None:
                 raise VerificationError(f"commit {short}: verify.gpgKeyring {source} holds no "
                                         "pubring.kbx or pubring.gpg")
             return
-        done = subprocess.run(["gpg", "--batch", "--quiet", "--import", str(source)],
-                              env={**os.environ, "GNUPGHOME": str(home), "LC_ALL": "C"},
-                              capture_output=True, text=True, timeout=_TIMEOUT, check=False)
+        env = {**os.environ, "GNUPGHOME": str(home), "LC_ALL": "C"}
+        done = run_process(["gpg", "--batch", "--quiet", "--import", str(source)], cwd=home,
+                           env={k: os.fsencode(v) for k, v in env.items()}, stdin=b"",
+                           timeout=_TIMEOUT, what=f"importing verify.gpgKeyring {source}")
     except OSError as exc:
         raise VerificationError(f"commit {short}: cannot read verify.gpgKeyring {source}: "
                                 f"{exc.strerror or exc}") from exc
-    except subprocess.TimeoutExpired as exc:
+    except TransientError as exc:  # timed out
         raise VerificationError(f"commit {short}: importing verify.gpgKeyring {source} "
                                 "timed out") from exc
+    except PermanentError as exc:  # gpg is not installed
+        raise VerificationError(f"commit {short}: {exc.message}") from exc
     if done.returncode != 0:
-        detail = _last(done.stderr.splitlines())
+        detail = _last(done.stderr_text.splitlines())
         raise VerificationError(f"commit {short}: verify.gpgKeyring {source} could not be "
                                 f"imported ({detail})")
 
 
 class _Git:
-    """The few git plumbing calls verification needs, with errors mapped at this boundary."""
+    """The few git plumbing calls verification needs, through the project's git runner;
+    every failure is a :class:`VerificationError` naming the object being checked."""
 
-    def __init__(self, repo: Path) -> None:
+    def __init__(self, repo: Path, allowed_signers: Path | None) -> None:
         self.repo = repo
-        self.env: Mapping[str, str] = _base_env()
-        self.config: list[str] = []
+        # Command-line -c wins over the repository's own config, so a local working repo
+        # cannot swap the verifier program; the allowed-signers file is this site's.
+        config = {"gpg.program": "gpg", "gpg.ssh.program": "ssh-keygen",
+                  "gpg.minTrustLevel": "undefined"}
+        if allowed_signers is not None:
+            config["gpg.ssh.allowedSignersFile"] = str(allowed_signers.absolute())
+        # no system or user config either: only the repository's and ours count
+        self._git = Git(repo, working_copy=True, config=config, timeout=_TIMEOUT,
+                        env={"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull},
+                        errors=GitErrors(VerificationError))
+        self.env: Mapping[str, str] = {}  # the trust environment (GNUPGHOME) once set
 
     def run(self, args: Sequence[str], *, check: bool = True,
             what: str = "") -> tuple[int, str]:
-        # Command-line -c wins over the repository's own config, so a local working repo
-        # cannot swap the verifier program; the allowed-signers file is this site's.
-        cmd = ["git", "-C", str(self.repo), "-c", "gpg.program=gpg",
-               "-c", "gpg.ssh.program=ssh-keygen", "-c", "gpg.minTrustLevel=undefined",
-               *self.config, *args]
-        try:
-            done = subprocess.run(cmd, env=self.env, capture_output=True, text=True,
-                                  timeout=_TIMEOUT, check=False)
-        except subprocess.TimeoutExpired as exc:
-            raise VerificationError(f"{what or args[-1][:_SHORT]}: git {args[0]} timed out "
-                                    f"after {_TIMEOUT:.0f}s") from exc
-        except OSError as exc:
-            raise VerificationError(f"{what or args[-1][:_SHORT]}: cannot run git: "
-                                    f"{exc.strerror or exc}") from exc
-        if check and done.returncode != 0:
-            detail = _last([ln for ln in done.stderr.splitlines() if ln.strip()])
-            raise VerificationError(f"{what or args[-1][:_SHORT]}: git {args[0]} failed "
-                                    f"({detail})")
-        return done.returncode, done.stdout + done.stderr
+        done = self._git.run(*args, check=check, context=what or args[-1][:_SHORT],
+                             env=self.env)
+        return done.returncode, (done.stdout + done.stderr).decode("utf-8", "replace")
 
     def resolve_commit(self, commit: str) -> str:
         if not commit or commit.startswith("-") or any(c.isspace() for c in commit):
