@@ -15,8 +15,9 @@ waiting for work nobody needs any more. A must-finish command (a helm upgrade, w
 half-way leaves its release ``pending-upgrade``) is never killed for a newer revision: the
 caller waits for it and uses its result. Only a shutdown (``stopping()``) bounds it: it gets
 ``shutdown_grace`` seconds more, then SIGTERM and ``grace`` seconds, then SIGKILL. Whatever
-ends the caller's wait (an exception, Ctrl-C in the CLI) ends the process group too: nothing
-this module starts outlives the call.
+ends the caller's wait (an exception, Ctrl-C in the CLI) ends the process group too, and a
+command still running when the program exits (waited for in a daemon thread) is ended then:
+nothing this module starts outlives the call or the program.
 
 Errors are the project's: a timeout or cancellation is a :class:`TransientError`, a program
 that cannot be started is a :class:`PermanentError`. A non-zero exit is *not* an error here;
@@ -25,6 +26,7 @@ the caller decides what exit codes mean. This module depends on ``reconciler.err
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import enum
 import errno
@@ -32,6 +34,7 @@ import os
 import selectors
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -269,12 +272,43 @@ class _Stops:
                 return "shutdown"
             return "newer" if self.cancelled() else None
         # must finish: a newer revision (cancelled()) waits; a shutdown starts the grace
-        if self.shutdown_deadline is None:
-            if self.stopping():
-                self.shutdown_deadline = now + self.shutdown_grace
-        elif now >= self.shutdown_deadline:
+        if self.shutdown_deadline is None and self.stopping():
+            self.shutdown_deadline = now + self.shutdown_grace
+        if self.shutdown_deadline is not None and now >= self.shutdown_deadline:
             return "shutdown-grace"
         return None
+
+
+class _Running:
+    """The commands running now, ended when the program exits.
+
+    A command waited for in a daemon thread (a look at the server) would otherwise outlive a
+    program that exits before the thread ends it: Python stops daemon threads where they are.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._procs: dict[int, tuple[subprocess.Popen[bytes], bool]] = {}
+        atexit.register(self.end_all)
+
+    def add(self, proc: subprocess.Popen[bytes], group: bool) -> None:
+        with self._lock:
+            self._procs[proc.pid] = (proc, group)
+
+    def discard(self, proc: subprocess.Popen[bytes]) -> None:
+        with self._lock:
+            self._procs.pop(proc.pid, None)
+
+    def end_all(self) -> None:
+        with self._lock:
+            left = list(self._procs.values())
+        for proc, group in left:
+            if proc.poll() is None:
+                _kill_group(proc, _EXIT_GRACE, time.sleep, group=group)
+
+
+_EXIT_GRACE = 1.0  # seconds a command gets after SIGTERM when the program exits
+_running = _Running()
 
 
 def run(
@@ -308,6 +342,7 @@ def run(
     started = time.monotonic()
     stops = _Stops(started + timeout, interruption, cancelled, stopping, shutdown_grace)
     proc = _start(argv, cwd, env, what, own_session)
+    _running.add(proc, own_session)
     pipes = _Pipes(proc, stdin, output_limit)
     stop: str | None = None
     linger_until: float | None = None
@@ -341,6 +376,7 @@ def run(
         raise
     finally:
         pipes.close()
+        _running.discard(proc)
     return ProcessResult(
         argv=tuple(argv),
         returncode=proc.returncode,

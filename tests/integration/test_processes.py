@@ -7,6 +7,7 @@ pinned by test_script_provider.py and test_helm_shutdown.py.
 from __future__ import annotations
 
 import signal
+import subprocess
 import sys
 import time
 import uuid
@@ -48,4 +49,24 @@ def test_an_exception_in_the_waiting_caller_ends_the_process_group(tmp_path: Pat
     deadline = time.monotonic() + 10
     while processes_mentioning(marker) and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert processes_mentioning(marker) == []
+
+
+def test_a_command_still_running_when_the_program_exits_is_ended(tmp_path: Path) -> None:
+    # a daemon thread waits on a sleeper (a look at a hung server); the program exits
+    marker = f"marker-{uuid.uuid4().hex}"
+    program = f"""
+import sys, threading, time
+from pathlib import Path
+from reconciler.processes import run
+argv = [sys.executable, "-c", "import time; time.sleep(300)", "{marker}"]
+threading.Thread(target=run, args=(argv,), kwargs=dict(
+    cwd=Path("{tmp_path}"), env={{}}, stdin=b"", timeout=120, what="sleeper"),
+    daemon=True).start()
+time.sleep(1.0)
+"""
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                          timeout=30, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr
+
     assert processes_mentioning(marker) == []
