@@ -55,6 +55,8 @@ class HungServer:
             self.held.append(conn)
 
     def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._server.shutdown(socket.SHUT_RDWR)  # wakes the accept() below
         self._server.close()
         for conn in self.held:
             with contextlib.suppress(OSError):
@@ -228,7 +230,7 @@ def test_a_failure_names_the_command_the_repository_and_gits_complaint(tmp_path:
     assert unchecked.returncode != 0 and not unchecked.ok
 
 
-def test_failures_choose_the_error_type_and_reasons(tmp_path: Path, hung: HungServer) -> None:
+def test_git_errors_choose_the_error_type_and_reasons(tmp_path: Path, hung: HungServer) -> None:
     verifying = Git(bare(tmp_path / "repo.git").path, errors=GitErrors(VerificationError))
     with pytest.raises(VerificationError) as caught:
         verifying.run("cat-file", "commit", "0" * 40, context="commit 000000000000")
