@@ -22,10 +22,13 @@ from typing import Any
 import cerberus
 import yaml
 
+from reconciler.engine_settings import EngineSettings
 from reconciler.errors import ConfigError
 from reconciler.loading import _schema_errors, field_path
 from reconciler.model import Fleet, StatusLayout
 from reconciler.provider_api import SHUTDOWN_GRACE, LocalPolicy
+from reconciler.status_push import site_id_for
+from reconciler.verification import VerifyMode
 from reconciler.yamlio import YamlFileError, read_documents
 
 __all__ = ["DEFAULT_CONFIG", "DaemonConfig", "load_config", "served_problems", "site_id"]
@@ -90,9 +93,8 @@ _SCHEMA: dict[str, Any] = {
 }
 
 
-def site_id(site_path: str) -> str:
-    """``eu/berlin/line-1`` -> ``eu_berlin_line-1`` (site names never contain ``_``)."""
-    return site_path.strip("/").replace("/", "_")
+# the flat id of a site path names its status branch; the status publisher owns the rule
+site_id = site_id_for
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,21 @@ class DaemonConfig:
         if not self.is_local_repo:
             return None
         return Path(self.repo_url.removeprefix("file://"))
+
+    def engine_settings(self) -> EngineSettings:
+        """What the engine needs of this configuration, as its own values."""
+        return EngineSettings(
+            repo_url=self.repo_url, ref=self.ref, ssh_key=self.ssh_key,
+            token_file=self.token_file, git_timeout=self.git_timeout, site=self.site,
+            targets=self.targets, state_dir=self.state_dir, retries=self.retries,
+            retry_delay=self.retry_delay, retry_max_delay=self.retry_max_delay,
+            health_timeout=self.health_timeout,
+            health_poll_interval=self.health_poll_interval,
+            shutdown_grace=self.shutdown_grace, policy=self.policy,
+            secrets_dir=self.secrets_dir, verify_mode=VerifyMode(self.verify_mode),
+            verify_allowed_signers=self.verify_allowed_signers,
+            verify_gpg_keyring=self.verify_gpg_keyring, status_layout=self.status_layout,
+            status_branch=self.status_branch, status_push=self.status_push)
 
 
 def _env_overrides(data: dict[str, Any], environ: Mapping[str, str],

@@ -1,8 +1,10 @@
 """Prometheus metrics of one daemon, in a registry of its own.
 
-The daemon creates one :class:`Metrics` and calls it as runs progress (``observe_run``,
-``record_target``, ``fetch_failed``, ``revision``); ``reconciler.httpserver`` records webhook
-requests and serves :meth:`Metrics.exposition` on ``/metrics``. A dedicated
+The daemon creates one :class:`Metrics` and hands it to the engine, which calls it as runs
+progress (``observe_run``, ``record_target``, ``forget_target``, ``fetch_failed``,
+``revision``: the engine's ``reconciler.run_observer.RunObserver``, which this class matches
+without importing it); ``reconciler.httpserver`` records webhook requests and serves
+:meth:`Metrics.exposition` on ``/metrics``. A dedicated
 ``CollectorRegistry`` (not prometheus_client's global one) lets tests and several daemons live
 in one process without their metrics colliding.
 
