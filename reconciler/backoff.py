@@ -14,8 +14,8 @@ Three things are tried again after a failure, and all three take their delays fr
 
 Why no retry library: the third case is not a call to wrap, and the first sits on the hot path
 (a no-op run of a 1,000-target site makes 10,000 provider calls; tenacity's bookkeeping costs
-about 7 µs per call, a tenth of such a run). :func:`retry` is a dozen lines that cost nothing
-when the first attempt succeeds.
+about 7 µs per call, a tenth of such a run). :func:`retry` is a dozen lines, and a caller on
+the hot path makes its first attempt inline, so a call that succeeds costs nothing more.
 """
 
 from __future__ import annotations
@@ -63,26 +63,34 @@ def retry(attempt: Callable[[], T], *,
           backoff: Backoff, sleep: Callable[[float], object],
           give_up: Callable[[], bool] = lambda: False,
           at_least: Callable[[BaseException], float] = lambda _exc: 0.0,
-          before_sleep: Callable[[int, float, BaseException], None] | None = None) -> T:
+          before_sleep: Callable[[int, float, BaseException], None] | None = None,
+          failed: BaseException | None = None) -> T:
     """Call ``attempt`` until it returns, at most ``attempts`` times in all.
 
     Only errors of the types ``on`` are tried again, after ``sleep(backoff delay)``; any other
     error, the last one, or one after which ``give_up()`` answers True (the run is cancelled)
     propagates. ``at_least(error)`` is the smallest delay that error asks for;
     ``before_sleep(failures, delay, error)`` is called before each wait (to log it).
+
+    ``failed`` is the error of a first attempt the caller made itself (of a type in ``on``),
+    which counts as one of the ``attempts``: a caller on a hot path calls once inline and
+    comes here only when that failed.
     """
     failures = 0
+    error = failed
     while True:
+        if error is not None:
+            failures += 1
+            if failures >= attempts or give_up():
+                raise error
+            delay = backoff.delay(failures, at_least=at_least(error))
+            if before_sleep is not None:
+                before_sleep(failures, delay, error)
+            sleep(delay)
         try:
             return attempt()
         except on as exc:
-            failures += 1
-            if failures >= attempts or give_up():
-                raise
-            delay = backoff.delay(failures, at_least=at_least(exc))
-            if before_sleep is not None:
-                before_sleep(failures, delay, exc)
-            sleep(delay)
+            error = exc
 
 
 def cancellable_sleep(seconds: float, cancelled: Callable[[], bool], *,

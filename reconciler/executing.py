@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, TypeVar
 
 import structlog
@@ -165,24 +166,30 @@ class _Runner:
     def call(self, what: str, fn: Callable[[], T]) -> T:
         """Run a provider call, retried with backoff while it fails transiently (not once
         the run is cancelled); only ReconcilerError leaves."""
-        def attempt() -> T:
-            self.calls[what] = self.calls.get(what, 0) + 1
-            try:
-                return fn()
-            except ReconcilerError:
-                raise
-            except Exception as exc:  # a provider bug: fail the component, keep the daemon
-                self.log.exception("provider_crashed", call=what)
-                raise PermanentError(f"provider crashed in {what}: {type(exc).__name__}: {exc}",
-                                     reason="ProviderCrashed") from exc
+        try:
+            return self._attempt(what, fn)  # inline: the retry machinery only on a failure
+        except TransientError as exc:
+            first = exc
 
-        def retried(failures: int, delay: float, exc: BaseException) -> None:
+        def retried(failures: int, delay: float, error: BaseException) -> None:
             self.log.warning("provider_call_retried", call=what, attempt=failures,
-                             delay=round(delay, 2), error=str(exc))
+                             delay=round(delay, 2), error=str(error))
 
-        return retry(attempt, on=TransientError, attempts=self.retry.retries + 1,
-                     backoff=self.backoff, sleep=self.sleep, give_up=self.cancelled,
-                     at_least=_asked_delay, before_sleep=retried)
+        return retry(partial(self._attempt, what, fn), on=TransientError,
+                     attempts=self.retry.retries + 1, backoff=self.backoff, sleep=self.sleep,
+                     give_up=self.cancelled, at_least=_asked_delay, before_sleep=retried,
+                     failed=first)
+
+    def _attempt(self, what: str, fn: Callable[[], T]) -> T:
+        self.calls[what] = self.calls.get(what, 0) + 1
+        try:
+            return fn()
+        except ReconcilerError:
+            raise
+        except Exception as exc:  # a provider bug: fail the component, keep the daemon
+            self.log.exception("provider_crashed", call=what)
+            raise PermanentError(f"provider crashed in {what}: {type(exc).__name__}: {exc}",
+                                 reason="ProviderCrashed") from exc
 
     def sleep(self, seconds: float) -> None:
         cancellable_sleep(seconds, self.cancelled)

@@ -144,3 +144,26 @@ def test_cancellable_sleep_sleeps_its_time() -> None:
     started = time.monotonic()
     cancellable_sleep(0.3, lambda: False)
     assert time.monotonic() - started >= 0.3
+
+
+@pytest.mark.parametrize(("failures", "attempts", "returns", "calls", "slept"), [
+    # the caller's own first attempt failed: it counts as one of the attempts
+    (0, 3, True, 1, [1.0]),
+    (1, 3, True, 2, [1.0, 2.0]),
+    (2, 3, False, 2, [1.0, 2.0]),
+    (0, 1, False, 0, []),
+])
+def test_retry_after_the_callers_own_first_attempt(failures: int, attempts: int,
+                                                  returns: bool, calls: int,
+                                                  slept: list[float]) -> None:
+    made, attempt = failing(failures)
+    sleeps: list[float] = []
+    first = Flaky("failure 0")
+    if returns:
+        assert retry(attempt, on=Flaky, attempts=attempts, backoff=Backoff(1.0, 60.0),
+                     sleep=sleeps.append, failed=first) == "done"
+    else:
+        with pytest.raises(Flaky):
+            retry(attempt, on=Flaky, attempts=attempts, backoff=Backoff(1.0, 60.0),
+                  sleep=sleeps.append, failed=first)
+    assert len(made) == calls and sleeps == slept
