@@ -149,7 +149,7 @@ def _daemon(config_path: Path) -> Any:
     from reconciler.registry import default_registry
 
     configure_logging("info", "json", open(os.devnull, "w"))  # noqa: SIM115 - process-long
-    return Reconciler(load_config(config_path), default_registry())
+    return Reconciler(load_config(config_path).engine_settings(), default_registry())
 
 
 def _summarise(summary: Any) -> dict[str, Any]:
@@ -213,16 +213,16 @@ def child_hash(files_root: Path) -> dict[str, Any]:
 
 
 STAGES: list[tuple[str, str, str]] = [  # label, file suffix, function
-    ("fetch (git fetch + resolve)", "reconciler/pipeline.py", "fetch"),
-    ("load + validate + render", "reconciler/pipeline.py", "report_for"),
+    ("fetch (git fetch + resolve)", "reconciler/fetching.py", "fetch"),
+    ("load + validate + render", "reconciler/revisions.py", "get"),
     ("executor (all targets)", "reconciler/executing.py", "reconcile_target"),
     ("  file observe (render + hash)", "providers/file.py", "observe"),
     ("  file health (hash again)", "providers/file.py", "health"),
     ("  provider construction", "providers/file.py", "__init__"),
     ("  inventory load", "reconciler/inventory.py", "load"),
-    ("status build + digest", "reconciler/pipeline.py", "_target"),
-    ("status render + publish", "reconciler/pipeline.py", "_publish"),
-    ("state file write", "reconciler/statefiles.py", "write_json"),
+    ("status build + digest", "reconciler/reconciling.py", "reconcile"),
+    ("status render + publish", "reconciler/publishing.py", "publish"),
+    ("state file write", "reconciler/state_store.py", "save"),
     ("checkout pruning", "reconciler/source.py", "prune_checkouts"),
 ]
 
@@ -247,7 +247,7 @@ def child_profile(config_path: Path, warm: bool) -> dict[str, Any]:
                    if name == func and file.replace(os.sep, "/").endswith(suffix))
 
     shares = [(label, cumulative(suffix, func)) for label, suffix, func in STAGES]
-    # _target includes the executor: the status part is what is left of it
+    # reconcile includes the executor: the status part is what is left of it
     executor = cumulative("reconciler/executing.py", "reconcile_target")
     shares = [(label, value - executor if label.startswith("status build") else value)
               for label, value in shares]
