@@ -13,6 +13,7 @@ Used by the pipeline (one per daemon) and handed to providers through ``Provider
 
 from __future__ import annotations
 
+import contextvars
 import os
 import subprocess
 import threading
@@ -65,8 +66,9 @@ class Cancellation:
         if (self.current and self.reachable() and now - self._last_look > self.interval
                 and self._looking.acquire(blocking=False)):  # one look at a time
             self._last_look = now
-            threading.Thread(target=self._look_for_newer,
-                             args=(self.current, self._run_number),
+            # in the run's log context, so the look's lines say which run started it
+            threading.Thread(target=contextvars.copy_context().run,
+                             args=(self._look_for_newer, self.current, self._run_number),
                              name="remote-check", daemon=True).start()
         return False
 
