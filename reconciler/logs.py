@@ -1,5 +1,10 @@
 """structlog set-up: JSON lines when not on a terminal (journald, containers), a console
-renderer on one. Called once by the CLI before any command runs."""
+renderer on one. Called once by the CLI before any command runs.
+
+Context variables come first: the engine binds ``run_id``, ``site`` and ``revision`` for a
+whole run and ``target`` (with the revision enforced) for one target's reconcile, so every
+line logged meanwhile, a provider's too, carries them; a key the line sets itself wins.
+"""
 
 from __future__ import annotations
 
