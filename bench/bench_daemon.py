@@ -488,8 +488,8 @@ def measure_memory(work: Path, runs: int, sample_every: int, warmup: int, fail_e
     log_file = (site.root / "runs.log").open("w")
     configure_logging("info", "json", stream=log_file)
     config = load_config(site.config, environ={})
-    reconciler = Reconciler(config, ProviderRegistry.discover(),
-                            metrics=Metrics(phases=[p.value for p in Phase]))
+    reconciler = Reconciler(config.engine_settings(), ProviderRegistry.discover(),
+                            observer=Metrics(phases=[p.value for p in Phase]))
     away = site.remote.with_name("remote.git.away")
     checkpoints: list[Checkpoint] = []
     per_site: dict[int, dict[str, int]] = {}

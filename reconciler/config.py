@@ -271,7 +271,8 @@ def _did_you_mean(word: str, choices: Iterable[str]) -> str:
     return f" (did you mean {', '.join(repr(n) for n in near)}?)" if near else ""
 
 
-def served_problems(config: DaemonConfig, fleet: Fleet, revision: str) -> list[str]:
+def served_problems(config: DaemonConfig | EngineSettings, fleet: Fleet,
+                    revision: str) -> list[str]:
     """Why ``site`` and ``targets`` of ``config`` select no target of ``fleet`` (the fleet at
     ``revision``), one line per mistake; empty when the daemon has something to serve.
 
