@@ -5,26 +5,23 @@ A run waits in places (health polls, retry backoff, provider operations) and ask
 itself: ``stop_event`` is set on shutdown, ``newer`` when a newer revision is known (a webhook,
 a change of a watched local repository, or a look at the server). Now and then, at most every
 ``interval`` seconds and never while the server is known to be unreachable, ``cancelled()``
-starts such a look (one ``git ls-remote``) in a background thread, one at a time; it runs
-through ``run_interruptible`` and ends at once on shutdown, so a hung git server never holds
-up a wait, a newer revision or the way out. A look answers only the run that started it.
-Used by the pipeline (one per daemon) and handed to providers through ``ProviderSet``.
+starts such a look (``GitSource.remote_commit``, one ``git ls-remote``) in a background
+thread, one at a time; it ends at once on shutdown (the source watches the same stop event),
+so a hung git server never holds up a wait, a newer revision or the way out. A look answers
+only the run that started it. Used by the pipeline (one per daemon) and handed to providers
+through ``ProviderSet``.
 """
 
 from __future__ import annotations
 
 import contextvars
-import os
-import subprocess
 import threading
 import time
 from collections.abc import Callable
 
 import structlog
 
-from reconciler.errors import ReconcilerError
 from reconciler.source import GitSource
-from reconciler.status_push import run_interruptible
 
 __all__ = ["Cancellation"]
 
@@ -34,11 +31,10 @@ _log = structlog.get_logger(__name__)
 class Cancellation:
     """The stop and newer-revision flags of one daemon (see the module docstring)."""
 
-    def __init__(self, source: GitSource, *, timeout: float, interval: float,
+    def __init__(self, source: GitSource, *, interval: float,
                  reachable: Callable[[], bool] = lambda: True,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.source = source
-        self.timeout = timeout
         self.interval = interval
         self.reachable = reachable
         self.clock = clock
@@ -87,35 +83,6 @@ class Cancellation:
             self.newer.set()
 
     def remote_commit(self) -> str | None:
-        """The tracked ref's commit on the server (one ``git ls-remote``), or None.
-
-        The same question as ``GitSource.remote_commit``, asked through
-        :func:`run_interruptible` so that shutdown ends it: GitPython's runner can only be
-        ended by its own timeout, and its timer thread would keep the process from exiting
-        until then.
-        """
-        spec = self.source.ref
-        if spec.kind == "semver":
-            return None
-        refs = [f"refs/heads/{spec.value}"] if spec.kind in ("branch", "auto") else []
-        if spec.kind in ("tag", "auto"):
-            # an annotated tag lists its tag object; "^{}" lists the commit it points at
-            refs += [f"refs/tags/{spec.value}", f"refs/tags/{spec.value}^{{}}"]
-        try:
-            env = {**os.environ, **self.source.env()}
-            done = run_interruptible(["git", "ls-remote", self.source.url, *refs], env=env,
-                                     timeout=self.timeout, stop=self.stop_event)
-        except (ReconcilerError, OSError, subprocess.TimeoutExpired):
-            return None
-        if done.returncode != 0:
-            return None
-        found: dict[str, str] = {}
-        for line in done.stdout.decode("utf-8", "replace").splitlines():
-            sha, _, name = line.partition("\t")
-            if name:
-                found[name] = sha
-        for ref in (refs[0] if spec.kind in ("branch", "auto") else None,
-                    f"refs/tags/{spec.value}^{{}}", f"refs/tags/{spec.value}"):
-            if ref is not None and ref in found:
-                return found[ref]
-        return None
+        """The tracked ref's commit on the server (one ``git ls-remote``), or None; the
+        source's stop (this daemon's stop event) ends it at once."""
+        return self.source.remote_commit()

@@ -261,7 +261,7 @@ def sync(ctx: click.Context, config_path: Path, once: bool, fmt: str) -> None:
         return
     try:
         with StateLock(config.state_dir):
-            reconciler = Reconciler(config, ProviderRegistry.discover())
+            reconciler = Reconciler(config.engine_settings(), ProviderRegistry.discover())
             summary = reconciler.run("sync")
             # a run without a revision has logged why, as an error; say why for the others
             nothing = why_nothing_served(reconciler, summary) \
@@ -369,7 +369,7 @@ def plan(config_path: Path, repo: Path | None, base: str | None, head: str, fmt:
         return
     config = _load_config(config_path)
     try:
-        reconciler = Reconciler(config, ProviderRegistry.discover())
+        reconciler = Reconciler(config.engine_settings(), ProviderRegistry.discover())
         revision, plans, errors = reconciler.plan()
         nothing = [] if plans else served_problems(
             config, reconciler.report_for(revision).fleet, revision)

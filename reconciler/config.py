@@ -58,6 +58,7 @@ _SCHEMA: dict[str, Any] = {
     "healthTimeout": {"type": "integer", "min": 1},
     "healthPollInterval": {"type": "number", "min": 0.05},
     "shutdownGrace": {"type": "number", "min": 0},
+    "remoteCheckInterval": {"type": "number", "min": 1},
     "status": {"type": "dict", "schema": {
         "layout": {"type": "string", "allowed": ["per-site", "shared"]},
         "branch": _STR,
@@ -119,6 +120,8 @@ class DaemonConfig:
     # on shutdown, how long a running helm upgrade may go on before it is stopped; the unit's
     # TimeoutStopSec must exceed it by helm's 30 s to roll back (docs/operations.md)
     shutdown_grace: float = SHUTDOWN_GRACE
+    # during a run's waits, how often to look at the server for a newer revision
+    remote_check_interval: float = 30.0
     status_layout: StatusLayout | None = None  # None: the repository's Settings
     status_branch: str | None = None
     status_push: bool = True
@@ -158,7 +161,8 @@ class DaemonConfig:
             retry_delay=self.retry_delay, retry_max_delay=self.retry_max_delay,
             health_timeout=self.health_timeout,
             health_poll_interval=self.health_poll_interval,
-            shutdown_grace=self.shutdown_grace, policy=self.policy,
+            shutdown_grace=self.shutdown_grace,
+            remote_check_interval=self.remote_check_interval, policy=self.policy,
             secrets_dir=self.secrets_dir, verify_mode=VerifyMode(self.verify_mode),
             verify_allowed_signers=self.verify_allowed_signers,
             verify_gpg_keyring=self.verify_gpg_keyring, status_layout=self.status_layout,
@@ -348,6 +352,7 @@ def _build(data: dict[str, Any], path: Path | None) -> DaemonConfig:
         health_timeout=data.get("healthTimeout"),
         health_poll_interval=float(data.get("healthPollInterval", 2.0)),
         shutdown_grace=float(data.get("shutdownGrace", SHUTDOWN_GRACE)),
+        remote_check_interval=float(data.get("remoteCheckInterval", 30.0)),
         status_layout=StatusLayout(status["layout"]) if "layout" in status else None,
         status_branch=status.get("branch"),
         status_push=bool(status.get("push", True)),

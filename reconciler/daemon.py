@@ -61,7 +61,7 @@ class Daemon:
         self.config = config
         self.registry = registry
         self.metrics = Metrics(phases=[p.value for p in Phase])
-        self.reconciler = Reconciler(config, registry, metrics=self.metrics)
+        self.reconciler = Reconciler(config.engine_settings(), registry, observer=self.metrics)
         self.stop_event = threading.Event()
         self.interval = config.interval or DEFAULT_INTERVAL
         self.jitter = config.jitter if config.jitter is not None else 20
@@ -80,7 +80,7 @@ class Daemon:
     def trigger(self, reason: str, *, new_revision: bool = False) -> None:
         """Ask for a run now; coalesced with any run in progress or already pending."""
         if new_revision:
-            self.reconciler.newer.set()  # abandons health waits of the current run
+            self.reconciler.newer_revision()  # abandons health waits of the current run
         with self._lock:
             if self._running_since is not None or self._pending is not None:
                 self._pending = self._pending or reason
@@ -110,6 +110,10 @@ class Daemon:
             self.runs += 1
             with self._lock:
                 self._running_since = None
+                # a run given up for a newer revision found by its own look at the server
+                # (no webhook, no pending trigger) goes on with that revision at once
+                if self.reconciler.newer.is_set() and self._pending is None:
+                    self._pending = "newer-revision"
                 again = self._has_pending() and not self.stop_event.is_set()
             self._readiness(summary)
             self._adjust_interval()
@@ -139,7 +143,7 @@ class Daemon:
         """Follow the repository's Settings when the local config sets no interval."""
         if self.config.interval is not None:
             return
-        report = self.reconciler._reports.get(self.reconciler._current)
+        report = self.reconciler.current_report()
         wanted = report.fleet.settings.defaults.interval if report else DEFAULT_INTERVAL
         jitter = self.config.jitter if self.config.jitter is not None else (
             report.fleet.settings.defaults.jitter if report else self.jitter)
@@ -155,7 +159,7 @@ class Daemon:
         def stop(signum: int, _frame: FrameType | None) -> None:
             self.log.info("shutdown_requested", signal=signal.Signals(signum).name)
             self.stop_event.set()
-            self.reconciler.stop_event.set()
+            self.reconciler.stop()
 
         def hup(_signum: int, _frame: FrameType | None) -> None:
             self.trigger("SIGHUP")
@@ -169,7 +173,7 @@ class Daemon:
             return
         webhook = None
         if self.config.webhook_secret_file is not None:
-            spec = self.reconciler.source.ref
+            spec = self.reconciler.tracked_ref
             refs = (RefFilter.tracking(branch=spec.value) if spec.kind == "branch" else
                     RefFilter.tracking(tag=spec.value) if spec.kind == "tag" else
                     RefFilter.tracking(tag_glob="*") if spec.kind == "semver" else
@@ -188,7 +192,7 @@ class Daemon:
         path = self.config.local_repo_path
         if path is None or not self.config.watch or not path.is_dir():
             return
-        spec = self.reconciler.source.ref
+        spec = self.reconciler.tracked_ref
         self._watcher = LocalWatcher(
             path, lambda reason: self.trigger(reason, new_revision=True),
             branch=spec.value if spec.kind in ("branch", "auto") else None)
@@ -235,7 +239,7 @@ class Daemon:
             return 0
         finally:
             notify.stopping()
-            self.reconciler.stop_event.set()
+            self.reconciler.stop()
             self.scheduler.shutdown(wait=True)
             if self._watcher is not None:
                 self._watcher.stop()
@@ -254,11 +258,11 @@ def why_nothing_served(reconciler: Reconciler, summary: RunSummary) -> str:
         return f"no revision of the repository: {summary.fetch_error or 'none fetched'}"
     # only a report the run made: a revision it did not read (not signed by a trusted key,
     # or not exported) is not read here either
-    report = reconciler._reports.get(summary.revision)
+    report = reconciler.report_of(summary.revision)
     if report is None:
         return (f"revision {summary.revision[:12]} could not be used (not trusted or not "
                 "readable; see the log) and no earlier revision was applied")
-    problems = served_problems(reconciler.config, report.fleet, summary.revision)
+    problems = served_problems(reconciler.settings, report.fleet, summary.revision)
     if problems:
         return "; ".join(problems)
     if report.errors:  # the revision is invalid and no earlier one was ever applied

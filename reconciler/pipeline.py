@@ -28,7 +28,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
 
 import structlog
 from structlog.contextvars import bound_contextvars
@@ -55,12 +54,12 @@ from reconciler.status import Phase, StatusRenderer, TargetStatus
 from reconciler.validation import Report
 from reconciler.verification import VerifyPolicy
 
-__all__ = ["EngineSettings", "Reconciler", "RunSummary", "SettingsSource"]
+__all__ = ["EngineSettings", "Reconciler", "RunSummary"]
 
 _log = structlog.get_logger(__name__)
 
 # a push notification or an explicit request means the server is worth asking now
-_FORCING_REASONS = ("webhook", "sync", "SIGHUP", "ref-change")
+_FORCING_REASONS = ("webhook", "sync", "SIGHUP", "ref-change", "newer-revision")
 
 
 @dataclass(frozen=True)
@@ -86,34 +85,27 @@ class RunSummary:
         return out
 
 
-class SettingsSource(Protocol):
-    """Something the engine settings are made from (the daemon's configuration)."""
-
-    def engine_settings(self) -> EngineSettings: ...
-
-
 class Reconciler:
     """Runs reconciles for the targets one daemon serves (see the module docstring).
 
-    ``settings`` are the engine's settings, or the daemon's configuration they are made
-    from; ``observer`` (``metrics``, its former name) hears of every run's progress;
+    ``settings`` are the engine's settings (the daemon makes them from its configuration);
+    ``observer`` hears of every run's progress;
     ``clock`` (monotonic seconds) times the fetch backoff and the looks at the server.
     """
 
-    def __init__(self, settings: EngineSettings | SettingsSource, registry: ProviderRegistry,
-                 *, observer: RunObserver | None = None, metrics: RunObserver | None = None,
+    def __init__(self, settings: EngineSettings, registry: ProviderRegistry,
+                 *, observer: RunObserver | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self._given = settings
-        s = self.settings = settings if isinstance(settings, EngineSettings) \
-            else settings.engine_settings()
+        s = self.settings = settings
         self.registry = registry
-        self.observer = observer if observer is not None else (
-            metrics if metrics is not None else NO_OBSERVER)
+        self.observer = observer if observer is not None else NO_OBSERVER
         self.clock = clock
         self.state_dir = s.state_dir
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        # the fetch and the looks at the server end soon after shutdown (see gitrun)
         self.source = GitSource(s.repo_url, s.ref, s.state_dir, ssh_key=s.ssh_key,
-                                token_file=s.token_file, timeout=s.git_timeout)
+                                token_file=s.token_file, timeout=s.git_timeout,
+                                stop=lambda: self.cancellation.stop_event.is_set())
         self.policy = replace(s.policy, base_dir=s.state_dir)
         self.store = StateStore.load(self.state_dir / "state.json")
         self.revisions = RevisionReader(
@@ -124,7 +116,7 @@ class Reconciler:
         self.fetcher = Fetcher(self.source, Backoff(s.fetch_backoff, s.fetch_backoff_cap),
                                observer=self.observer, clock=clock)
         self.cancellation = Cancellation(
-            self.source, timeout=float(s.git_timeout), interval=s.remote_check_interval,
+            self.source, interval=s.remote_check_interval,
             reachable=lambda: self.fetcher.failures == 0, clock=clock)
         renderer = StatusRenderer()  # idle runs reuse the last run's YAML
         self.targets = TargetReconciler(
@@ -189,20 +181,6 @@ class Reconciler:
 
     def retry_policy(self, fleet: Fleet) -> RetryPolicy:
         return self.targets.retry_policy(fleet)
-
-    # names daemon.py reads today; kept until it uses the methods above
-    @property
-    def config(self) -> Any:
-        """What the reconciler was made from (use :attr:`settings`)."""
-        return self._given
-
-    @property
-    def _reports(self) -> dict[str, Report]:
-        return self.reports.reports
-
-    @property
-    def _current(self) -> str:
-        return self.cancellation.current
 
     # -- the run -----------------------------------------------------------------------
     def run(self, reason: str = "schedule") -> RunSummary:

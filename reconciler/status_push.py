@@ -20,19 +20,14 @@ leaves the commit queued in the local ref; the next ``publish`` pushes it.
 Shutdown is never held up by the server: once the daemon's stop event is set, the retry loop
 makes no further attempt, and a fetch or push still talking to the server gets
 :data:`STOP_GRACE` seconds (enough to deliver the last status to a server that answers) before
-its git process is terminated. :func:`run_interruptible` is that process runner, also used by
-the pipeline to look at the server for newer revisions.
+its git process is terminated. Every git call runs through the project's git runner
+(``reconciler.gitrun``), which does that.
 """
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import logging
-import os
-import re
-import signal
-import subprocess
 import tempfile
 import threading
 import time
@@ -44,6 +39,7 @@ import structlog
 
 from reconciler.backoff import Backoff, retry
 from reconciler.errors import ConfigError, StatusPushError
+from reconciler.gitrun import STOP_GRACE, Git, GitErrors, GitResult, redact
 
 __all__ = [
     "DEFAULT_SHARED_BRANCH",
@@ -52,8 +48,6 @@ __all__ = [
     "Outcome",
     "PublishResult",
     "StatusPublisher",
-    "redact",
-    "run_interruptible",
     "site_id_for",
 ]
 
@@ -63,9 +57,7 @@ LOCAL_REF_PREFIX = "refs/reconciler/status/"  # our newest commit (pushed or que
 TRACKING_REF_PREFIX = "refs/reconciler/status-remote/"  # what the remote was last seen holding
 
 _ZERO = "0" * 40
-# seconds a status fetch or push may go on once shutdown was asked for: enough for a server
-# that answers to receive the last status, short enough that a hung one holds nothing up
-STOP_GRACE = 2.0
+_LOCAL_TIMEOUT = 30.0  # seconds for one local plumbing command
 _MESSAGE_LIMIT = 400
 # "[remote rejected]" reasons that mean "someone else updated the ref at the same moment":
 # retry after a fetch. Any other remote rejection (a hook, permissions) needs a human.
@@ -111,66 +103,12 @@ def site_id_for(site_path: str) -> str:
     return site_path.strip("/").replace("/", "_")
 
 
-_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
-
-
-def redact(text: str) -> str:
-    """Remove user info (``user:token@``) from every URL in ``text``."""
-    return _CREDENTIALS.sub(r"\g<scheme>***@", text)
-
-
 def _trim(stderr: bytes) -> str:
     """The remote's message, without hints and credentials, short enough for a status file."""
     lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines()]
     kept = [ln for ln in lines if ln and not ln.startswith("hint:")]
     text = redact("; ".join(kept)) or "no message from git"
     return text if len(text) <= _MESSAGE_LIMIT else text[: _MESSAGE_LIMIT - 3] + "..."
-
-
-def run_interruptible(argv: list[str], *, env: Mapping[str, str], timeout: float,
-                      stop: threading.Event | None = None, grace: float = 0.0,
-                      input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    """Run a command that talks to a server, and end it early when it must not go on.
-
-    Raises :class:`subprocess.TimeoutExpired` when the command was ended: it ran for
-    ``timeout`` seconds, or ``stop`` was set and it did not finish within ``grace`` seconds
-    after (the caller tells the two apart by ``stop``). The command runs in a process group
-    of its own, ended with SIGTERM (git then removes its lock files) and SIGKILL if it
-    lingers, so helpers it started (ssh, a local ``git-receive-pack``) end with it.
-    """
-    deadline = time.monotonic() + timeout
-    stop_seen = False
-    with subprocess.Popen(argv, stdin=subprocess.PIPE if input is not None
-                          else subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, env=dict(env),
-                          start_new_session=True) as proc:
-        while True:
-            now = time.monotonic()
-            if not stop_seen and stop is not None and stop.is_set():
-                stop_seen = True
-                deadline = min(deadline, now + grace)
-            try:
-                # communicate() may be called again after a timeout without losing output;
-                # the input is written once
-                out, err = proc.communicate(input, timeout=max(0.0, min(0.1, deadline - now)))
-            except subprocess.TimeoutExpired:
-                if time.monotonic() < deadline:
-                    continue
-                _end(proc)
-                raise subprocess.TimeoutExpired(argv, timeout) from None
-            return subprocess.CompletedProcess(argv, proc.returncode, out, err)
-
-
-def _end(proc: subprocess.Popen[bytes]) -> None:
-    """End the process group of ``proc``: SIGTERM, then SIGKILL when it lingers."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=2.0)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 class _Conflict(Exception):
@@ -220,16 +158,21 @@ class StatusPublisher:
         self._backoff = Backoff(retry_delay, max_retry_delay, jitter=True)
         self._timeout = timeout
         self._stop = stop  # set on shutdown: see the module docstring
-        self._stopping_since: float | None = None
         self._prefix = f"status/{site_path}/"
         self._prefixes: tuple[str, ...] = (self._prefix,)
         self._local_ref = LOCAL_REF_PREFIX + branch
         self._tracking_ref = TRACKING_REF_PREFIX + branch
         self._lock = threading.Lock()
         self._adopted = False  # the remote branch was looked up once (see publish)
-        self._env = self._make_env(author)
+        name, email = author
+        self._runner = Git(self.git_dir, timeout=_LOCAL_TIMEOUT, network_timeout=timeout,
+                           stop=stop, stop_grace=STOP_GRACE,
+                           env={"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email,
+                                "GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": email},
+                           errors=GitErrors(StatusPushError,
+                                             timeout_reason="StatusPushTimeout"))
         self._log = log.bind(site=site_path, branch=branch, layout=layout.value)
-        self._ensure_repository()
+        self._runner.init_bare()
         checked = self._git("check-ref-format", f"refs/heads/{branch}", check=False)
         if checked.returncode != 0:
             raise ConfigError(f"status: branch name {branch!r} (site id {site_id!r}) is not a "
@@ -307,67 +250,20 @@ class StatusPublisher:
 
     # ---------------------------------------------------------------- git plumbing
 
-    def _make_env(self, author: tuple[str, str]) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("GIT_") or k in ("GIT_SSH_COMMAND", "GIT_SSH",
-                                                     "GIT_ASKPASS", "GIT_SSL_CAINFO")}
-        name, email = author
-        env.update(GIT_DIR=str(self.git_dir), GIT_TERMINAL_PROMPT="0", LC_ALL="C",
-                   GIT_AUTHOR_NAME=name, GIT_AUTHOR_EMAIL=email,
-                   GIT_COMMITTER_NAME=name, GIT_COMMITTER_EMAIL=email)
-        return env
-
     def _git(
-        self, *args: str, input: bytes | None = None, check: bool = True,
+        self, *args: str, input: bytes = b"", check: bool = True,
         index: Path | None = None, network: bool = False,
-    ) -> subprocess.CompletedProcess[bytes]:
-        env = self._env if index is None else {**self._env, "GIT_INDEX_FILE": str(index)}
-        timeout = self._timeout if network else 30.0
-        try:
-            if network:
-                # only calls to the server are ended early: a local git command is quick,
-                # and ending one could leave a lock file in our own repository
-                grace = self._grace_left()
-                if grace <= 0:
-                    raise subprocess.TimeoutExpired(["git", *args], 0)
-                done = run_interruptible(["git", *args], env=env, timeout=timeout,
-                                         stop=self._stop, grace=grace, input=input)
-            else:
-                done = subprocess.run(["git", *args], input=input, capture_output=True,
-                                      env=env, timeout=timeout, check=False)
-        except subprocess.TimeoutExpired as exc:
-            if network and self._stopping():
-                raise StatusPushError(f"status branch {self.branch}: git {args[0]} stopped: "
-                                      "the daemon is shutting down", reason="Stopped") from exc
-            raise StatusPushError(f"status branch {self.branch}: git {args[0]} timed out after "
-                                  f"{timeout:g}s", reason="StatusPushTimeout") from exc
-        except OSError as exc:
-            raise StatusPushError(f"status branch {self.branch}: cannot run git: {exc}") from exc
-        if check and done.returncode != 0:
-            raise StatusPushError(f"status branch {self.branch}: git {args[0]} failed in "
-                                  f"{self.git_dir}: {_trim(done.stderr)}")
-        return done
+    ) -> GitResult:
+        # only calls to the server watch the stop: a local git command is quick, and ending
+        # one could leave a lock file in our own repository
+        return self._runner.run(*args, input=input, check=check,
+                                env=None if index is None else {"GIT_INDEX_FILE": str(index)},
+                                remote=self.remote_url if network else None,
+                                context=f"status branch {self.branch}")
 
     def _stopping(self) -> bool:
-        """True once shutdown was asked for (and notes when it was first seen)."""
-        if self._stop is None or not self._stop.is_set():
-            return False
-        if self._stopping_since is None:
-            self._stopping_since = time.monotonic()
-        return True
-
-    def _grace_left(self) -> float:
-        """Seconds the next call to the server may take before shutdown ends it."""
-        if not self._stopping():
-            return STOP_GRACE
-        assert self._stopping_since is not None
-        return STOP_GRACE - (time.monotonic() - self._stopping_since)
-
-    def _ensure_repository(self) -> None:
-        if (self.git_dir / "HEAD").is_file() and (self.git_dir / "objects").is_dir():
-            return
-        self.git_dir.mkdir(parents=True, exist_ok=True)
-        self._git("init", "--bare", "--quiet", str(self.git_dir))
+        """True once shutdown was asked for."""
+        return self._runner.stopping()
 
     def _rev(self, ref: str) -> str | None:
         done = self._git("rev-parse", "--verify", "--quiet", ref + "^{commit}", check=False)

@@ -298,3 +298,47 @@ def test_sigterm_stops_the_status_push_retries_of_a_locked_branch(
     assert queued in history
     assert timed_stop(again) < PROMPT
 
+
+
+def test_sigterm_ends_the_daemon_within_seconds_while_its_fetch_hangs(
+        tmp_path: Path, server: GitDaemon, daemons: list[Daemon]) -> None:
+    waiting_fleet(server.base)
+    # connection 1, the daemon's first fetch, hangs
+    proxy = StallingProxy(server.port, lambda n: n == 1)
+    try:
+        s = make_site(tmp_path, "site", repo=proxy.url("remote.git"), site=LINE,
+                      interval=3600)
+        git_timeout(s, GIT_TIMEOUT)
+        d = start_daemon(daemons, s)
+        wait_for(lambda: proxy.stalled, 10, "the fetch to reach the server")
+
+        took = timed_stop(d)
+
+        assert took < PROMPT, f"SIGTERM took {took:.1f}s"
+        assert processes_mentioning(proxy.url("remote.git")) == []
+    finally:
+        proxy.close()
+
+
+def test_a_newer_revision_found_by_the_runs_own_look_is_applied_at_once(
+        tmp_path: Path, server: GitDaemon, daemons: list[Daemon]) -> None:
+    """No webhook, no watcher, an hour's interval: the look at the server during a health
+    wait finds the newer commit, the run gives up its wait, and the next run starts at once
+    rather than at the next scheduled time."""
+    repo = waiting_fleet(server.base)
+    s = make_site(tmp_path, "site", repo=server.url("remote.git"), site=LINE,
+                  interval=3600, healthTimeout=600, remoteCheckInterval=1)
+    d = start_daemon(daemons, s)
+    health_log = s.work(TARGET) / "health.log"
+    wait_for(health_log.exists, 30, "the health wait to begin")
+
+    repo.replace("solutions/app.yaml", "release A", "release B")
+    repo.commit("release B")
+    pushed = time.monotonic()
+    conf = s.file(TARGET, "app.conf")
+    wait_for(lambda: conf.read_text() == "release B\n", 30, "release B applied")
+    assert time.monotonic() - pushed < 30
+    assert d.events("newer_revision_arrived")
+    first = d.wait_runs(1, PROMPT)[0]
+    assert first["reason"] == "schedule"
+    assert timed_stop(d) < PROMPT
