@@ -22,7 +22,7 @@ UPGRADE    ?= 0
 REQUIRE_TOOLS ?= 0
 export PATH := $(abspath $(BIN)):$(CURDIR)/.tools/bin:$(PATH)
 
-.PHONY: demo demo-stop demo-reset test tools test-tools lint typecheck bench bench-daemon lock \
+.PHONY: demo demo-stop demo-reset test tools test-tools lint typecheck imports bench bench-daemon lock \
 	clean
 
 # A venv whose python is gone or older than 3.11 (left by a first run with an old python) is
@@ -125,8 +125,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-## test: lint, type checks and the whole test suite
-test: lint typecheck test-tools
+## imports: the layer contract (pyproject.toml [tool.importlinter]): cli > daemon > engine >
+## gitops | providers > provider contract > core
+imports: $(STAMP)
+	$(BIN)/lint-imports --no-cache
+
+## test: lint, type checks, the layer contract and the whole test suite
+test: lint typecheck imports test-tools
 	$(BIN)/pytest -n 2 -q -p no:cacheprovider
 
 ## bench: the benchmarks in bench/ (figures go to the README's performance section)

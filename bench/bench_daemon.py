@@ -23,9 +23,9 @@ schedule triggers a run).
   apart to show what the limit does to latency.
 * ``idle`` starts the daemon with interval 180 s, waits for its first run, and samples for
   ``--seconds`` its RSS and CPU next to three baselines started at the same time: a bare
-  interpreter sleeping, one that imported ``reconciler.daemon``, and one that also discovered
+  interpreter sleeping, one that imported ``reconciler.daemon.daemon``, and one that also discovered
   (imported) every provider, as the daemon does.
-* ``memory`` builds one :class:`~reconciler.pipeline.Reconciler` in this process and calls
+* ``memory`` builds one :class:`~reconciler.engine.pipeline.Reconciler` in this process and calls
   ``run()`` ``--runs`` times (no new commits: every run fetches and drift-checks); a few runs
   fail (the remote is moved away, so fetch and status push fail) and now and then a managed
   file is deleted so the repair path runs too. RSS every ``--sample-every`` runs, tracemalloc
@@ -65,7 +65,7 @@ from typing import Any
 
 import psutil  # type: ignore[import-untyped]
 
-from reconciler.webhooks import sign
+from reconciler.daemon.webhooks import sign
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "example-repo"
@@ -367,11 +367,11 @@ def measure_latency(work: Path, commits: int, spacing: float, rapid: int,
 # -- idle cost ---------------------------------------------------------------------------------
 BASELINES: dict[str, str] = {
     "python_sleep": "import sys, time; print('ready', flush=True); time.sleep(float(sys.argv[1]))",
-    "import_daemon": ("import sys, time, reconciler.daemon; print('ready', flush=True); "
+    "import_daemon": ("import sys, time, reconciler.daemon.daemon; print('ready', flush=True); "
                       "time.sleep(float(sys.argv[1]))"),
     "import_daemon_and_providers": (
-        "import sys, time, reconciler.daemon; "
-        "from reconciler.registry import ProviderRegistry; ProviderRegistry.discover(); "
+        "import sys, time, reconciler.daemon.daemon; "
+        "from reconciler.core.registry import ProviderRegistry; ProviderRegistry.discover(); "
         "print('ready', flush=True); time.sleep(float(sys.argv[1]))"),
 }
 
@@ -477,12 +477,12 @@ def measure_memory(work: Path, runs: int, sample_every: int, warmup: int, fail_e
                    fail_runs: int, drift_every: int, frames: int,
                    progress: Callable[[str], None]) -> dict[str, Any]:
     # imported here so the other parts do not load the pipeline into the bench process
-    from reconciler.config import load_config
-    from reconciler.logs import configure_logging
-    from reconciler.metrics import Metrics
-    from reconciler.pipeline import Reconciler
-    from reconciler.registry import ProviderRegistry
-    from reconciler.status import Phase
+    from reconciler.core.registry import ProviderRegistry
+    from reconciler.daemon.config import load_config
+    from reconciler.daemon.logs import configure_logging
+    from reconciler.daemon.metrics import Metrics
+    from reconciler.engine.pipeline import Reconciler
+    from reconciler.engine.status import Phase
 
     site = make_site(work / "memory", interval=180)
     log_file = (site.root / "runs.log").open("w")

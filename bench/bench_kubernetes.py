@@ -3,7 +3,7 @@
 Builds a fleet repository with one Kubernetes target and one solution whose components hold
 ``--objects`` objects in total (ConfigMaps, Services and Deployments in a 2:2:1 mix, templated
 from parameters, ``--components`` components), validates it with the real loader, applies it
-once through ``reconciler.executing.reconcile_target``, then measures ``--repeat`` times:
+once through ``reconciler.engine.executing.reconcile_target``, then measures ``--repeat`` times:
 
 * plan: ``KubernetesProvider.observe`` over every component (a fresh provider each time, as
   a daemon run builds one, so discovery is included);
@@ -266,12 +266,12 @@ def main(argv: list[str] | None = None) -> int:
     from kubernetes import config as k8s_config
     from reconciler_providers.kube_objects import stamp_ownership  # type: ignore[import-not-found, unused-ignore]
 
-    from reconciler.bindings import ProviderSet
-    from reconciler.executing import ComponentPhase, RetryPolicy, reconcile_target
-    from reconciler.inventory import Inventory
-    from reconciler.provider_api import LocalPolicy
-    from reconciler.registry import ProviderRegistry
-    from reconciler.validation import validate_repository
+    from reconciler.core.provider_api import LocalPolicy
+    from reconciler.core.registry import ProviderRegistry
+    from reconciler.core.validation import validate_repository
+    from reconciler.engine.bindings import ProviderSet
+    from reconciler.engine.executing import ComponentPhase, RetryPolicy, reconcile_target
+    from reconciler.engine.inventory import Inventory
 
     rss_start = peak_rss_mib()
     tmp = tempfile.TemporaryDirectory(prefix="bench-kube-")

@@ -12,7 +12,7 @@ Measures, on a fleet written by bench/fleetgen.py into a temporary directory:
   the peak RSS of an interpreter that only imports the model (the baseline);
 * wall time of ``reconciler validate example-repo`` as a subprocess, median of
   ``--cli-runs``, next to the start-up of ``python -c pass`` and of
-  ``python -c "import reconciler.cli"`` measured in the same run, since the machine is shared
+  ``python -c "import reconciler.cli.main"`` measured in the same run, since the machine is shared
   and noisy.
 
 Goals: <= 2 s and <= 150 MB for the generated fleet, <= 0.5 s for validate on example-repo.
@@ -46,9 +46,9 @@ CHILD = """
 import sys, time
 from pathlib import Path
 started = time.perf_counter()
-from reconciler.loading import load_fleet
-from reconciler.validation import validate_fleet
-from reconciler.registry import default_registry
+from reconciler.core.loading import load_fleet
+from reconciler.core.validation import validate_fleet
+from reconciler.core.registry import default_registry
 default_registry()
 if sys.argv[1] != "-":
     report = validate_fleet(load_fleet(Path(sys.argv[1])))
@@ -77,9 +77,9 @@ def machine() -> dict[str, Any]:
 
 
 def in_process(repo: Path, runs: int) -> dict[str, Any]:
-    from reconciler.loading import load_fleet
-    from reconciler.registry import default_registry
-    from reconciler.validation import validate_fleet
+    from reconciler.core.loading import load_fleet
+    from reconciler.core.registry import default_registry
+    from reconciler.core.validation import validate_fleet
 
     default_registry()
     loads: list[float] = []
@@ -156,7 +156,7 @@ def main() -> int:
         fleet_cli = wall([command, "validate", str(repo)], max(1, args.runs // 2))
     cli = {
         "python_pass_s": wall([sys.executable, "-c", "pass"], args.cli_runs),
-        "import_cli_s": wall([sys.executable, "-c", "import reconciler.cli"], args.cli_runs),
+        "import_cli_s": wall([sys.executable, "-c", "import reconciler.cli.main"], args.cli_runs),
         "validate_example_s": wall([command, "validate", "example-repo"], args.cli_runs),
         "validate_fleet_s": fleet_cli,
     }
@@ -186,7 +186,7 @@ def main() -> int:
         print(f"  reconciler validate   {cli['validate_fleet_s']:.3f} s wall (CLI, whole fleet)")
         print(f"cli (median of {args.cli_runs}):")
         print(f"  python -c pass                    {cli['python_pass_s']:.3f} s")
-        print(f"  python -c 'import reconciler.cli' {cli['import_cli_s']:.3f} s")
+        print(f"  python -c 'import reconciler.cli.main' {cli['import_cli_s']:.3f} s")
         print(f"  reconciler validate example-repo  {cli['validate_example_s']:.3f} s   "
               f"goal <= {GOAL_CLI_SECONDS} s")
         for name, met in goals.items():

@@ -20,7 +20,7 @@ subprocess so that peak RSS is the process's own, median of ``--runs``:
 
 next to baselines measured in the same run, since the machine is shared and noisy: a plain
 Python loop reading and hashing the same 5,000 files in a fresh interpreter, and the start-up
-of ``python -c "import reconciler.pipeline"``. Finally profiles a no-op run (in-process and
+of ``python -c "import reconciler.engine.pipeline"``. Finally profiles a no-op run (in-process and
 new-process) with cProfile: the top 15 functions by cumulative time and the share of each
 stage (fetch, load + validate + render, observe, health, status, state files).
 
@@ -143,10 +143,10 @@ def mtimes(state: Path) -> dict[str, int]:
 
 def _daemon(config_path: Path) -> Any:
     """A Reconciler as the daemon builds it, logging JSON lines (to /dev/null)."""
-    from reconciler.config import load_config
-    from reconciler.logs import configure_logging
-    from reconciler.pipeline import Reconciler
-    from reconciler.registry import default_registry
+    from reconciler.core.registry import default_registry
+    from reconciler.daemon.config import load_config
+    from reconciler.daemon.logs import configure_logging
+    from reconciler.engine.pipeline import Reconciler
 
     configure_logging("info", "json", open(os.devnull, "w"))  # noqa: SIM115 - process-long
     return Reconciler(load_config(config_path).engine_settings(), default_registry())
@@ -213,17 +213,17 @@ def child_hash(files_root: Path) -> dict[str, Any]:
 
 
 STAGES: list[tuple[str, str, str]] = [  # label, file suffix, function
-    ("fetch (git fetch + resolve)", "reconciler/fetching.py", "fetch"),
-    ("load + validate + render", "reconciler/revisions.py", "get"),
-    ("executor (all targets)", "reconciler/executing.py", "reconcile_target"),
+    ("fetch (git fetch + resolve)", "reconciler/engine/fetching.py", "fetch"),
+    ("load + validate + render", "reconciler/engine/revisions.py", "get"),
+    ("executor (all targets)", "reconciler/engine/executing.py", "reconcile_target"),
     ("  file observe (render + hash)", "providers/file.py", "observe"),
     ("  file health (hash again)", "providers/file.py", "health"),
     ("  provider construction", "providers/file.py", "__init__"),
-    ("  inventory load", "reconciler/inventory.py", "load"),
-    ("status build + digest", "reconciler/reconciling.py", "reconcile"),
-    ("status render + publish", "reconciler/publishing.py", "publish"),
-    ("state file write", "reconciler/state_store.py", "save"),
-    ("checkout pruning", "reconciler/source.py", "prune_checkouts"),
+    ("  inventory load", "reconciler/engine/inventory.py", "load"),
+    ("status build + digest", "reconciler/engine/reconciling.py", "reconcile"),
+    ("status render + publish", "reconciler/engine/publishing.py", "publish"),
+    ("state file write", "reconciler/engine/state_store.py", "save"),
+    ("checkout pruning", "reconciler/gitops/source.py", "prune_checkouts"),
 ]
 
 
@@ -248,7 +248,7 @@ def child_profile(config_path: Path, warm: bool) -> dict[str, Any]:
 
     shares = [(label, cumulative(suffix, func)) for label, suffix, func in STAGES]
     # reconcile includes the executor: the status part is what is left of it
-    executor = cumulative("reconciler/executing.py", "reconcile_target")
+    executor = cumulative("reconciler/engine/executing.py", "reconcile_target")
     shares = [(label, value - executor if label.startswith("status build") else value)
               for label, value in shares]
     top = sorted(raw.items(), key=lambda kv: kv[1][3], reverse=True)[:15]
@@ -390,7 +390,7 @@ def measure(work: Path, runs: int) -> dict[str, Any]:
         if out["noop"]["applied"] or out["noop"]["phases"] != {"Ready": shape.targets}:
             problems.append(f"new-process no-op run: {out['noop']}")
     hashes = [spawn("hash", str(state / "files"))[0] for _ in range(runs)]
-    import_wall = wall([sys.executable, "-c", "import reconciler.pipeline"], runs)
+    import_wall = wall([sys.executable, "-c", "import reconciler.engine.pipeline"], runs)
     python_wall = wall([sys.executable, "-c", "pass"], runs)
     warm, _ = spawn("profile-warm", str(config))
     cold, _ = spawn("profile-cold", str(config))
@@ -449,7 +449,7 @@ def report(r: dict[str, Any]) -> None:
           f"{s('peak_rss_new_process_noop_mb', 'MB')}")
     print(f"baseline: read + sha256 of the same files:       {s('baseline_hash_s')}, "
           f"{r['baseline_hash_rss_mb']:.0f} MB, CPU {r['baseline_hash_cpu_s']['median']:.3f} s")
-    print(f"baseline: python -c 'import reconciler.pipeline': "
+    print(f"baseline: python -c 'import reconciler.engine.pipeline': "
           f"{r['baseline_import_pipeline_s']:.3f} s (python -c pass: "
           f"{r['baseline_python_s']:.3f} s)")
     for key, title in (("profile_noop_same_process", "no-op run, same process"),

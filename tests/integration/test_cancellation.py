@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reconciler.webhooks import sign
+from reconciler.daemon.webhooks import sign
 from tests.integration.fleetkit import (
     FleetRepo,
     Site,

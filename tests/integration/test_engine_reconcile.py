@@ -13,13 +13,13 @@ import structlog
 from structlog.contextvars import merge_contextvars
 from structlog.testing import capture_logs
 
-from reconciler.engine_settings import EngineSettings
-from reconciler.pipeline import Reconciler
-from reconciler.provider_api import LocalPolicy
-from reconciler.registry import default_registry
-from reconciler.run_observer import RunObserver
-from reconciler.state_store import TargetRecord
-from reconciler.status import Phase
+from reconciler.core.provider_api import LocalPolicy
+from reconciler.core.registry import default_registry
+from reconciler.engine.engine_settings import EngineSettings
+from reconciler.engine.pipeline import Reconciler
+from reconciler.engine.run_observer import RunObserver
+from reconciler.engine.state_store import TargetRecord
+from reconciler.engine.status import Phase
 from tests.integration.fleetkit import (
     FleetRepo,
     file_component,
@@ -106,7 +106,7 @@ def test_one_target_reconcile_with_the_file_provider(tmp_path: Path) -> None:
     reconciler = engine(repo, state, observer=recorder)
     revision = reconciler.fetcher.fetch().revision
     assert revision is not None and revision.commit == repo.head()
-    newest = reconciler.revisions.newest(revision)
+    newest = reconciler.engine.revisions.newest(revision)
     assert newest.report is not None and not newest.blocked and not newest.unusable
     alpha = newest.report.fleet.targets["alpha"]
 

@@ -1,6 +1,6 @@
 """Which revision each target is held to, against real files and real git.
 
-The rule (``reconciler.revisions``): the run's newest revision when it is usable for the
+The rule (``reconciler.engine.revisions``): the run's newest revision when it is usable for the
 target (trusted, readable, and without a validation error that concerns the target), else the
 target's last good revision (drift still repaired), else nothing. First as a table of the
 choice itself, on validation reports of real repositories; then as runs of the engine over a
@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.engine_settings import EngineSettings
-from reconciler.pipeline import Reconciler, RunSummary
-from reconciler.provider_api import LocalPolicy
-from reconciler.registry import default_registry
-from reconciler.revisions import Basis, RevisionChoice, choose_revision
-from reconciler.status import Phase
-from reconciler.validation import Report, validate_repository
-from reconciler.verification import VerifyMode
+from reconciler.core.provider_api import LocalPolicy
+from reconciler.core.registry import default_registry
+from reconciler.core.validation import Report, validate_repository
+from reconciler.engine.engine_settings import EngineSettings
+from reconciler.engine.pipeline import Reconciler, RunSummary
+from reconciler.engine.revisions import Basis, RevisionChoice, choose_revision
+from reconciler.engine.status import Phase
+from reconciler.gitops.verification import VerifyMode
 from tests.integration.fleetkit import (
     FleetRepo,
     file_component,

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.errors import SourceError
-from reconciler.fleet_status import format_table, read_fleet_status
-from reconciler.status_push import Layout, StatusPublisher, site_id_for
+from reconciler.core.errors import SourceError
+from reconciler.gitops.fleet_status import format_table, read_fleet_status
+from reconciler.gitops.status_push import Layout, StatusPublisher, site_id_for
 from tests.integration.test_status_push import (
     GitDaemon,
     daemon,  # noqa: F401 - fixture

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from reconciler.errors import SourceError, StatusPushError, VerificationError
-from reconciler.gitrun import Credentials, Git, GitErrors, complaint, redact
-from reconciler.source import GitSource
+from reconciler.core.errors import SourceError, StatusPushError, VerificationError
+from reconciler.gitops.gitrun import Credentials, Git, GitErrors, complaint, redact
+from reconciler.gitops.source import GitSource
 
 pytestmark = pytest.mark.timeout(120)
 

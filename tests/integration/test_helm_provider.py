@@ -32,15 +32,15 @@ import pytest
 import yaml
 from reconciler_providers.helm import HelmProvider
 
-from reconciler.errors import PermanentError, PolicyError, TransientError
-from reconciler.provider_api import (
+from reconciler.core.errors import PermanentError, PolicyError, TransientError
+from reconciler.core.provider_api import (
     Component,
     Health,
     LocalPolicy,
     ProviderContext,
     Record,
 )
-from reconciler.templating import render_value
+from reconciler.core.templating import render_value
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = ROOT / ".tools" / "bin"

@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 from reconciler_providers.helm import HelmProvider
 
-from reconciler.errors import TransientError
-from reconciler.processes import Interruption, run
-from reconciler.provider_api import Component, LocalPolicy, ProviderContext, Record
+from reconciler.core.errors import TransientError
+from reconciler.core.processes import Interruption, run
+from reconciler.core.provider_api import Component, LocalPolicy, ProviderContext, Record
 
 ROOT = Path(__file__).resolve().parents[2]
 SOLUTION_DIR = ROOT / "example-repo" / "solutions" / "line-dashboard-helm"

@@ -16,11 +16,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
-from reconciler.errors import ConfigError
-from reconciler.httpserver import HttpServer, HttpSettings
-from reconciler.metrics import Metrics
-from reconciler.webhooks import RefFilter, sign
-from reconciler.wsgi import Health, WebhookSettings
+from reconciler.core.errors import ConfigError
+from reconciler.daemon.httpserver import HttpServer, HttpSettings
+from reconciler.daemon.metrics import Metrics
+from reconciler.daemon.webhooks import RefFilter, sign
+from reconciler.daemon.wsgi import Health, WebhookSettings
 
 SECRET = b"webhook-secret-0123456789"
 SHA = "da1560886d4f094c3e6c9ef40349f7d38b5d27d7"

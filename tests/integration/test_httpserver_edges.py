@@ -14,10 +14,10 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from reconciler.httpserver import HttpServer, HttpSettings
-from reconciler.metrics import Metrics
-from reconciler.webhooks import RefFilter, sign
-from reconciler.wsgi import Health, WebhookSettings
+from reconciler.daemon.httpserver import HttpServer, HttpSettings
+from reconciler.daemon.metrics import Metrics
+from reconciler.daemon.webhooks import RefFilter, sign
+from reconciler.daemon.wsgi import Health, WebhookSettings
 
 SECRET = b"edge-secret"
 

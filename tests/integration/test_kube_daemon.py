@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.webhooks import sign
+from reconciler.daemon.webhooks import sign
 from tests.integration.fleetkit import (
     EXAMPLE_REPO,
     DaemonProcess,

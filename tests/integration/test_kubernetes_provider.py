@@ -23,8 +23,8 @@ from reconciler_providers.kube_client import ClientSettings, KubeClient
 from reconciler_providers.kube_objects import ObjectRef
 from reconciler_providers.kubernetes import KubernetesProvider
 
-from reconciler.errors import PermanentError, PolicyError, TemplateError, TransientError
-from reconciler.provider_api import (
+from reconciler.core.errors import PermanentError, PolicyError, TemplateError, TransientError
+from reconciler.core.provider_api import (
     Component,
     Health,
     LocalPolicy,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.statefiles import create_temp, is_temp_name, remove_leftovers
+from reconciler.core.statefiles import create_temp, is_temp_name, remove_leftovers
 from tests.integration.fleetkit import (
     DEMO_SITE,
     FleetRepo,
@@ -34,8 +34,8 @@ LAYOUT = "dashboard/layout.json"
 _KILLED_WRITER = """
 import resource, signal, sys
 from pathlib import Path
-from reconciler.provider_api import Component, LocalPolicy, ProviderContext
-from reconciler.statefiles import write_atomic
+from reconciler.core.provider_api import Component, LocalPolicy, ProviderContext
+from reconciler.core.statefiles import write_atomic
 from reconciler_providers.file import FileProvider
 
 kind, state, arg = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
@@ -125,7 +125,8 @@ def test_a_temporary_file_still_being_written_is_kept(tmp_path: Path) -> None:
     root.mkdir()
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys; from pathlib import Path; from reconciler.statefiles import create_temp\n"
+         "import sys; from pathlib import Path\n"
+         "from reconciler.core.statefiles import create_temp\n"
          "fd, temp = create_temp(Path(sys.argv[1]))\n"
          "print(temp, flush=True); sys.stdin.read()", str(root / "app.conf")],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=clean_env())

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from reconciler import notify
+from reconciler.daemon import notify
 
 
 class Listener:
@@ -145,7 +145,7 @@ def test_watchdog_interval(monkeypatch: pytest.MonkeyPatch, usec: str | None, pi
 
 
 CHILD = """
-from reconciler import notify
+from reconciler.daemon import notify
 notify.ready("child up")
 notify.watchdog()
 print(notify.watchdog_interval())

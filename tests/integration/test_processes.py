@@ -16,7 +16,7 @@ from types import FrameType
 
 import pytest
 
-from reconciler.processes import run
+from reconciler.core.processes import run
 from tests.integration.test_gitrun import processes_mentioning
 
 pytestmark = pytest.mark.timeout(60)
@@ -58,7 +58,7 @@ def test_a_command_still_running_when_the_program_exits_is_ended(tmp_path: Path)
     program = f"""
 import sys, threading, time
 from pathlib import Path
-from reconciler.processes import run
+from reconciler.core.processes import run
 argv = [sys.executable, "-c", "import time; time.sleep(300)", "{marker}"]
 threading.Thread(target=run, args=(argv,), kwargs=dict(
     cwd=Path("{tmp_path}"), env={{}}, stdin=b"", timeout=120, what="sleeper"),

@@ -15,8 +15,8 @@ import psutil
 import pytest
 from reconciler_providers.script import ScriptProvider
 
-from reconciler.errors import PermanentError, PolicyError, TransientError
-from reconciler.provider_api import (
+from reconciler.core.errors import PermanentError, PolicyError, TransientError
+from reconciler.core.provider_api import (
     Component,
     Health,
     LocalPolicy,

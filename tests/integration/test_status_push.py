@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.errors import StatusPushError
-from reconciler.status_push import Layout, Outcome, StatusPublisher, site_id_for
+from reconciler.core.errors import StatusPushError
+from reconciler.gitops.status_push import Layout, Outcome, StatusPublisher, site_id_for
 
 SITE = "eu/berlin/line-1"
 PREFIX = f"status/{SITE}/"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from reconciler_providers.helm_commands import SHUTDOWN_BOUND_S, TERM_GRACE_S
 
-from reconciler.provider_api import SHUTDOWN_GRACE
+from reconciler.core.provider_api import SHUTDOWN_GRACE
 
 ROOT = Path(__file__).resolve().parents[2]
 UNITS = sorted((ROOT / "systemd").glob("*.service"))

@@ -258,8 +258,8 @@ def _env_sample() -> dict[str, str]:
 
 
 def test_sample_config_and_every_env_override_load() -> None:
-    config = pytest.importorskip("reconciler.config")
-    from reconciler.verification import VerifyMode, VerifyPolicy
+    config = pytest.importorskip("reconciler.daemon.config")
+    from reconciler.gitops.verification import VerifyMode, VerifyPolicy
 
     plain = config.load_config(SYSTEMD / "config.yaml", environ={})
     assert (plain.site, plain.listen_port, plain.verify_mode) == ("eu/berlin/line-1", 9420,
@@ -446,7 +446,7 @@ def test_dockerignore_admits_everything_the_build_copies() -> None:
 
 
 def test_sample_config_documents_every_key_the_loader_knows() -> None:
-    from reconciler.config import _SCHEMA
+    from reconciler.daemon.config import _SCHEMA
 
     known = {key: (set(rules["schema"]) if rules.get("type") == "dict" and "schema" in rules
                    else None) for key, rules in _SCHEMA.items()}

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.errors import ConfigError, VerificationError
-from reconciler.verification import Verified, VerifyMode, VerifyPolicy, verify_revision
+from reconciler.core.errors import ConfigError, VerificationError
+from reconciler.gitops.verification import Verified, VerifyMode, VerifyPolicy, verify_revision
 
 pytestmark = pytest.mark.skipif(
     not all(shutil.which(t) for t in ("git", "gpg", "ssh-keygen", "gpgconf")),

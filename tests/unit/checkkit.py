@@ -8,10 +8,10 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from reconciler.checks.findings import Findings
-from reconciler.loading import load_fleet
-from reconciler.model import Fleet
-from reconciler.rendering import Rendering, render_fleet
+from reconciler.core.checks.findings import Findings
+from reconciler.core.loading import load_fleet
+from reconciler.core.model import Fleet
+from reconciler.core.rendering import Rendering, render_fleet
 
 SETTINGS = """\
 apiVersion: reconciler/v1

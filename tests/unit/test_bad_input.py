@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.validation import validate_repository
+from reconciler.core.validation import validate_repository
 
 CORPUS = Path(__file__).resolve().parents[1] / "badinput"
 CASES = sorted(p.name for p in (CORPUS / "cases").iterdir() if p.is_dir())

@@ -1,12 +1,12 @@
-"""reconciler.checks.findings: each finding kept once, sorted for the report, and the
+"""reconciler.core.checks.findings: each finding kept once, sorted for the report, and the
 "did you mean" hint."""
 
 from __future__ import annotations
 
 import pytest
 
-from reconciler.checks.findings import Findings, near
-from reconciler.diagnostics import Diagnostic, Severity
+from reconciler.core.checks.findings import Findings, near
+from reconciler.core.diagnostics import Diagnostic, Severity
 
 
 def test_a_finding_is_kept_once_in_the_order_found() -> None:

@@ -1,4 +1,4 @@
-"""reconciler.checks.parameters, run directly on a small fleet written to a temporary
+"""reconciler.core.checks.parameters, run directly on a small fleet written to a temporary
 directory: declared names, ``editableAt`` levels and the rules applied to every placement."""
 
 from __future__ import annotations
@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.checks.findings import Findings
-from reconciler.checks.parameters import ParameterChecks
-from reconciler.releases import ReleaseResolver, local_exporter
-from reconciler.rendering import render_fleet
-from reconciler.secrets import SecretReader
-from reconciler.validation import validate_repository
+from reconciler.core.checks.findings import Findings
+from reconciler.core.checks.parameters import ParameterChecks
+from reconciler.core.rendering import render_fleet
+from reconciler.core.secrets import SecretReader
+from reconciler.core.validation import validate_repository
+from reconciler.gitops.releases import ReleaseResolver, local_exporter
 from tests.unit.checkkit import Edit, commit_all, git, lines, load, write
 
 SOLUTION = "solutions/app/solution.yaml"

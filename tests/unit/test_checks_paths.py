@@ -1,4 +1,4 @@
-"""reconciler.checks.paths, run directly on a fleet written to a temporary directory: a
+"""reconciler.core.checks.paths, run directly on a fleet written to a temporary directory: a
 property naming a repository path must name one that exists inside the repository."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from reconciler.checks.findings import Findings
-from reconciler.checks.paths import PathChecks
-from reconciler.model import Fleet
-from reconciler.rendering import Placement
+from reconciler.core.checks.findings import Findings
+from reconciler.core.checks.paths import PathChecks
+from reconciler.core.model import Fleet
+from reconciler.core.rendering import Placement
 from tests.unit.checkkit import TARGETS, lines, load, render
 
 WHERE = "solutions/app/solution.yaml:15: Solution/app: spec.components[0].properties.template: "

@@ -1,4 +1,4 @@
-"""reconciler.checks.providers, run directly on a fleet written to a temporary directory,
+"""reconciler.core.checks.providers, run directly on a fleet written to a temporary directory,
 with a registry holding a small provider of this file: bindings name installed, allowed
 providers that accept their config; rendered components are bound and accepted."""
 
@@ -10,11 +10,11 @@ from typing import Any, ClassVar
 
 import pytest
 
-from reconciler.checks.findings import Findings
-from reconciler.checks.paths import PathChecks
-from reconciler.checks.providers import ProviderChecks, check_bindings
-from reconciler.provider_api import LocalPolicy, Problem
-from reconciler.registry import ProviderRegistry
+from reconciler.core.checks.findings import Findings
+from reconciler.core.checks.paths import PathChecks
+from reconciler.core.checks.providers import ProviderChecks, check_bindings
+from reconciler.core.provider_api import LocalPolicy, Problem
+from reconciler.core.registry import ProviderRegistry
 from tests.unit.checkkit import Edit, lines, load, render
 
 SOLUTION = "solutions/app/solution.yaml"

@@ -1,4 +1,4 @@
-"""reconciler.checks.references, run directly on a small fleet written to a temporary
+"""reconciler.core.checks.references, run directly on a small fleet written to a temporary
 directory: every name leads somewhere, nothing loops, and pinned releases are found."""
 
 from __future__ import annotations
@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.checks import references
-from reconciler.checks.findings import Findings
-from reconciler.loading import load_fleet
-from reconciler.releases import ReleaseResolver, local_exporter
+from reconciler.core.checks import references
+from reconciler.core.checks.findings import Findings
+from reconciler.core.loading import load_fleet
+from reconciler.gitops.releases import ReleaseResolver, local_exporter
 from tests.unit.checkkit import Edit, commit_all, git, lines, load, render, write
 
 SOLUTION = "solutions/app/solution.yaml"

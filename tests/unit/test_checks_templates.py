@@ -1,4 +1,4 @@
-"""reconciler.checks.templates, run directly on a small fleet written to a temporary
+"""reconciler.core.checks.templates, run directly on a small fleet written to a temporary
 directory: templates as written (once per solution) and what rendering each pair could not
 do (once per pair, unless the template itself is wrong)."""
 
@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from reconciler.checks.findings import Findings
-from reconciler.checks.templates import TemplateChecks, contains_template
-from reconciler.releases import ReleaseResolver, local_exporter
-from reconciler.validation import validate_repository
+from reconciler.core.checks.findings import Findings
+from reconciler.core.checks.templates import TemplateChecks, contains_template
+from reconciler.core.validation import validate_repository
+from reconciler.gitops.releases import ReleaseResolver, local_exporter
 from tests.unit.checkkit import Edit, commit_all, git, lines, load, render, write
 
 SOLUTION = "solutions/app/solution.yaml"

@@ -1,4 +1,4 @@
-"""reconciler.config: the daemon's local config file and its RECONCILER_* overrides."""
+"""reconciler.daemon.config: the daemon's local config file and its RECONCILER_* overrides."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from reconciler.config import DaemonConfig, load_config, site_id
-from reconciler.errors import ConfigError
-from reconciler.model import StatusLayout
+from reconciler.core.errors import ConfigError
+from reconciler.core.model import StatusLayout
+from reconciler.daemon.config import DaemonConfig, load_config, site_id
 
 MINIMAL = """\
 repo:

@@ -1,4 +1,4 @@
-"""reconciler.backoff: the delays of the three things tried again after a failure (provider
+"""reconciler.core.backoff: the delays of the three things tried again after a failure (provider
 calls, status pushes, fetches) and the retry loop of the first two."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from reconciler.backoff import Backoff, cancellable_sleep, retry
+from reconciler.core.backoff import Backoff, cancellable_sleep, retry
 
 
 @pytest.mark.parametrize(("backoff", "failures", "at_least", "expected"), [

@@ -1,4 +1,4 @@
-"""reconciler.engine_settings: the engine's settings as values, made from the daemon's
+"""reconciler.engine.engine_settings: the engine's settings as values, made from the daemon's
 configuration by ``DaemonConfig.engine_settings()``."""
 
 from __future__ import annotations
@@ -7,11 +7,11 @@ import dataclasses
 import inspect
 from pathlib import Path
 
-from reconciler.config import DaemonConfig, load_config
-from reconciler.engine_settings import EngineSettings
-from reconciler.model import StatusLayout
-from reconciler.provider_api import LocalPolicy
-from reconciler.verification import VerifyMode
+from reconciler.core.model import StatusLayout
+from reconciler.core.provider_api import LocalPolicy
+from reconciler.daemon.config import DaemonConfig, load_config
+from reconciler.engine.engine_settings import EngineSettings
+from reconciler.gitops.verification import VerifyMode
 
 FULL = """\
 repo:

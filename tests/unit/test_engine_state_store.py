@@ -1,4 +1,4 @@
-"""reconciler.state_store: the per-target state between runs, in the file format sites have
+"""reconciler.engine.state_store: the per-target state between runs, in the file format sites have
 today (an upgraded site keeps its last good revisions), written atomically."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.state_store import StateStore, TargetRecord
-from reconciler.statefiles import is_temp_name
+from reconciler.core.statefiles import is_temp_name
+from reconciler.engine.state_store import StateStore, TargetRecord
 
 A = "a" * 40
 B = "b" * 40

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from reconciler_providers.file import FileProvider
 
-from reconciler.errors import PermanentError, PolicyError, TemplateError
-from reconciler.provider_api import (
+from reconciler.core.errors import PermanentError, PolicyError, TemplateError
+from reconciler.core.provider_api import (
     Component,
     Health,
     LocalPolicy,

@@ -34,8 +34,8 @@ from reconciler_providers.helm import (
     values_digest,
 )
 
-from reconciler.errors import PermanentError, TransientError
-from reconciler.provider_api import Health, LocalPolicy
+from reconciler.core.errors import PermanentError, TransientError
+from reconciler.core.provider_api import Health, LocalPolicy
 
 HELM3 = HelmVersion(3, 17, 2)
 HELM4 = HelmVersion(4, 1, 4)

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from reconciler_providers.kube_health import object_health, worst
 
-from reconciler.provider_api import Health, HealthReport
+from reconciler.core.provider_api import Health, HealthReport
 
 H, P, D = Health.HEALTHY, Health.PROGRESSING, Health.DEGRADED
 

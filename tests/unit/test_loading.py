@@ -1,4 +1,4 @@
-"""reconciler.loading: which YAML files are manifests, and what the loader builds from them.
+"""reconciler.core.loading: which YAML files are manifests, and what the loader builds from them.
 
 Each test writes a small repository into a temporary directory and loads it for real.
 The bad-input corpus (test_bad_input.py) covers single defects; these tests cover how files
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.diagnostics import Severity
-from reconciler.loading import field_path, load_fleet
+from reconciler.core.diagnostics import Severity
+from reconciler.core.loading import field_path, load_fleet
 
 SETTINGS = """\
 apiVersion: reconciler/v1
@@ -346,7 +346,7 @@ def test_field_path(parts: tuple[str | int, ...], text: str) -> None:
 def test_bulk_allocation_leaves_the_collector_as_it_was(enabled: bool) -> None:
     import gc
 
-    from reconciler.loading import bulk_allocation
+    from reconciler.core.loading import bulk_allocation
 
     was = gc.isenabled()
     try:

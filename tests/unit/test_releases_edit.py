@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.errors import ReconcilerError
-from reconciler.releases import pin_version
+from reconciler.core.errors import ReconcilerError
+from reconciler.gitops.releases import pin_version
 
 HEAD = "apiVersion: reconciler/v1\nkind: Instance\nmetadata:\n  name: edge\n"
 

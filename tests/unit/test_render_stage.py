@@ -1,4 +1,4 @@
-"""reconciler.rendering.render_fleet, the render stage: every (instance, target) pair of a
+"""reconciler.core.rendering.render_fleet, the render stage: every (instance, target) pair of a
 revision rendered once, in a stable order, from the solution each instance is given."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from reconciler.rendering import render_fleet
-from reconciler.secrets import SecretReader
+from reconciler.core.rendering import render_fleet
+from reconciler.core.secrets import SecretReader
 from tests.unit.checkkit import TARGETS, load
 
 SOLUTION = "solutions/app/solution.yaml"

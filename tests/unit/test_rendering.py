@@ -1,4 +1,4 @@
-"""reconciler.rendering: parameter precedence, provenance, target selection, rendering.
+"""reconciler.core.rendering: parameter precedence, provenance, target selection, rendering.
 
 Every test writes a real fleet repository (YAML dumped from Python values, so that hostile
 strings are encoded by a YAML emitter rather than by hand), loads it with the real loader and
@@ -15,15 +15,15 @@ from typing import Any
 import pytest
 import yaml
 
-from reconciler.loading import load_fleet
-from reconciler.model import Fleet
-from reconciler.rendering import (
+from reconciler.core.loading import load_fleet
+from reconciler.core.model import Fleet
+from reconciler.core.rendering import (
     component_order,
     render_placement,
     resolve_params,
     select_targets,
 )
-from reconciler.validation import validate_repository
+from reconciler.core.validation import validate_repository
 
 API = "reconciler/v1"
 

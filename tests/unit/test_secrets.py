@@ -17,9 +17,8 @@ from pathlib import Path
 import pytest
 import structlog
 
-from reconciler.errors import ConfigError
-from reconciler.logs import configure_logging
-from reconciler.secrets import (
+from reconciler.core.errors import ConfigError
+from reconciler.core.secrets import (
     MASK,
     SecretReader,
     is_secret_ref,
@@ -29,6 +28,7 @@ from reconciler.secrets import (
     register,
     secret_file,
 )
+from reconciler.daemon.logs import configure_logging
 
 
 def fresh(prefix: str = "pw") -> str:

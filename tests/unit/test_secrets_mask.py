@@ -1,4 +1,4 @@
-"""reconciler.secrets.mask: the one way a secret is hidden in a value, and its three users
+"""reconciler.core.secrets.mask: the one way a secret is hidden in a value, and its three users
 (the log/status redaction, ``explain`` and the offline plan) hiding the same things."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from reconciler.explain import explain_data
-from reconciler.review import review_revisions
-from reconciler.secrets import MASK, PLACEHOLDER, mask, redact_value, register
-from reconciler.validation import validate_repository
+from reconciler.core.explain import explain_data
+from reconciler.core.secrets import MASK, PLACEHOLDER, mask, redact_value, register
+from reconciler.core.validation import validate_repository
+from reconciler.engine.review import review_revisions
 from tests.unit.checkkit import commit_all, write
 
 

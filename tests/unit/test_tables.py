@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.tables import render
+from reconciler.core.tables import render
 
 
 @pytest.mark.parametrize(("rows", "options", "expected"), [

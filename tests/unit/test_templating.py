@@ -1,4 +1,5 @@
-"""reconciler.templating: typed whole expressions, interpolation, the sandbox, static analysis."""
+"""reconciler.core.templating: typed whole expressions, interpolation, the sandbox, static
+analysis."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
-from reconciler.errors import TemplateError
-from reconciler.templating import (
+from reconciler.core.errors import TemplateError
+from reconciler.core.templating import (
     has_template,
     referenced_paths,
     render_text,

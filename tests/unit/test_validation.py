@@ -1,4 +1,4 @@
-"""reconciler.validation: the checks that need more than one document.
+"""reconciler.core.validation: the checks that need more than one document.
 
 The bad-input corpus (test_bad_input.py) proves that each single defect is named; these
 tests vary each cross-check (where it applies, at which level, for which (instance, target)
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.diagnostics import Severity
-from reconciler.validation import Report, validate_repository
+from reconciler.core.diagnostics import Severity
+from reconciler.core.validation import Report, validate_repository
 
 SETTINGS = """\
 apiVersion: reconciler/v1

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from reconciler.errors import ConfigError
-from reconciler.webhooks import (
+from reconciler.core.errors import ConfigError
+from reconciler.daemon.webhooks import (
     Delivery,
     Forge,
     Outcome,

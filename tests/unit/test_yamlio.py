@@ -1,4 +1,4 @@
-"""reconciler.yamlio: documents, line index, duplicates and limits of one YAML file."""
+"""reconciler.core.yamlio: documents, line index, duplicates and limits of one YAML file."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.yamlio import MAX_NODES, YamlFileError, read_documents
+from reconciler.core.yamlio import MAX_NODES, YamlFileError, read_documents
 
 MULTI = """\
 # comment before the first document

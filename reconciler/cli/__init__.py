@@ -1,0 +1,1 @@
+"""The ``reconciler`` command: thin click commands over the layers below."""

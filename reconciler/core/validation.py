@@ -1,0 +1,146 @@
+"""Validate one revision of the fleet repository as a whole: load, check, render, check.
+
+The stages, in order:
+
+1. load (``reconciler.core.loading``): every document against its schema;
+2. check the documents (``reconciler.core.checks``): references and cycles, parameter names and
+   levels, templates as written, bindings and their providers;
+3. render (``reconciler.core.rendering.render_fleet``): every (instance, target) pair, from the
+   solution each instance pins (a release, or the head one);
+4. check the placements: resolved parameter values, what rendering could not resolve, the
+   providers' checks of rendered properties and the repository paths they name.
+
+The :class:`Report` holds every diagnostic and the placements per target, which the planner
+and the executor use. Pure apart from reading the revision's files. Called by ``reconciler
+validate``, ``explain``, ``plan`` and the daemon.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reconciler.core.checks import references
+from reconciler.core.checks.findings import Findings
+from reconciler.core.checks.parameters import ParameterChecks
+from reconciler.core.checks.paths import PathChecks
+from reconciler.core.checks.providers import ProviderChecks, check_bindings
+from reconciler.core.checks.references import ReleaseLookup
+from reconciler.core.checks.templates import TemplateChecks
+from reconciler.core.diagnostics import Diagnostic
+from reconciler.core.loading import LoadResult, bulk_allocation, load_fleet
+from reconciler.core.model import Fleet, Solution
+from reconciler.core.provider_api import LocalPolicy
+from reconciler.core.registry import ProviderRegistry, default_registry
+from reconciler.core.rendering import Placement, SecretResolver, render_fleet
+
+__all__ = ["PERMISSIVE_POLICY", "ReleaseLookup", "Report", "validate_fleet",
+           "validate_repository"]
+
+# Validating a repository without a site's local config checks the repository alone.
+PERMISSIVE_POLICY = LocalPolicy(
+    allowed_providers=None, file_roots=(Path("/"),), allow_scripts=True, namespaces=None
+)
+
+
+@dataclass(frozen=True)
+class Report:
+    fleet: Fleet
+    diagnostics: tuple[Diagnostic, ...]
+    placements: Mapping[str, tuple[Placement, ...]] = field(default_factory=dict)
+    manifest_files: tuple[str, ...] = ()
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.is_error]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def errors_for(self, target: str) -> list[Diagnostic]:
+        """Errors that stop ``target``: global ones, its instances' and its own."""
+        instances = {p.instance.name for p in self.placements.get(target, ())}
+        return [
+            d
+            for d in self.errors
+            if (not d.target and not d.instance)
+            or d.target == target
+            or (d.instance in instances and not d.target)
+        ]
+
+
+def validate_fleet(
+    loaded: LoadResult,
+    *,
+    registry: ProviderRegistry | None = None,
+    policy: LocalPolicy | None = None,
+    revision: str = "",
+    secrets: SecretResolver | None = None,
+    releases: ReleaseLookup | None = None,
+) -> Report:
+    """Check a loaded revision, render it and check what it renders."""
+    fleet = loaded.fleet
+    registry = registry or default_registry()
+    policy = policy or PERMISSIVE_POLICY
+    findings = Findings(loaded.diagnostics)
+    parameters = ParameterChecks(fleet, findings)
+    templates = TemplateChecks(findings)
+    with bulk_allocation():  # every placement stays alive: see bulk_allocation
+        # the documents
+        references.check_sites(fleet, findings)
+        references.check_targets(fleet, findings)
+        references.check_components(fleet, findings)
+        check_bindings(fleet, registry, policy, findings)
+        parameters.check_sites()
+        parameters.check_solutions()
+        templates.check_solutions(fleet)
+        pinned = references.pinned_releases(fleet, releases, findings)
+        # an instance whose release cannot be had is checked against the head solution
+        # but not rendered: what it would deploy is unknown
+        checked = {name: pinned.get(name) or fleet.solutions.get(inst.solution)
+                   for name, inst in fleet.instances.items()}
+        references.check_instances(fleet, checked, findings)
+        parameters.check_instances(checked)
+        # the placements
+        rendered = _rendered_solutions(fleet, pinned)
+        rendering = render_fleet(fleet, rendered, revision=revision, secrets=secrets)
+        references.check_unplaced(rendering.unplaced, findings)
+        providers = ProviderChecks(registry, PathChecks(fleet, findings), findings)
+        for placement in rendering.pairs:
+            parameters.check_placement(placement)
+            templates.check_placement(placement)
+            providers.check_placement(placement)
+    return Report(fleet, findings.sorted(), rendering.placements, loaded.manifest_files)
+
+
+def _rendered_solutions(fleet: Fleet, pinned: Mapping[str, Solution | None]
+                        ) -> dict[str, Solution]:
+    """Instance -> the solution it renders from: its pinned release, else the head one."""
+    out: dict[str, Solution] = {}
+    for name, inst in fleet.instances.items():
+        solution = pinned[name] if name in pinned else fleet.solutions.get(inst.solution)
+        if solution is not None:
+            out[name] = solution
+    return out
+
+
+def validate_repository(
+    root: Path,
+    *,
+    registry: ProviderRegistry | None = None,
+    policy: LocalPolicy | None = None,
+    revision: str = "",
+    secrets: SecretResolver | None = None,
+    releases: ReleaseLookup | None = None,
+) -> Report:
+    """Load and validate the repository checked out at ``root``."""
+    return validate_fleet(
+        load_fleet(root.resolve()),
+        registry=registry,
+        policy=policy,
+        revision=revision,
+        secrets=secrets,
+        releases=releases,
+    )

@@ -1,0 +1,98 @@
+"""The inventory: what was applied to a target, so that removed components can be pruned.
+
+One JSON file per target under ``<state dir>/inventory/``. Each entry is keyed by
+``<instance>/<component>`` and keeps the provider's :class:`~reconciler.core.provider_api.Record`,
+the binding config it was applied with (so a component can be deleted even after its binding
+is gone), the revision and the apply order (prunes run in reverse). The file is rewritten
+atomically after every change, so a crash mid-run never forgets an applied component; when the
+OS refuses the write (disk full, a directory in the way), the change raises
+:class:`~reconciler.core.errors.ReconcilerError` naming the file, which fails that component's step
+like any other error. Used by the executor and the planner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from reconciler.core.errors import ReconcilerError
+from reconciler.core.provider_api import Record
+from reconciler.core.statefiles import read_json, write_json
+
+__all__ = ["Entry", "Inventory"]
+
+
+@dataclass(frozen=True)
+class Entry:
+    key: str  # "<instance>/<component>"
+    record: Record
+    binding_config: Mapping[str, Any]
+    revision: str
+    order: int  # position in the last apply sequence
+    applied_at: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"record": self.record.to_dict(), "bindingConfig": dict(self.binding_config),
+                "revision": self.revision, "order": self.order, "appliedAt": self.applied_at}
+
+    @classmethod
+    def from_dict(cls, key: str, raw: Mapping[str, Any]) -> Entry:
+        return cls(key, Record.from_dict(raw["record"]), dict(raw.get("bindingConfig") or {}),
+                   str(raw.get("revision", "")), int(raw.get("order", 0)),
+                   str(raw.get("appliedAt", "")))
+
+
+@dataclass
+class Inventory:
+    path: Path
+    target: str
+    entries: dict[str, Entry] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, state_dir: Path, target: str) -> Inventory:
+        path = state_dir / "inventory" / f"{target}.json"
+        raw = read_json(path, {})
+        entries = {k: Entry.from_dict(k, v) for k, v in (raw.get("entries") or {}).items()}
+        return cls(path, target, entries)
+
+    def get(self, key: str) -> Entry | None:
+        return self.entries.get(key)
+
+    def put(self, key: str, record: Record, binding_config: Mapping[str, Any], revision: str,
+            order: int) -> None:
+        self.entries[key] = Entry(key, record, dict(binding_config), revision, order,
+                                  datetime.now(UTC).isoformat(timespec="seconds"))
+        self.save(f"cannot record {key} in")
+
+    def remove(self, key: str) -> None:
+        if self.entries.pop(key, None) is not None:
+            self.save(f"cannot remove {key} from")
+
+    def reorder(self, order: Mapping[str, int]) -> None:
+        changed = False
+        for key, position in order.items():
+            entry = self.entries.get(key)
+            if entry is not None and entry.order != position:
+                self.entries[key] = Entry(entry.key, entry.record, entry.binding_config,
+                                          entry.revision, position, entry.applied_at)
+                changed = True
+        if changed:
+            self.save()
+
+    def save(self, doing: str = "cannot write") -> None:
+        """Write the file; raises ReconcilerError ("<doing> the inventory <path>: <why>")."""
+        try:
+            write_json(self.path, {"target": self.target,
+                                   "entries": {k: e.to_dict() for k, e in self.entries.items()}})
+        except OSError as exc:
+            raise ReconcilerError(f"{doing} the inventory {self.path}: {exc.strerror or exc}",
+                                  reason="StateWriteFailed") from exc
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(sorted(self.entries.values(), key=lambda e: e.order))
+
+    def __len__(self) -> int:
+        return len(self.entries)

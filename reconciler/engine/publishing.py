@@ -1,0 +1,120 @@
+"""Publish a run's status files, and skip the work when nothing changed since the last run.
+
+After every run the pipeline hands over the statuses of the targets it served; this module
+renders them (``status/<site path>/<target>.yaml``) and gives them to the
+:class:`~reconciler.gitops.status_push.StatusPublisher` of the site, made on first use from the
+settings and the repository's status settings. An idle run has the file set of the run before;
+when that set is already on the remote (or pushing is off), publishing is skipped, since the
+publisher would write every file as a blob only to find the same tree. While the fetcher backs
+off from an unreachable server, status is committed locally only; the first run after the
+server answers pushes the queued commit. A failure to publish is logged and reported, never
+raised: the run's other work is done. Used by the pipeline, one per daemon.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import structlog
+
+from reconciler.core.errors import ReconcilerError, StatusPushError
+from reconciler.core.model import Fleet, StatusLayout
+from reconciler.engine.engine_settings import EngineSettings
+from reconciler.engine.failures import describe
+from reconciler.engine.state_store import StateStore
+from reconciler.engine.status import StatusRenderer, TargetStatus, status_path
+from reconciler.gitops.status_push import Layout, StatusPublisher, site_id_for
+
+__all__ = ["StatusPublishing", "site_paths"]
+
+_log = structlog.get_logger(__name__)
+
+
+def site_paths(fleet: Fleet | None, site: str) -> tuple[str, list[str]]:
+    """The path of the site a daemon serves (``site``: a path or a name) and the paths of
+    every site at or below it, whose status directories it owns."""
+    if fleet is None:
+        return site, [site]
+    found = fleet.find_site(site)
+    path = fleet.site_path(found.name) if found else site
+    below = sorted({p for p in (fleet.site_path(s) for s in fleet.sites)
+                    if p == path or p.startswith(path + "/")})
+    return path, below
+
+
+class StatusPublishing:
+    """The status side of every run of one daemon (see the module docstring)."""
+
+    def __init__(self, settings: EngineSettings, git_dir: Path, *, stop: threading.Event,
+                 renderer: StatusRenderer) -> None:
+        self.settings = settings
+        self.git_dir = git_dir
+        self.stop = stop
+        self.renderer = renderer
+        self._publisher: StatusPublisher | None = None
+        self._published: tuple[str, str, bool] | None = None  # files digest, commit, pushed
+
+    def publisher(self, site_path: str, fleet: Fleet | None) -> StatusPublisher:
+        """The site's publisher, made on first use (the repository's status settings are
+        read then: a change of layout needs a restart, as a change of branch would)."""
+        if self._publisher is None:
+            s = self.settings
+            layout = s.status_layout or (fleet.settings.status_layout if fleet
+                                         else StatusLayout.PER_SITE)
+            branch = s.status_branch
+            if layout is StatusLayout.SHARED and branch is None and fleet is not None:
+                branch = fleet.settings.status_branch
+            self._publisher = StatusPublisher(
+                self.git_dir, s.repo_url, site_id=site_id_for(site_path), site_path=site_path,
+                layout=Layout.SHARED if layout is StatusLayout.SHARED else Layout.PER_SITE,
+                branch=branch, push=s.status_push, stop=self.stop)
+        return self._publisher
+
+    def publish(self, statuses: Sequence[TargetStatus], store: StateStore,
+                fleet: Fleet | None, commit: str, *, offline: bool) -> tuple[str | None, bool]:
+        """Publish the statuses of a run at ``commit``; returns the status commit (None when
+        there is none) and whether the remote holds it."""
+        site_path, owned = site_paths(fleet, self.settings.site)
+        files: dict[str, bytes] = {}
+        for status in statuses:
+            files[status_path(status.site or site_path, status.target)] = self.renderer.render(
+                status, store.get(status.target).last_change)
+        key = _files_digest(files, owned)
+        last, self._published = self._published, None
+        if last is not None and last[0] == key and (last[2] or not self.settings.status_push):
+            self._published = last
+            return last[1], last[2]
+        publisher: StatusPublisher | None = None
+        try:
+            publisher = self.publisher(site_path, fleet)
+            publisher.set_sites(owned)
+            result = publisher.publish(files, f"status: {self.settings.site} at {commit[:12]}",
+                                       push=not offline)
+        except StatusPushError as exc:
+            _log.warning("status_push_failed", error=exc.message)
+            # the commit is queued locally: report it
+            return (publisher.head() if publisher is not None else None), False
+        except ReconcilerError as exc:
+            _log.error("status_failed", error=exc.message)
+            return None, False
+        except Exception as exc:  # e.g. no space left for the temporary files of git
+            _log.error("status_failed", error=describe(exc))
+            return None, False
+        if result.error:
+            _log.warning("status_push_failed", error=result.error)
+        elif offline and publisher.pending():
+            _log.info("status_queued", commit=(result.commit or "")[:12])
+        if result.commit is not None:
+            self._published = (key, result.commit, result.pushed)
+        return result.commit, result.pushed
+
+
+def _files_digest(files: dict[str, bytes], site_paths: list[str]) -> str:
+    digest = hashlib.sha256("\0".join(sorted(site_paths)).encode() + b"\0\0")
+    for path in sorted(files):
+        data = files[path]
+        digest.update(f"{path}\0{len(data)}\0".encode() + data)
+    return digest.hexdigest()

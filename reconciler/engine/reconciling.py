@@ -1,0 +1,184 @@
+"""One target's reconcile in a run: revision choice, execution, its record, its status.
+
+:meth:`TargetReconciler.reconcile` is the step the pipeline runs for every served target:
+
+1. choose the revision to enforce (``reconciler.engine.revisions``): the run's newest when usable
+   for the target, else its last good one, else none;
+2. execute it (``reconciler.engine.executing.reconcile_target``: observe, apply in dependency
+   order, wait for health, prune), with the target's providers and inventory;
+3. record the outcome in the state store: the applied revision, and the last good one when
+   the newest revision reconciled cleanly;
+4. build its status, whatever happened above: an error nobody planned for is the target's
+   ``Failed`` status with the error, never an exception that costs another target its run.
+
+While the target is reconciled, its name and the revision enforced are bound as structlog
+context, so every line a provider logs says which target and revision it was about.
+:meth:`TargetReconciler.retire` prunes a target the daemon no longer serves, and
+:meth:`TargetReconciler.plan` says what a reconcile would change. Used by the pipeline;
+tests call it directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+import structlog
+from structlog.contextvars import bind_contextvars, bound_contextvars, reset_contextvars
+
+from reconciler.core.diagnostics import Diagnostic
+from reconciler.core.errors import ReconcilerError
+from reconciler.core.model import Fleet, Source, Target
+from reconciler.core.provider_api import LocalPolicy
+from reconciler.core.registry import ProviderRegistry
+from reconciler.core.rendering import Placement
+from reconciler.engine.bindings import ProviderSet
+from reconciler.engine.cancellation import Cancellation
+from reconciler.engine.engine_settings import EngineSettings
+from reconciler.engine.executing import RetryPolicy, TargetResult, reconcile_target
+from reconciler.engine.failures import describe
+from reconciler.engine.inventory import Inventory
+from reconciler.engine.planning import TargetPlan, plan_target
+from reconciler.engine.revisions import NewestRevision, ReportCache, choose_revision
+from reconciler.engine.run_observer import NO_OBSERVER, RunObserver
+from reconciler.engine.state_store import StateStore
+from reconciler.engine.status import Phase, StatusRenderer, TargetStatus, build_status
+
+__all__ = ["TargetReconciler"]
+
+_log = structlog.get_logger(__name__)
+
+
+class TargetReconciler:
+    """Reconciles and retires single targets for the runs of one daemon."""
+
+    def __init__(self, settings: EngineSettings, registry: ProviderRegistry,
+                 policy: LocalPolicy, *, reports: ReportCache, store: StateStore,
+                 cancellation: Cancellation, renderer: StatusRenderer,
+                 observer: RunObserver = NO_OBSERVER,
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.policy = policy
+        self.reports = reports
+        self.store = store
+        self.cancellation = cancellation
+        self.renderer = renderer
+        self.observer = observer
+        self.now = now
+
+    def providers(self, name: str) -> ProviderSet:
+        c = self.cancellation
+        return ProviderSet(name, self.registry, self.policy, self.settings.state_dir,
+                           c.cancelled, stopping=c.stopping,
+                           shutdown_grace=self.settings.shutdown_grace)
+
+    def retry_policy(self, fleet: Fleet) -> RetryPolicy:
+        """The site's retry and health settings, the repository's defaults where unset."""
+        d = fleet.settings.defaults
+        s = self.settings
+        return RetryPolicy(
+            retries=s.retries if s.retries is not None else d.retries,
+            delay=s.retry_delay if s.retry_delay is not None else d.retry_delay,
+            max_delay=s.retry_max_delay,
+            health_timeout=float(s.health_timeout if s.health_timeout is not None
+                                 else d.health_timeout),
+            health_poll=s.health_poll_interval)
+
+    def plan(self, target: Target, placements: Sequence[Placement],
+             revision: str) -> TargetPlan:
+        """What reconciling ``target`` to ``revision`` would change (nothing is changed)."""
+        providers = ProviderSet(target.name, self.registry, self.policy,
+                                self.settings.state_dir, lambda: False)
+        inventory = Inventory.load(self.settings.state_dir, target.name)
+        return plan_target(target, placements, providers, inventory, revision)
+
+    def execute(self, target: Target, placements: Sequence[Placement], revision: str,
+                retry: RetryPolicy) -> TargetResult:
+        inventory = Inventory.load(self.settings.state_dir, target.name)
+        return reconcile_target(target, placements, self.providers(target.name), inventory,
+                                revision, retry=retry, cancelled=self.cancellation.cancelled)
+
+    def reconcile(self, target: Target,
+                  newest: NewestRevision) -> tuple[TargetStatus, TargetResult | None]:
+        """Steps 1-4 of the module docstring for ``target``; never raises for the target."""
+        choice = choose_revision(target.name, newest.commit,
+                                 last_good=self.store.touch(target.name).last_good,
+                                 report=newest.report, blocked=newest.blocked,
+                                 unusable=newest.unusable)
+        use = choice.revision
+        result: TargetResult | None = None
+        solutions: dict[str, str] = {}
+        failures = [newest.unusable] if newest.unusable else []
+        if use:
+            # bound for the provider's lines; the run's own revision is restored after
+            bound = bind_contextvars(target=target.name, revision=use[:12])
+            try:
+                report = newest.report if use == newest.commit and newest.report \
+                    else self.reports.get(use)
+                placements = report.placements.get(target.name, ())
+                solutions = {p.instance.name: p.solution.name for p in placements}
+                result = self.execute(report.fleet.targets.get(target.name, target),
+                                      placements, use, self.retry_policy(report.fleet))
+            except ReconcilerError as exc:
+                failures.append(exc.message)
+                _log.error("target_failed", target=target.name, error=exc.message,
+                           reason=exc.reason)
+            except Exception as exc:  # this target's failure, never another target's
+                failures.append(describe(exc))
+                _log.exception("target_crashed", target=target.name)
+            finally:
+                reset_contextvars(**bound)
+        if result is not None and result.succeeded:
+            self.store.reconciled(target.name, use, newest=use == newest.commit)
+        status = self._status(target, newest, choice.errors, result, solutions,
+                              "; ".join(failures))
+        self.observer.record_target(
+            target.name, status.phase.value,
+            applied=result.applied if result else 0, failed=result.failed if result else 0,
+            pruned=result.pruned if result else 0, drifted=result.drifted if result else 0,
+            success=status.phase is Phase.READY)
+        return status, result
+
+    def _status(self, target: Target, newest: NewestRevision, errors: Sequence[Diagnostic],
+                result: TargetResult | None, solutions: dict[str, str],
+                failure: str) -> TargetStatus:
+        fleet = newest.report.fleet if newest.report is not None \
+            and target.name in newest.report.fleet.targets else None
+        record = self.store.get(target.name)
+        site = fleet.site_path(target.site) if fleet is not None else record.site
+        status = build_status(target=target.name, site=site, observed=newest.commit,
+                              applied=record.applied, last_good=record.last_good,
+                              result=result, errors=errors,
+                              blocked=newest.blocked, solutions=solutions, failure=failure)
+        self.store.status_seen(target.name, site=site, digest=self.renderer.digest(status),
+                               now=self.now().isoformat(timespec="seconds"))
+        return status
+
+    def retire(self, name: str, commit: str) -> TargetResult | None:
+        """A target no longer served: prune what was applied there, then forget it (kept
+        for the next run when that fails). Never raises: the served targets' statuses are
+        written all the same."""
+        try:
+            with bound_contextvars(target=name):
+                return self._retire(name, commit)
+        except Exception as exc:
+            _log.error("target_retire_failed", target=name, error=describe(exc))
+            return None
+
+    def _retire(self, name: str, commit: str) -> TargetResult | None:
+        inventory = Inventory.load(self.settings.state_dir, name)
+        result = None
+        if len(inventory):
+            retired = Target(name, {}, self.store.get(name).site, {}, (), Source("", 0))
+            s = self.settings
+            retry = RetryPolicy(retries=s.retries or 0, delay=s.retry_delay or 1.0)
+            result = reconcile_target(retired, (), self.providers(name), inventory, commit,
+                                      retry=retry, cancelled=self.cancellation.cancelled)
+            _log.info("target_retired", target=name, pruned=result.pruned,
+                      failed=result.failed)
+        if not len(inventory):
+            self.store.forget(name)
+            inventory.path.unlink(missing_ok=True)
+            self.observer.forget_target(name)
+        return result

@@ -1,0 +1,220 @@
+"""Status of a target, as the YAML file committed to the status branch.
+
+``status/<site path>/<target>.yaml`` holds the observed revision, the phase, per instance and
+per component the result and message, the validation errors (file and line) when the revision
+was invalid, the last good revision and the time of the last change. The file contains nothing
+that changes on an idle run (no "last run" time), so the publisher commits only when something
+meaningful changed; ``lastChange`` moves only then. Built by the pipeline after every target.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from reconciler.core.diagnostics import Diagnostic
+from reconciler.core.model import API_VERSION
+from reconciler.core.secrets import redact
+from reconciler.engine.executing import ComponentPhase, TargetResult
+
+__all__ = ["Phase", "StatusRenderer", "TargetStatus", "build_status", "render_status",
+           "status_path"]
+
+MAX_ERRORS = 50  # per status file; the rest is counted
+
+
+class Phase(enum.Enum):
+    READY = "Ready"  # every component in sync and healthy at observedRevision
+    PROGRESSING = "Progressing"  # applied, waiting for health (or abandoned for a newer rev)
+    DEGRADED = "Degraded"  # in sync but a component reports unhealthy
+    FAILED = "Failed"  # a component failed after its retries
+    INVALID = "Invalid"  # the revision failed validation: nothing of it applied
+    BLOCKED = "Blocked"  # the revision is not signed by a trusted key: nothing applied
+    PENDING = "Pending"  # nothing known yet (no revision could be fetched)
+
+
+@dataclass(frozen=True)
+class TargetStatus:
+    target: str
+    site: str  # site path
+    phase: Phase
+    message: str
+    observed_revision: str  # the newest revision the daemon saw
+    applied_revision: str  # the revision the target's live state corresponds to
+    last_good_revision: str
+    instances: Mapping[str, Any]
+    errors: tuple[Mapping[str, Any], ...]
+
+    def digest(self) -> str:
+        """Identity of the meaningful content (everything but lastChange)."""
+        return _digest_of(self.body(""))
+
+    def body(self, last_change: str) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "apiVersion": API_VERSION,
+            "kind": "TargetStatus",
+            "metadata": {"name": self.target},
+            "site": self.site,
+            "target": self.target,
+            "phase": self.phase.value,
+            "message": self.message,
+            "observedRevision": self.observed_revision,
+            "appliedRevision": self.applied_revision,
+            "lastGoodRevision": self.last_good_revision,
+            "lastChange": last_change,
+            "instances": dict(self.instances),
+        }
+        if self.errors:
+            doc["errors"] = list(self.errors)
+        return doc
+
+
+def status_path(site_path: str, target: str) -> str:
+    return f"status/{site_path}/{target}.yaml"
+
+
+def _instances(result: TargetResult | None, solutions: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if result is None:
+        return out
+    for comp in result.components:
+        if comp.phase is ComponentPhase.PRUNED:
+            continue  # a prune is an event (logged), not a state: the component is gone
+        inst = out.setdefault(comp.instance, {"solution": solutions.get(comp.instance, ""),
+                                              "phase": "Ready", "components": {}})
+        entry: dict[str, Any] = {"phase": comp.phase.value, "provider": comp.provider}
+        if comp.revision:
+            entry["revision"] = comp.revision
+        if comp.message:
+            entry["message"] = comp.message
+        inst["components"][comp.component] = entry
+    order = [p.value for p in (ComponentPhase.FAILED, ComponentPhase.PRUNE_FAILED,
+                               ComponentPhase.PROGRESSING, ComponentPhase.DEGRADED,
+                               ComponentPhase.SKIPPED, ComponentPhase.SUSPENDED)]
+    for inst in out.values():
+        phases = [c["phase"] for c in inst["components"].values()]
+        worst = next((p for p in order if p in phases), "Ready")
+        if worst == ComponentPhase.PRUNE_FAILED.value:
+            worst = "Failed"
+        if worst == ComponentPhase.SKIPPED.value:
+            worst = "Failed"
+        inst["phase"] = worst
+    return out
+
+
+def _phase(result: TargetResult | None, errors: Sequence[Diagnostic], blocked: str,
+           failure: str) -> tuple[Phase, str]:
+    if blocked:
+        return Phase.BLOCKED, blocked
+    if errors:
+        first = errors[0].format()
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        return Phase.INVALID, f"revision failed validation: {first}{more}"
+    if failure:
+        return Phase.FAILED, failure
+    if result is None:
+        return Phase.PENDING, "no revision available yet"
+    failed = [c for c in result.components
+              if c.phase in (ComponentPhase.FAILED, ComponentPhase.PRUNE_FAILED)]
+    if failed:
+        c = failed[0]
+        return Phase.FAILED, f"{c.key}: {c.message}"
+    if result.cancelled or result.count(ComponentPhase.PROGRESSING):
+        progressing = [c for c in result.components if c.phase is ComponentPhase.PROGRESSING]
+        what = progressing[0].key if progressing else "run"
+        return Phase.PROGRESSING, f"{what}: waiting for health" if progressing else \
+            "run interrupted before completion"
+    degraded = [c for c in result.components if c.phase is ComponentPhase.DEGRADED]
+    if degraded:
+        return Phase.DEGRADED, f"{degraded[0].key}: {degraded[0].message}"
+    active = [c for c in result.components if c.phase is ComponentPhase.READY]
+    suspended = result.count(ComponentPhase.SUSPENDED)
+    parts = [f"{len(active)} component{'s' if len(active) != 1 else ''} ready"]
+    if suspended:
+        parts.append(f"{suspended} suspended")
+    return Phase.READY, ", ".join(parts)
+
+
+def build_status(*, target: str, site: str, observed: str, applied: str, last_good: str,
+                 result: TargetResult | None, errors: Sequence[Diagnostic] = (),
+                 blocked: str = "", solutions: Mapping[str, str] | None = None,
+                 failure: str = "") -> TargetStatus:
+    """The status of one target after a run. ``failure`` is an error of the target's run
+    that no component result carries (its state could not be read or written, an
+    unexpected error): the target is Failed with that message."""
+    phase, message = _phase(result, errors, blocked, failure)
+    if phase in (Phase.INVALID, Phase.BLOCKED) and failure:
+        message += f"; enforcing {applied[:12] or 'the last good revision'} failed: {failure}"
+    elif phase in (Phase.INVALID, Phase.BLOCKED) and result is not None and result.failed:
+        bad = next(c for c in result.components if c.phase in (ComponentPhase.FAILED,
+                                                               ComponentPhase.PRUNE_FAILED))
+        message += f"; enforcing {applied[:12]} failed: {bad.key}: {bad.message}"
+    shown = [{"file": d.path, "line": d.line, "object": d.obj, "field": d.field,
+              "message": d.message} for d in errors[:MAX_ERRORS]]
+    if len(errors) > MAX_ERRORS:
+        shown.append({"message": f"{len(errors) - MAX_ERRORS} more errors not shown"})
+    return TargetStatus(target, site, phase, message, observed, applied, last_good,
+                        _instances(result, solutions or {}), tuple(shown))
+
+
+def render_status(status: TargetStatus, last_change: str) -> bytes:
+    return redact(_yaml_of(status.body(last_change))).encode()  # no secret value leaves
+
+
+def _digest_of(body: dict[str, Any]) -> str:
+    return hashlib.sha256(yaml.safe_dump(body, sort_keys=True).encode()).hexdigest()
+
+
+def _yaml_of(body: dict[str, Any]) -> str:
+    return yaml.safe_dump(body, sort_keys=False, allow_unicode=True, width=100)
+
+
+class StatusRenderer:
+    """:meth:`TargetStatus.digest` and :func:`render_status`, remembering recent results.
+
+    On an idle run every target's status is the one it had on the previous run, and
+    serialising it to YAML twice per target (the digest, then the file) with PyYAML's
+    pure-Python emitter took most of a no-op run of a 1,000-target site (about 2.5 ms per
+    target). The results are kept by the ``repr`` of the status body, which is exact for the
+    plain values a body holds (str, int, bool, None, lists, dicts), so the bytes are the
+    same as the uncached functions give. Redaction still runs on every render, because the
+    set of known secret values can grow between runs. Built once per daemon by the
+    pipeline, which calls :meth:`next_run` at the start of every run: results unused for a
+    whole run are dropped, so memory follows the number of targets served.
+    """
+
+    def __init__(self) -> None:
+        self._current: dict[str, str] = {}
+        self._previous: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def next_run(self) -> None:
+        with self._lock:
+            self._previous, self._current = self._current, {}
+
+    def digest(self, status: TargetStatus) -> str:
+        return self._cached("d", status.body(""), _digest_of)
+
+    def render(self, status: TargetStatus, last_change: str) -> bytes:
+        return redact(self._cached("r", status.body(last_change), _yaml_of)).encode()
+
+    def _cached(self, kind: str, body: dict[str, Any],
+                compute: Callable[[dict[str, Any]], str]) -> str:
+        key = kind + repr(body)
+        with self._lock:
+            found = self._current.get(key)
+            if found is None:
+                found = self._previous.get(key)
+                if found is not None:
+                    self._current[key] = found
+        if found is None:
+            found = compute(body)
+            with self._lock:
+                self._current[key] = found
+        return found

@@ -1,0 +1,427 @@
+"""Commit and tag signature verification: the gate between fetching a revision and loading it.
+
+The daemon calls :func:`verify_revision` after every fetch and before anything from the fetched
+revision is read. When the site's policy (local config ``verify:``) asks for signatures, the
+revision must be a commit signed by a trusted key (mode ``commit``) or be pointed at by an
+annotated tag signed by a trusted key (mode ``tag``, for daemons that track release tags).
+Anything else raises :class:`reconciler.core.errors.VerificationError`, which the daemon reports as
+``Blocked`` without applying the revision.
+
+Verification is git's own (``git verify-commit --raw`` / ``git verify-tag --raw``), so the
+signature formats are exactly the ones git signs with:
+
+* SSH signatures are trusted through an allowed-signers file (``verify.allowedSigners``), the
+  same file ``ssh-keygen -Y verify`` reads;
+* OpenPGP signatures are trusted through a keyring (``verify.gpgKeyring``): every key in it is
+  trusted, no web of trust is consulted. The keyring is copied into a private temporary
+  ``GNUPGHOME`` for each call because gpg writes lock and trust files next to its keyring, and
+  the configuration directory is read-only under the systemd unit.
+
+The answer is never taken from git's exit code alone: a revision passes only when git exits 0
+*and* the verifier's own output says that a trusted key made a good signature (``[GNUPG:]
+GOODSIG`` + ``VALIDSIG`` and no failure status for gpg; ``Good "git" signature for <principal>``
+for SSH, which ssh-keygen prints only when the key matched an allowed signer).
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from reconciler.core.errors import ConfigError, PermanentError, TransientError, VerificationError
+from reconciler.core.processes import run as run_process
+from reconciler.gitops.gitrun import Git, GitErrors
+
+__all__ = ["Verified", "VerifyMode", "VerifyPolicy", "verify_revision"]
+
+log = structlog.get_logger(__name__)
+
+# gpg or ssh-keygen on a slow edge box still answers in well under a second; a hung verifier
+# must not stall the daemon's loop forever.
+_TIMEOUT = 60.0
+_SHORT = 12
+
+# Public keyring files of a GnuPG home; private keys, sockets and gpg.conf are not copied, so
+# an operator's keyring directory cannot turn on key auto-retrieval from the network.
+_KEYRING_FILES = ("pubring.kbx", "pubring.gpg", "trustdb.gpg")
+
+# Status keywords that make an OpenPGP signature unacceptable, whatever else was printed.
+_GPG_FAILURES = {
+    "BADSIG": "bad signature",
+    "EXPSIG": "signature expired",
+    "EXPKEYSIG": "signing key expired",
+    "REVKEYSIG": "signing key revoked",
+    "ERRSIG": "signature could not be checked",
+}
+
+_SSH_GOOD = re.compile(
+    r'^Good "git" signature for (?P<who>.+) with (?P<algo>\S+) key (?P<fpr>\S+)$')
+_SSH_ANON_GOOD = re.compile(r'^Good "git" signature with (?P<algo>\S+) key (?P<fpr>\S+)$')
+
+_SIG_MARKERS = {
+    "-----BEGIN SSH SIGNATURE-----": "ssh",
+    "-----BEGIN PGP SIGNATURE-----": "gpg",
+    "-----BEGIN PGP MESSAGE-----": "gpg",
+    "-----BEGIN SIGNED MESSAGE-----": "x509",
+}
+
+
+class VerifyMode(enum.Enum):
+    """What a revision must carry before the daemon loads it."""
+
+    COMMIT = "commit"  # the commit itself is signed by a trusted key
+    TAG = "tag"  # an annotated tag signed by a trusted key points at the commit
+    NONE = "none"  # no verification
+
+
+@dataclass(frozen=True)
+class VerifyPolicy:
+    """The local config's ``verify:`` section.
+
+    ``mode`` may be given as its config string (``"commit"``); it is stored as a
+    :class:`VerifyMode`. ``gpg_home`` is a GnuPG home directory (its ``pubring.kbx`` or
+    ``pubring.gpg``) or a single exported key file (armored or binary) holding the trusted keys.
+    """
+
+    mode: VerifyMode = VerifyMode.NONE
+    allowed_signers: Path | None = None
+    gpg_home: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode is not VerifyMode.NONE and self.allowed_signers is None \
+                and self.gpg_home is None:
+            message = (f"verify.mode is {self.mode.value!r} but neither verify.allowedSigners "
+                       "nor verify.gpgKeyring names a trusted key")
+            raise ConfigError(message, [message])
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any] | None, *,
+                    base: Path | None = None) -> VerifyPolicy:
+        """Build the policy from the local config's ``verify:`` mapping (camelCase keys).
+
+        Relative paths are taken relative to ``base`` (the config file's directory).
+        """
+        section = section or {}
+        allowed = ", ".join(m.value for m in VerifyMode)
+        try:
+            mode = VerifyMode(str(section.get("mode", "none")))
+        except ValueError:
+            message = f"verify.mode: {section.get('mode')!r} is not one of {allowed}"
+            raise ConfigError(message, [message]) from None
+
+        def path(key: str) -> Path | None:
+            value = section.get(key)
+            if value in (None, ""):
+                return None
+            found = Path(str(value)).expanduser()
+            return found if base is None or found.is_absolute() else base / found
+
+        return cls(mode=mode, allowed_signers=path("allowedSigners"),
+                   gpg_home=path("gpgKeyring"))
+
+    def problems(self) -> list[str]:
+        """What is wrong with the trust stores on disk (for the config loader at start-up)."""
+        if self.mode is VerifyMode.NONE:
+            return []
+        found: list[str] = []
+        if self.allowed_signers is not None and not self.allowed_signers.is_file():
+            found.append(f"verify.allowedSigners: {self.allowed_signers} is not a readable file")
+        if self.gpg_home is not None:
+            if self.gpg_home.is_dir():
+                if not any((self.gpg_home / n).is_file() for n in _KEYRING_FILES[:2]):
+                    found.append(f"verify.gpgKeyring: {self.gpg_home} holds no pubring.kbx "
+                                 "or pubring.gpg")
+            elif not self.gpg_home.is_file():
+                found.append(f"verify.gpgKeyring: {self.gpg_home} does not exist")
+        return found
+
+
+@dataclass(frozen=True)
+class Verified:
+    """What a successful verification established (for logs and status)."""
+
+    commit: str  # full object name of the verified commit
+    mode: VerifyMode
+    method: str | None = None  # "ssh" or "gpg"; None under mode none
+    signer: str | None = None  # allowed-signers principal, or the key's user id
+    key: str | None = None  # SSH key fingerprint or OpenPGP primary key fingerprint
+    tag: str | None = None  # the signed tag that vouched for the commit (mode tag)
+
+
+@dataclass(frozen=True)
+class _Signature:
+    ok: bool
+    method: str | None
+    signer: str | None = None
+    key: str | None = None
+    problem: str = ""  # why it is not acceptable, when not ok
+
+
+def verify_revision(git_dir: Path, commit: str, *, policy: VerifyPolicy,
+                    tag: str | None = None) -> Verified:
+    """Check that ``commit`` in the repository at ``git_dir`` may be applied under ``policy``.
+
+    ``tag`` (mode ``tag``) names the tag the daemon tracks; without it any annotated tag that
+    points at the commit and carries a trusted signature is accepted. Raises
+    :class:`VerificationError` naming the commit (short object name) and the signer or the
+    reason; returns what was verified.
+    """
+    git = _Git(Path(git_dir), policy.allowed_signers)
+    full = git.resolve_commit(commit)
+    bound = log.bind(commit=full[:_SHORT], mode=policy.mode.value)
+    if policy.mode is VerifyMode.NONE:
+        return Verified(commit=full, mode=policy.mode)
+    try:
+        with _trust_env(policy, full) as env:
+            git.env = env
+            if policy.mode is VerifyMode.COMMIT:
+                result = _verify_commit(git, full, policy)
+            else:
+                result = _verify_tagged(git, full, policy, tag)
+    except VerificationError as exc:
+        bound.warning("revision_blocked", reason=exc.message)
+        raise
+    bound.info("revision_verified", method=result.method, signer=result.signer, key=result.key,
+               tag=result.tag)
+    return result
+
+
+def _verify_commit(git: _Git, full: str, policy: VerifyPolicy) -> Verified:
+    sig = _check(git, "commit", full, policy)
+    if not sig.ok:
+        raise VerificationError(f"commit {full[:_SHORT]}: {sig.problem}")
+    return Verified(commit=full, mode=policy.mode, method=sig.method, signer=sig.signer,
+                    key=sig.key)
+
+
+def _verify_tagged(git: _Git, full: str, policy: VerifyPolicy, tag: str | None) -> Verified:
+    short = full[:_SHORT]
+    if tag is not None:
+        candidates = [git.named_tag(tag, full)]
+    else:
+        candidates = git.tags_at(full)
+        if not candidates:
+            raise VerificationError(f"commit {short}: no signed tag points at it (it has no tags)")
+    rejected: list[str] = []
+    for name, kind, oid in candidates:
+        if kind != "tag":
+            rejected.append(f"tag {name} is a lightweight tag and cannot be signed")
+            continue
+        sig = _check(git, "tag", oid, policy)
+        if sig.ok:
+            return Verified(commit=full, mode=policy.mode, method=sig.method, signer=sig.signer,
+                            key=sig.key, tag=name)
+        rejected.append(f"tag {name}: {sig.problem}")
+    raise VerificationError(f"commit {short}: no signed tag points at it ({'; '.join(rejected)})")
+
+
+def _check(git: _Git, kind: str, oid: str, policy: VerifyPolicy) -> _Signature:
+    """Verify one commit or tag object and read the verifier's verdict from its output."""
+    method = _signature_method(git.cat(kind, oid), kind)
+    if method is None:
+        return _Signature(False, None, problem="unsigned")
+    if method == "x509":
+        return _Signature(False, method, problem="signed with an X.509 key, which is not "
+                          "supported (use SSH or OpenPGP)")
+    if method == "unknown":
+        return _Signature(False, None, problem="signature in an unknown format")
+    if method == "ssh" and policy.allowed_signers is None:
+        return _Signature(False, method, problem="signed with an SSH key but "
+                          "verify.allowedSigners is not configured, so no SSH key is trusted")
+    if method == "ssh" and not os.access(str(policy.allowed_signers), os.R_OK):
+        return _Signature(False, method, problem=f"verify.allowedSigners "
+                          f"{policy.allowed_signers} is not a readable file")
+    code, output = git.run([f"verify-{kind}", "--raw", oid], check=False)
+    if method == "ssh":
+        return _read_ssh(code, output)
+    return _read_gpg(code, output, configured=policy.gpg_home is not None)
+
+
+def _read_ssh(code: int, output: str) -> _Signature:
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for line in lines:
+        good = _SSH_GOOD.match(line)
+        if good and code == 0:
+            return _Signature(True, "ssh", signer=good["who"], key=good["fpr"])
+    for line in lines:
+        anon = _SSH_ANON_GOOD.match(line)
+        if anon:
+            return _Signature(False, "ssh", key=anon["fpr"], problem=(
+                f"signed by unknown key {anon['fpr']} (not in verify.allowedSigners)"))
+    text = " ".join(lines)
+    if "incorrect signature" in text:
+        problem = "bad signature (the signed content or the signature was altered)"
+    elif "Couldn't parse" in text or "unsupported key type" in text or "invalid" in text:
+        problem = f"malformed SSH signature ({_last(lines)})"
+    elif "expired" in text or "not yet valid" in text:
+        problem = f"signing key not valid at the commit time ({_last(lines)})"
+    else:
+        problem = f"SSH signature not accepted ({_last(lines)})"
+    return _Signature(False, "ssh", problem=problem)
+
+
+def _read_gpg(code: int, output: str, *, configured: bool) -> _Signature:
+    status: dict[str, list[list[str]]] = {}
+    for line in output.splitlines():
+        if line.startswith("[GNUPG:] "):
+            word, *args = line[len("[GNUPG:] "):].split(" ")
+            status.setdefault(word, []).append(args)
+    if "NO_PUBKEY" in status:
+        keyid = status["NO_PUBKEY"][0][0] if status["NO_PUBKEY"][0] else "?"
+        where = "not in verify.gpgKeyring" if configured else "no verify.gpgKeyring configured"
+        return _Signature(False, "gpg", key=keyid,
+                          problem=f"signed by unknown key {keyid} ({where})")
+    for word, meaning in _GPG_FAILURES.items():
+        if word in status:
+            args = status[word][0]
+            who = " ".join(args[1:]) if word != "ERRSIG" else ""
+            keyid = args[0] if args else "?"
+            detail = f"key {keyid}" + (f", {who}" if who else "")
+            return _Signature(False, "gpg", key=keyid, problem=f"{meaning} ({detail})")
+    good, valid = status.get("GOODSIG", []), status.get("VALIDSIG", [])
+    if code == 0 and len(good) == 1 and len(valid) == 1 and len(valid[0]) >= 10:
+        return _Signature(True, "gpg", signer=" ".join(good[0][1:]), key=valid[0][9])
+    lines = [line for line in output.splitlines() if line.strip()]
+    return _Signature(False, "gpg", problem=f"OpenPGP signature not accepted ({_last(lines)})")
+
+
+def _signature_method(raw: str, kind: str) -> str | None:
+    """Which format signs this object, read from the object itself (None: unsigned)."""
+    if kind == "commit":
+        header, _, _ = raw.partition("\n\n")
+        for line in header.splitlines():
+            if line.startswith(("gpgsig ", "gpgsig-sha256 ")):
+                marker = line.split(" ", 1)[1].strip()
+                return _SIG_MARKERS.get(marker, "unknown")
+        return None
+    for line in raw.splitlines():
+        if line.strip() in _SIG_MARKERS:
+            return _SIG_MARKERS[line.strip()]
+    return None
+
+
+def _last(lines: Sequence[str]) -> str:
+    return lines[-1][:200] if lines else "no output from the verifier"
+
+
+@contextmanager
+def _trust_env(policy: VerifyPolicy, full: str) -> Iterator[dict[str, str]]:
+    """What git's verifier runs with: a private GNUPGHOME holding the trusted keys.
+
+    The GNUPGHOME is always a fresh private directory, even without a configured keyring, so
+    the daemon user's own ``~/.gnupg`` never adds trust.
+    """
+    with tempfile.TemporaryDirectory(prefix="reconciler-gpg-") as home:
+        Path(home, "gpg.conf").write_text("no-auto-key-retrieve\nno-autostart\n")
+        if policy.gpg_home is not None:
+            _load_keyring(policy.gpg_home, Path(home), full)
+        yield {"GNUPGHOME": home}
+
+
+def _load_keyring(source: Path, home: Path, full: str) -> None:
+    short = full[:_SHORT]
+    try:
+        if source.is_dir():
+            copied = 0
+            for name in _KEYRING_FILES:
+                if (source / name).is_file():
+                    shutil.copyfile(source / name, home / name)
+                    copied += name != "trustdb.gpg"
+            if not copied:
+                raise VerificationError(f"commit {short}: verify.gpgKeyring {source} holds no "
+                                        "pubring.kbx or pubring.gpg")
+            return
+        env = {**os.environ, "GNUPGHOME": str(home), "LC_ALL": "C"}
+        done = run_process(["gpg", "--batch", "--quiet", "--import", str(source)], cwd=home,
+                           env={k: os.fsencode(v) for k, v in env.items()}, stdin=b"",
+                           timeout=_TIMEOUT, what=f"importing verify.gpgKeyring {source}")
+    except OSError as exc:
+        raise VerificationError(f"commit {short}: cannot read verify.gpgKeyring {source}: "
+                                f"{exc.strerror or exc}") from exc
+    except TransientError as exc:  # timed out
+        raise VerificationError(f"commit {short}: importing verify.gpgKeyring {source} "
+                                "timed out") from exc
+    except PermanentError as exc:  # gpg is not installed
+        raise VerificationError(f"commit {short}: {exc.message}") from exc
+    if done.returncode != 0:
+        detail = _last(done.stderr_text.splitlines())
+        raise VerificationError(f"commit {short}: verify.gpgKeyring {source} could not be "
+                                f"imported ({detail})")
+
+
+class _Git:
+    """The few git plumbing calls verification needs, through the project's git runner;
+    every failure is a :class:`VerificationError` naming the object being checked."""
+
+    def __init__(self, repo: Path, allowed_signers: Path | None) -> None:
+        self.repo = repo
+        # Command-line -c wins over the repository's own config, so a local working repo
+        # cannot swap the verifier program; the allowed-signers file is this site's.
+        config = {"gpg.program": "gpg", "gpg.ssh.program": "ssh-keygen",
+                  "gpg.minTrustLevel": "undefined"}
+        if allowed_signers is not None:
+            config["gpg.ssh.allowedSignersFile"] = str(allowed_signers.absolute())
+        # no system or user config either: only the repository's and ours count
+        self._git = Git(repo, working_copy=True, config=config, timeout=_TIMEOUT,
+                        env={"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull},
+                        errors=GitErrors(VerificationError))
+        self.env: Mapping[str, str] = {}  # the trust environment (GNUPGHOME) once set
+
+    def run(self, args: Sequence[str], *, check: bool = True,
+            what: str = "") -> tuple[int, str]:
+        done = self._git.run(*args, check=check, context=what or args[-1][:_SHORT],
+                             env=self.env)
+        return done.returncode, (done.stdout + done.stderr).decode("utf-8", "replace")
+
+    def resolve_commit(self, commit: str) -> str:
+        if not commit or commit.startswith("-") or any(c.isspace() for c in commit):
+            raise VerificationError(f"commit {commit[:_SHORT]!r}: not a valid revision name")
+        code, out = self.run(["rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}"],
+                             check=False)
+        if code != 0:
+            raise VerificationError(f"commit {commit[:_SHORT]}: not found in {self.repo}")
+        return out.strip().splitlines()[0]
+
+    def cat(self, kind: str, oid: str) -> str:
+        return self.run(["cat-file", kind, oid], what=f"{kind} {oid[:_SHORT]}")[1]
+
+    def named_tag(self, tag: str, full: str) -> tuple[str, str, str]:
+        """(name, object type, object name) of ``refs/tags/<tag>``, which must reach ``full``."""
+        short = full[:_SHORT]
+        ref = f"refs/tags/{tag}"
+        if tag.startswith("-") or self.run(["check-ref-format", ref], check=False)[0] != 0:
+            raise VerificationError(f"commit {short}: {tag!r} is not a valid tag name")
+        code, out = self.run(["rev-parse", "--verify", "--quiet", ref], check=False)
+        if code != 0:
+            raise VerificationError(f"commit {short}: no signed tag points at it "
+                                    f"(tag {tag} does not exist)")
+        oid = out.strip()
+        kind = self.run(["cat-file", "-t", oid], what=f"commit {short}")[1].strip()
+        code, out = self.run(["rev-parse", "--verify", "--quiet", f"{oid}^{{commit}}"],
+                             check=False)
+        if code != 0 or out.strip() != full:
+            raise VerificationError(f"commit {short}: no signed tag points at it (tag {tag} "
+                                    f"points at {out.strip()[:_SHORT] or 'no commit'})")
+        return tag, kind, oid
+
+    def tags_at(self, full: str) -> list[tuple[str, str, str]]:
+        """Every tag whose (peeled) target is ``full``, as (name, object type, object name)."""
+        out = self.run(["for-each-ref", f"--points-at={full}",
+                        "--format=%(refname:strip=2) %(objecttype) %(objectname)", "refs/tags"],
+                       what=f"commit {full[:_SHORT]}")[1]
+        found = []
+        for line in out.splitlines():
+            parts = line.rsplit(" ", 2)
+            if len(parts) == 3:
+                found.append((parts[0], parts[1], parts[2]))
+        return found
