@@ -106,7 +106,7 @@ def test_one_target_reconcile_with_the_file_provider(tmp_path: Path) -> None:
     reconciler = engine(repo, state, observer=recorder)
     revision = reconciler.fetcher.fetch().revision
     assert revision is not None and revision.commit == repo.head()
-    newest = reconciler.engine.revisions.newest(revision)
+    newest = reconciler.revisions.newest(revision)
     assert newest.report is not None and not newest.blocked and not newest.unusable
     alpha = newest.report.fleet.targets["alpha"]
 
