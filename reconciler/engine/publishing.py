@@ -26,7 +26,8 @@ from reconciler.engine.engine_settings import EngineSettings
 from reconciler.engine.failures import describe
 from reconciler.engine.state_store import StateStore
 from reconciler.engine.status import StatusRenderer, TargetStatus, status_path
-from reconciler.gitops.status_push import Layout, StatusPublisher, site_id_for
+from reconciler.gitops.status_branches import Layout, site_id_for
+from reconciler.gitops.status_push import StatusPublisher
 
 __all__ = ["StatusPublishing", "site_paths"]
 

@@ -24,7 +24,7 @@ import yaml
 
 from reconciler.core import tables
 from reconciler.gitops.gitrun import Git, redact
-from reconciler.gitops.status_push import DEFAULT_SHARED_BRANCH, PER_SITE_BRANCH_PREFIX
+from reconciler.gitops.status_branches import DEFAULT_SHARED_BRANCH, PER_SITE_BRANCH_PREFIX
 
 __all__ = ["FleetStatus", "StatusEntry", "format_table", "read_fleet_status"]
 
