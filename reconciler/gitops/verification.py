@@ -20,14 +20,14 @@ signature formats are exactly the ones git signs with:
 The answer is never taken from git's exit code alone: a revision passes only when git exits 0
 *and* the verifier's own output says that a trusted key made a good signature (``[GNUPG:]
 GOODSIG`` + ``VALIDSIG`` and no failure status for gpg; ``Good "git" signature for <principal>``
-for SSH, which ssh-keygen prints only when the key matched an allowed signer).
+for SSH, which ssh-keygen prints only when the key matched an allowed signer); that output is
+read by ``reconciler.gitops.signatures``.
 """
 
 from __future__ import annotations
 
 import enum
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -41,6 +41,7 @@ import structlog
 from reconciler.core.errors import ConfigError, PermanentError, TransientError, VerificationError
 from reconciler.core.processes import run as run_process
 from reconciler.gitops.gitrun import Git, GitErrors
+from reconciler.gitops.signatures import Signature, last_line, read_gpg, read_ssh, signature_method
 
 __all__ = ["Verified", "VerifyMode", "VerifyPolicy", "verify_revision"]
 
@@ -54,26 +55,6 @@ _SHORT = 12
 # Public keyring files of a GnuPG home; private keys, sockets and gpg.conf are not copied, so
 # an operator's keyring directory cannot turn on key auto-retrieval from the network.
 _KEYRING_FILES = ("pubring.kbx", "pubring.gpg", "trustdb.gpg")
-
-# Status keywords that make an OpenPGP signature unacceptable, whatever else was printed.
-_GPG_FAILURES = {
-    "BADSIG": "bad signature",
-    "EXPSIG": "signature expired",
-    "EXPKEYSIG": "signing key expired",
-    "REVKEYSIG": "signing key revoked",
-    "ERRSIG": "signature could not be checked",
-}
-
-_SSH_GOOD = re.compile(
-    r'^Good "git" signature for (?P<who>.+) with (?P<algo>\S+) key (?P<fpr>\S+)$')
-_SSH_ANON_GOOD = re.compile(r'^Good "git" signature with (?P<algo>\S+) key (?P<fpr>\S+)$')
-
-_SIG_MARKERS = {
-    "-----BEGIN SSH SIGNATURE-----": "ssh",
-    "-----BEGIN PGP SIGNATURE-----": "gpg",
-    "-----BEGIN PGP MESSAGE-----": "gpg",
-    "-----BEGIN SIGNED MESSAGE-----": "x509",
-}
 
 
 class VerifyMode(enum.Enum):
@@ -158,15 +139,6 @@ class Verified:
     tag: str | None = None  # the signed tag that vouched for the commit (mode tag)
 
 
-@dataclass(frozen=True)
-class _Signature:
-    ok: bool
-    method: str | None
-    signer: str | None = None
-    key: str | None = None
-    problem: str = ""  # why it is not acceptable, when not ok
-
-
 def verify_revision(git_dir: Path, commit: str, *, policy: VerifyPolicy,
                     tag: str | None = None) -> Verified:
     """Check that ``commit`` in the repository at ``git_dir`` may be applied under ``policy``.
@@ -225,93 +197,26 @@ def _verify_tagged(git: _Git, full: str, policy: VerifyPolicy, tag: str | None) 
     raise VerificationError(f"commit {short}: no signed tag points at it ({'; '.join(rejected)})")
 
 
-def _check(git: _Git, kind: str, oid: str, policy: VerifyPolicy) -> _Signature:
+def _check(git: _Git, kind: str, oid: str, policy: VerifyPolicy) -> Signature:
     """Verify one commit or tag object and read the verifier's verdict from its output."""
-    method = _signature_method(git.cat(kind, oid), kind)
+    method = signature_method(git.cat(kind, oid), kind)
     if method is None:
-        return _Signature(False, None, problem="unsigned")
+        return Signature(False, None, problem="unsigned")
     if method == "x509":
-        return _Signature(False, method, problem="signed with an X.509 key, which is not "
+        return Signature(False, method, problem="signed with an X.509 key, which is not "
                           "supported (use SSH or OpenPGP)")
     if method == "unknown":
-        return _Signature(False, None, problem="signature in an unknown format")
+        return Signature(False, None, problem="signature in an unknown format")
     if method == "ssh" and policy.allowed_signers is None:
-        return _Signature(False, method, problem="signed with an SSH key but "
+        return Signature(False, method, problem="signed with an SSH key but "
                           "verify.allowedSigners is not configured, so no SSH key is trusted")
     if method == "ssh" and not os.access(str(policy.allowed_signers), os.R_OK):
-        return _Signature(False, method, problem=f"verify.allowedSigners "
+        return Signature(False, method, problem=f"verify.allowedSigners "
                           f"{policy.allowed_signers} is not a readable file")
     code, output = git.run([f"verify-{kind}", "--raw", oid], check=False)
     if method == "ssh":
-        return _read_ssh(code, output)
-    return _read_gpg(code, output, configured=policy.gpg_home is not None)
-
-
-def _read_ssh(code: int, output: str) -> _Signature:
-    lines = [line.strip() for line in output.splitlines() if line.strip()]
-    for line in lines:
-        good = _SSH_GOOD.match(line)
-        if good and code == 0:
-            return _Signature(True, "ssh", signer=good["who"], key=good["fpr"])
-    for line in lines:
-        anon = _SSH_ANON_GOOD.match(line)
-        if anon:
-            return _Signature(False, "ssh", key=anon["fpr"], problem=(
-                f"signed by unknown key {anon['fpr']} (not in verify.allowedSigners)"))
-    text = " ".join(lines)
-    if "incorrect signature" in text:
-        problem = "bad signature (the signed content or the signature was altered)"
-    elif "Couldn't parse" in text or "unsupported key type" in text or "invalid" in text:
-        problem = f"malformed SSH signature ({_last(lines)})"
-    elif "expired" in text or "not yet valid" in text:
-        problem = f"signing key not valid at the commit time ({_last(lines)})"
-    else:
-        problem = f"SSH signature not accepted ({_last(lines)})"
-    return _Signature(False, "ssh", problem=problem)
-
-
-def _read_gpg(code: int, output: str, *, configured: bool) -> _Signature:
-    status: dict[str, list[list[str]]] = {}
-    for line in output.splitlines():
-        if line.startswith("[GNUPG:] "):
-            word, *args = line[len("[GNUPG:] "):].split(" ")
-            status.setdefault(word, []).append(args)
-    if "NO_PUBKEY" in status:
-        keyid = status["NO_PUBKEY"][0][0] if status["NO_PUBKEY"][0] else "?"
-        where = "not in verify.gpgKeyring" if configured else "no verify.gpgKeyring configured"
-        return _Signature(False, "gpg", key=keyid,
-                          problem=f"signed by unknown key {keyid} ({where})")
-    for word, meaning in _GPG_FAILURES.items():
-        if word in status:
-            args = status[word][0]
-            who = " ".join(args[1:]) if word != "ERRSIG" else ""
-            keyid = args[0] if args else "?"
-            detail = f"key {keyid}" + (f", {who}" if who else "")
-            return _Signature(False, "gpg", key=keyid, problem=f"{meaning} ({detail})")
-    good, valid = status.get("GOODSIG", []), status.get("VALIDSIG", [])
-    if code == 0 and len(good) == 1 and len(valid) == 1 and len(valid[0]) >= 10:
-        return _Signature(True, "gpg", signer=" ".join(good[0][1:]), key=valid[0][9])
-    lines = [line for line in output.splitlines() if line.strip()]
-    return _Signature(False, "gpg", problem=f"OpenPGP signature not accepted ({_last(lines)})")
-
-
-def _signature_method(raw: str, kind: str) -> str | None:
-    """Which format signs this object, read from the object itself (None: unsigned)."""
-    if kind == "commit":
-        header, _, _ = raw.partition("\n\n")
-        for line in header.splitlines():
-            if line.startswith(("gpgsig ", "gpgsig-sha256 ")):
-                marker = line.split(" ", 1)[1].strip()
-                return _SIG_MARKERS.get(marker, "unknown")
-        return None
-    for line in raw.splitlines():
-        if line.strip() in _SIG_MARKERS:
-            return _SIG_MARKERS[line.strip()]
-    return None
-
-
-def _last(lines: Sequence[str]) -> str:
-    return lines[-1][:200] if lines else "no output from the verifier"
+        return read_ssh(code, output)
+    return read_gpg(code, output, configured=policy.gpg_home is not None)
 
 
 @contextmanager
@@ -354,7 +259,7 @@ def _load_keyring(source: Path, home: Path, full: str) -> None:
     except PermanentError as exc:  # gpg is not installed
         raise VerificationError(f"commit {short}: {exc.message}") from exc
     if done.returncode != 0:
-        detail = _last(done.stderr_text.splitlines())
+        detail = last_line(done.stderr_text.splitlines())
         raise VerificationError(f"commit {short}: verify.gpgKeyring {source} could not be "
                                 f"imported ({detail})")
 
