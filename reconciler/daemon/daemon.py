@@ -9,10 +9,8 @@ backoff sleeps are abandoned), state files are never left half-written (they are
 atomically), and STOPPING=1 is sent to systemd. Called by ``reconciler run``.
 
 While it runs, the daemon holds the flock on ``<stateDir>/lock`` and registers itself in
-``<stateDir>/daemon.json`` (its pid and HTTP address). :func:`running_daemon` is how
-``reconciler sync`` finds it: only a process that holds the lock *and* is the registered daemon
-is ever signalled, never a pid merely written in a file (a lock file outlives a killed daemon,
-and its pid may since belong to an unrelated process, which SIGHUP would end).
+``<stateDir>/daemon.json`` (its pid and HTTP address), which is how ``reconciler sync`` finds
+and signals it (:mod:`reconciler.daemon.control`).
 
 A run that serves no target (the ``site:`` of the config is not in the revision, or no
 revision could be fetched) is said in the log (``no_targets_served``) and makes ``/readyz``
@@ -22,25 +20,23 @@ answer 503 with the reason, until a run serves something again.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import signal
 import threading
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from types import FrameType
 
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from reconciler.core.errors import NoDaemonError, ReconcilerError
+from reconciler.core.errors import ReconcilerError
 from reconciler.core.registry import ProviderRegistry
-from reconciler.core.statefiles import StateLock, read_json, write_json
+from reconciler.core.statefiles import StateLock, write_json
 from reconciler.daemon import notify
 from reconciler.daemon.config import DaemonConfig, served_problems
+from reconciler.daemon.control import DAEMON_FILE
 from reconciler.daemon.httpserver import HttpServer, HttpSettings
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.webhooks import RefFilter, load_secret
@@ -49,11 +45,10 @@ from reconciler.engine.pipeline import Reconciler, RunSummary
 from reconciler.engine.status import Phase
 from reconciler.gitops.source import LocalWatcher
 
-__all__ = ["Daemon", "RunningDaemon", "running_daemon", "why_nothing_served"]
+__all__ = ["Daemon", "why_nothing_served"]
 
 _log = structlog.get_logger(__name__)
 DEFAULT_INTERVAL = 180
-DAEMON_FILE = "daemon.json"  # in the state directory while a daemon runs there
 
 
 class Daemon:
@@ -206,7 +201,7 @@ class Daemon:
         return started is not None and time.monotonic() - started > limit
 
     def _register(self) -> None:
-        """Say which process is the daemon (read by :func:`running_daemon`)."""
+        """Say which process is the daemon (read by ``control.running_daemon``)."""
         write_json(self.config.state_dir / DAEMON_FILE, {
             "pid": os.getpid(), "started": datetime.now(UTC).isoformat(timespec="seconds"),
             "url": self._server.url if self._server is not None else None})
@@ -269,85 +264,3 @@ def why_nothing_served(reconciler: Reconciler, summary: RunSummary) -> str:
         return (f"revision {summary.revision[:12]} is invalid and no valid revision was "
                 f"applied before: {report.errors[0].format()}")
     return f"no target to serve in revision {summary.revision[:12]}"
-
-
-@dataclass(frozen=True)
-class RunningDaemon:
-    """The daemon of a state directory, proven to run: it holds the lock right now."""
-
-    pid: int
-    url: str | None  # its HTTP server, when listening
-
-
-def running_daemon(state_dir: Path) -> RunningDaemon:
-    """The daemon running on ``state_dir``; raises :class:`NoDaemonError` saying why not.
-
-    Proof, not a pid from a file: the process holding the flock on ``<stateDir>/lock`` (as
-    the kernel lists it in ``/proc/locks``) must be the one registered in ``daemon.json``.
-    Where ``/proc/locks`` does not list the lock (not Linux), a non-blocking shared flock
-    tells whether anyone holds it, and the pid the holder wrote into the lock file stands in.
-    """
-    lock = state_dir / "lock"
-    hint = "; `reconciler sync --once` reconciles without a daemon"
-    try:
-        fh = lock.open("r")
-    except FileNotFoundError:
-        raise NoDaemonError(f"no daemon is running for {state_dir} (no lock file){hint}"
-                            ) from None
-    except OSError as exc:
-        raise NoDaemonError(f"cannot tell whether a daemon runs for {state_dir}: {lock}: "
-                            f"{exc.strerror}") from None
-    with fh:
-        written = _pid_in(fh.read())
-        holders = _flock_holders(os.fstat(fh.fileno()))
-        if holders is None:
-            try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holders = {written} if written else set()
-            else:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-                holders = set()
-    if not holders:
-        named = f": the lock file names pid {written}, which does not hold it" if written \
-            else ""
-        raise NoDaemonError(f"no daemon is running for {state_dir}{named}{hint}")
-    registered = read_json(state_dir / DAEMON_FILE, {})
-    pid = registered.get("pid") if isinstance(registered, dict) else None
-    if not isinstance(pid, int) or pid not in holders:
-        who = ", ".join(f"pid {p}" for p in sorted(holders))
-        raise NoDaemonError(f"no daemon is running for {state_dir}: the state directory is in "
-                            f"use by {who}, which is not a daemon (a `reconciler sync --once` "
-                            "or a daemon still starting?); nothing was signalled")
-    url = registered.get("url")
-    return RunningDaemon(pid, url if isinstance(url, str) else None)
-
-
-def _pid_in(text: str) -> int | None:
-    """The pid of ``pid 1234`` (what the lock's holder writes), or None."""
-    parts = text.split()
-    if len(parts) >= 2 and parts[0] == "pid" and parts[1].isdigit():
-        return int(parts[1])
-    return None
-
-
-def _flock_holders(st: os.stat_result) -> set[int] | None:
-    """Pids holding a flock on the file of ``st`` per ``/proc/locks``; None when that file
-    cannot say (absent, or no lock on this inode: then it may be on another device id, as
-    with some overlay filesystems, and the caller asks flock itself)."""
-    try:
-        text = Path("/proc/locks").read_text()
-    except OSError:
-        return None
-    holders: set[int] = set()
-    for line in text.splitlines():
-        fields = line.split()
-        # "1: FLOCK  ADVISORY  WRITE 1234 fe:00:2336996 0 EOF"; waiters have "->" after "1:"
-        if len(fields) < 6 or fields[1] != "FLOCK":
-            continue
-        with contextlib.suppress(ValueError):
-            major, minor, inode = fields[5].split(":")
-            if (int(inode) == st.st_ino and int(major, 16) == os.major(st.st_dev)
-                    and int(minor, 16) == os.minor(st.st_dev)):
-                holders.add(int(fields[4]))
-    return holders or None

@@ -1,0 +1,162 @@
+"""The commands of one site: ``run`` (the daemon), ``sync``, ``config check`` and ``providers``.
+
+``run`` exits 78 (EX_CONFIG) on a bad config: the systemd unit does not restart on it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from reconciler.cli.common import CONFIG, FORMAT, fail, load_config
+from reconciler.core import tables
+from reconciler.daemon.logs import configure_logging
+
+if TYPE_CHECKING:
+    from reconciler.engine.pipeline import RunSummary
+
+__all__ = ["config_group", "providers", "run", "sync"]
+
+EX_CONFIG = 78
+
+
+@click.command()
+@CONFIG
+def run(config_path: Path) -> None:
+    """Run the site daemon (scheduled reconciles, webhooks, metrics) until SIGTERM."""
+    from reconciler.core.errors import ConfigError, LockError
+    from reconciler.core.registry import ProviderRegistry
+    from reconciler.daemon.daemon import Daemon
+
+    config = load_config(config_path, invalid_exit=EX_CONFIG)
+    # the daemon logs to stdout (journald, containers); other commands keep stdout for output
+    configure_logging(config.log_level, config.log_format, stream=sys.stdout)
+    try:
+        code = Daemon(config, ProviderRegistry.discover()).run()
+    except LockError as exc:
+        fail(exc.message)
+    except ConfigError as exc:  # e.g. the listen address cannot be bound
+        fail(exc.message, EX_CONFIG)
+    sys.exit(code)
+
+
+@click.command()
+@CONFIG
+@click.option("--once", is_flag=True,
+              help="Run one full reconcile in this process (no daemon needed).")
+@FORMAT
+def sync(config_path: Path, once: bool, fmt: str) -> None:
+    """Reconcile now.
+
+    With --once: fetch, validate, apply and push status in this process, then exit 0 when
+    every target is Ready and 1 otherwise. Without it: ask the daemon running on this
+    config's state directory to run at once (exit 0), or say that none runs (exit 1).
+    """
+    from reconciler.core.errors import ReconcilerError
+
+    config = load_config(config_path)
+    if not once:
+        from reconciler.daemon.control import signal_daemon
+
+        try:
+            pid = signal_daemon(config.state_dir)
+        except ReconcilerError as exc:
+            fail(exc.message)
+        click.echo(f"asked daemon {pid} to reconcile now")
+        return
+
+    from reconciler.core.registry import ProviderRegistry
+    from reconciler.core.statefiles import StateLock
+    from reconciler.daemon.daemon import why_nothing_served
+    from reconciler.engine.pipeline import Reconciler
+
+    try:
+        with StateLock(config.state_dir):
+            reconciler = Reconciler(config.engine_settings(), ProviderRegistry.discover())
+            summary = reconciler.run("sync")
+            # a run without a revision has logged why, as an error; say why for the others
+            nothing = why_nothing_served(reconciler, summary) \
+                if summary.revision and not summary.statuses else ""
+    except ReconcilerError as exc:
+        fail(exc.message)
+    if nothing:
+        click.echo(f"error: {nothing}", err=True)
+    if fmt == "json":
+        click.echo(json.dumps({
+            "revision": summary.revision, "statusCommit": summary.status_commit,
+            "statusPushed": summary.status_pushed, "fetchError": summary.fetch_error,
+            "targets": [s.body("") for s in summary.statuses]}, indent=2, default=str))
+    elif summary.statuses:  # without any, the error above says why: no empty table
+        if summary.fetch_error:
+            click.echo(f"warning: {summary.fetch_error}", err=True)
+        click.echo(_status_table(summary))
+        if summary.status_commit:
+            pushed = "pushed" if summary.status_pushed else "queued locally"
+            click.echo(f"status commit {summary.status_commit[:12]} ({pushed})")
+    sys.exit(0 if summary.statuses and summary.ok else 1)
+
+
+def _status_table(summary: RunSummary) -> str:
+    return tables.render([(s.target, s.site, s.phase.value, s.applied_revision[:12] or "-",
+                           s.message[:80]) for s in summary.statuses],
+                         header=("TARGET", "SITE", "PHASE", "REVISION", "MESSAGE"))
+
+
+@click.group("config")
+def config_group() -> None:
+    """Work with the local daemon config."""
+
+
+@config_group.command("check")
+@CONFIG
+@click.option("--offline", is_flag=True,
+              help="Do not contact the repository (skips the checks of the tracked revision).")
+def config_check(config_path: Path, offline: bool) -> None:
+    """Validate the local config and everything it points at; list every problem.
+
+    Besides the file itself and the files it names, this fetches the tracked revision of
+    the repository (into a temporary directory; the daemon's state directory is not
+    touched) and checks that `site:` and `targets:` name a site and targets it has. Exit 0
+    when all is well, 1 otherwise.
+    """
+    from reconciler.daemon.config_check import check_config
+
+    checked = check_config(config_path, offline=offline)
+    for problem in checked.problems:
+        click.echo(problem)
+    if checked.problems or checked.config is None:
+        sys.exit(1)
+    config = checked.config
+    click.echo(f"{config_path}: OK (site {config.site}: {checked.served}; repo {config.repo_url}, "
+               f"ref {config.ref}, state {config.state_dir})")
+
+
+@click.command()
+@FORMAT
+def providers(fmt: str) -> None:
+    """List the installed providers (entry-point group `reconciler.providers`)."""
+    from reconciler.core.registry import ProviderRegistry
+
+    registry = ProviderRegistry.discover()
+    rows: list[dict[str, str]] = []
+    for name in sorted({*registry.providers, *registry.failures}):
+        if name in registry.providers:
+            cls = registry.providers[name]
+            doc = (cls.__doc__ or "").replace("``", "").strip().splitlines()
+            rows.append({"name": name, "status": "ok", "origin": registry.origins[name],
+                         "description": doc[0] if doc else ""})
+        else:
+            rows.append({"name": name, "status": "failed", "origin": "",
+                         "description": registry.failures[name]})
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if rows:
+        click.echo(tables.render([(r["name"], r["status"], r["description"]) for r in rows],
+                                 min_widths=(4, 6)))
+    if any(r["status"] == "failed" for r in rows):
+        sys.exit(1)
