@@ -18,6 +18,7 @@ message naming the command and the repository, credentials removed).
     ├── VerificationError      a commit or tag is not signed by a trusted key (Blocked)
     ├── LockError              another daemon holds the state directory
     ├── NoDaemonError          no daemon runs for a state directory (``reconciler sync``)
+    ├── DaemonAccessError      a daemon runs, but this user may not reach it
     ├── StatusPushError        status commits could not be pushed (queued, retried)
     └── ProviderError          raised by providers, translated at their boundary
         ├── TransientError     retry later (timeouts, 429/5xx, connection refused)
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ConfigError",
+    "DaemonAccessError",
     "LockError",
     "ManifestError",
     "NoDaemonError",
@@ -99,6 +101,10 @@ class LockError(ReconcilerError):
 
 class NoDaemonError(ReconcilerError):
     reason = "NoDaemon"
+
+
+class DaemonAccessError(ReconcilerError):
+    reason = "NotAllowed"
 
 
 class StatusPushError(ReconcilerError):

@@ -19,7 +19,7 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-from reconciler.core.errors import NoDaemonError, ReconcilerError
+from reconciler.core.errors import DaemonAccessError, NoDaemonError
 from reconciler.core.statefiles import read_json
 
 __all__ = ["DAEMON_FILE", "RunningDaemon", "running_daemon", "signal_daemon"]
@@ -42,8 +42,8 @@ def signal_daemon(state_dir: Path) -> int:
         raise NoDaemonError(f"no daemon is running for {state_dir} (it stopped just now)"
                             ) from None
     except PermissionError:
-        raise ReconcilerError(f"not allowed to signal the daemon (pid {daemon.pid}); run this "
-                              "as the daemon's user", reason="NotAllowed") from None
+        raise DaemonAccessError(f"not allowed to signal the daemon (pid {daemon.pid}); run "
+                                "this as the daemon's user") from None
     return daemon.pid
 
 
