@@ -126,6 +126,6 @@ def test_a_daemon_this_user_may_not_signal_is_not_signalled_and_that_is_said(
 
         said = _as_nobody(state)
 
-        assert said == (f"ReconcilerError: not allowed to signal the daemon (pid "
+        assert said == (f"DaemonAccessError: not allowed to signal the daemon (pid "
                         f"{procs[0].pid}); run this as the daemon's user")
         assert not (state / "hup").exists()
