@@ -117,14 +117,6 @@ class StallingProxy:
 
 
 @pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
-    yield started
-    for d in started:
-        d.kill()
-
-
-@pytest.fixture
 def server(tmp_path: Path) -> Iterator[GitDaemon]:
     d = GitDaemon(tmp_path / "git")
     (tmp_path / "git").mkdir()

@@ -19,7 +19,7 @@ import signal
 import subprocess
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -41,14 +41,6 @@ from tests.integration.test_faults import LINE, Daemon, cell_fleet, start_daemon
 from tests.integration.test_status_push import free_port
 
 GIT_MESSAGE = "does not appear to be a git repository"
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
-    yield started
-    for d in started:
-        d.kill()
 
 
 @pytest.fixture

@@ -14,10 +14,7 @@ import signal
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.integration.fleetkit import (
     DEMO_BRANCH,
@@ -36,15 +33,6 @@ from tests.integration.test_status_push import free_port
 
 INTERVAL = 2
 LAYOUT = "dashboard/layout.json"
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[DaemonProcess]]:
-    """Every daemon a test starts is killed at teardown, whatever the test did."""
-    started: list[DaemonProcess] = []
-    yield started
-    for d in started:
-        d.kill()
 
 
 def start(daemons: list[DaemonProcess], s: Site, name: str = "daemon") -> DaemonProcess:

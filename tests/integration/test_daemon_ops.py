@@ -56,15 +56,6 @@ from tests.integration.test_status_push import free_port
 SECRET = b"s3cret-for-the-line"
 
 
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    """Every daemon a test starts is killed (with its process group) at teardown."""
-    started: list[Daemon] = []
-    yield started
-    for d in started:
-        d.kill()
-
-
 def conf_fleet(root: Path) -> FleetRepo:
     return cell_fleet(root, [file_component("conf", "app.conf", "release A\n")])
 

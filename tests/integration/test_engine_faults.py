@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import signal
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,14 +56,6 @@ from tests.integration.test_status_push import free_port
 from tests.kubeapi import KubeAPIServer
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
-    yield started
-    for d in started:
-        d.kill()
 
 
 def two_targets(root: Path) -> FleetRepo:

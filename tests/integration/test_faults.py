@@ -25,7 +25,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -139,15 +139,6 @@ class Daemon(DaemonProcess):
 
         result: list[dict[str, Any]] = wait_for(found, timeout, f"{count} {name} event(s)")
         return result
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    """Every daemon a test starts is killed (with its process group) at teardown."""
-    started: list[Daemon] = []
-    yield started
-    for d in started:
-        d.kill()
 
 
 def start_daemon(daemons: list[Daemon], s: Site, name: str = "daemon",

@@ -21,14 +21,6 @@ from tests.integration.test_faults import LINE, Daemon, cell_fleet, start_daemon
 
 
 @pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
-    yield started
-    for d in started:
-        d.kill()
-
-
-@pytest.fixture
 def bystander() -> Iterator[subprocess.Popen[bytes]]:
     """A process that has nothing to do with the reconciler (and dies of SIGHUP)."""
     proc = subprocess.Popen(["sleep", "60"], start_new_session=True)
