@@ -137,6 +137,7 @@ def plan(config_path: Path, repo: Path | None, base: str | None, head: str, fmt:
     Exit 0 when nothing would change, 2 when something would, 1 on any error (usage, config,
     an invalid revision, a component that cannot be planned).
     """
+    from reconciler.cli.progress import Progress, ProgressObserver
     from reconciler.core.errors import ReconcilerError
     from reconciler.core.registry import ProviderRegistry
     from reconciler.core.secrets import redact
@@ -148,8 +149,10 @@ def plan(config_path: Path, repo: Path | None, base: str | None, head: str, fmt:
         return
     config = load_config(config_path)
     try:
-        reconciler = Reconciler(config.engine_settings(), ProviderRegistry.discover())
-        revision, plans, errors = reconciler.plan()
+        with Progress() as progress:
+            reconciler = Reconciler(config.engine_settings(), ProviderRegistry.discover(),
+                                    observer=ProgressObserver(progress, "plan"))
+            revision, plans, errors = reconciler.plan()
         nothing = [] if plans else served_problems(
             config, reconciler.report_for(revision).fleet, revision)
     except ReconcilerError as exc:

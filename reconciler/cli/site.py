@@ -69,14 +69,16 @@ def sync(config_path: Path, once: bool, fmt: str) -> None:
         click.echo(f"asked daemon {pid} to reconcile now")
         return
 
+    from reconciler.cli.progress import Progress, ProgressObserver
     from reconciler.core.registry import ProviderRegistry
     from reconciler.core.statefiles import StateLock
     from reconciler.daemon.daemon import why_nothing_served
     from reconciler.engine.pipeline import Reconciler
 
     try:
-        with StateLock(config.state_dir):
-            reconciler = Reconciler(config.engine_settings(), ProviderRegistry.discover())
+        with StateLock(config.state_dir), Progress() as progress:
+            reconciler = Reconciler(config.engine_settings(), ProviderRegistry.discover(),
+                                    observer=ProgressObserver(progress, "sync"))
             summary = reconciler.run("sync")
             # a run without a revision has logged why, as an error; say why for the others
             nothing = why_nothing_served(reconciler, summary) \

@@ -48,7 +48,7 @@ from reconciler.engine.planning import TargetPlan
 from reconciler.engine.publishing import StatusPublishing, site_paths
 from reconciler.engine.reconciling import TargetReconciler
 from reconciler.engine.revisions import RevisionReader, serving_fleet
-from reconciler.engine.run_observer import NO_OBSERVER, RunObserver
+from reconciler.engine.run_observer import NO_OBSERVER, RunObserver, target_done
 from reconciler.engine.state_store import StateStore
 from reconciler.engine.status import Phase, StatusRenderer, TargetStatus
 from reconciler.gitops.source import GitSource, RefSpec
@@ -209,11 +209,12 @@ class Reconciler:
             results: list[TargetResult] = []
             served = self.served(fleet) if fleet is not None else []
             try:
-                for target in served:
+                for index, target in enumerate(served, 1):
                     status, result = self.targets.reconcile(target, newest)
                     statuses.append(status)
                     if result is not None:
                         results.append(result)
+                    target_done(self.observer, target.name, index, len(served))
                 # targets that left this daemon: prune everything applied there
                 for gone in sorted(set(self.store) - {t.name for t in served}):
                     result = self.targets.retire(gone, commit)
@@ -259,6 +260,10 @@ class Reconciler:
             raise SourceError(fetched.error or "no revision")
         commit = fetched.revision.commit
         report = self.reports.get(commit)
-        plans = [self.targets.plan(target, report.placements.get(target.name, ()), commit)
-                 for target in self.served(report.fleet)]
+        served = self.served(report.fleet)
+        plans = []
+        for index, target in enumerate(served, 1):
+            plans.append(self.targets.plan(target, report.placements.get(target.name, ()),
+                                           commit))
+            target_done(self.observer, target.name, index, len(served))
         return commit, plans, report.errors

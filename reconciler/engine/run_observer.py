@@ -3,16 +3,22 @@
 The engine calls an observer at fixed points of a run (a revision fetched, a fetch failed,
 one target's outcome, a target no longer served, the run's end). The daemon passes its
 Prometheus ``Metrics``, which has these methods (a structural match: the daemon's module
-imports nothing of this one); ``sync --once`` and tests pass nothing and get
-:data:`NO_OBSERVER`. Calls are made from the run's thread and must not block.
+imports nothing of this one); tests pass nothing and get :data:`NO_OBSERVER`. Calls are
+made from the run's thread and must not block.
+
+An observer may also follow a run target by target: one that has the optional
+:class:`TargetProgress` method ``target_done`` (``sync --once`` and ``plan`` on a terminal,
+to draw targets done / total) hears of each served target as it is finished, through
+:func:`target_done`. It is a protocol of its own so that observers without it, the daemon's
+metrics, still match :class:`RunObserver`.
 """
 
 from __future__ import annotations
 
 import enum
-from typing import Final, Protocol
+from typing import Final, Protocol, runtime_checkable
 
-__all__ = ["NO_OBSERVER", "RunObserver"]
+__all__ = ["NO_OBSERVER", "RunObserver", "TargetProgress", "Unobserved", "target_done"]
 
 
 class RunObserver(Protocol):
@@ -36,8 +42,22 @@ class RunObserver(Protocol):
         """A run ended after ``duration`` seconds."""
 
 
-class _Unobserved:
-    """An observer that notes nothing."""
+@runtime_checkable
+class TargetProgress(Protocol):
+    """The optional progress method of an observer (see the module docstring)."""
+
+    def target_done(self, target: str, index: int, total: int) -> None:
+        """``target``, the ``index``-th (from 1) of the ``total`` this run works on, is done."""
+
+
+def target_done(observer: RunObserver, target: str, index: int, total: int) -> None:
+    """Tell ``observer`` that a target is done, when it follows progress."""
+    if isinstance(observer, TargetProgress):
+        observer.target_done(target, index, total)
+
+
+class Unobserved:
+    """An observer that notes nothing; a base for observers that note only some things."""
 
     def revision(self, sha: str) -> None:
         pass
@@ -56,5 +76,8 @@ class _Unobserved:
     def observe_run(self, duration: float) -> None:
         pass
 
+    def target_done(self, target: str, index: int, total: int) -> None:
+        pass
 
-NO_OBSERVER: Final[RunObserver] = _Unobserved()
+
+NO_OBSERVER: Final[RunObserver] = Unobserved()
