@@ -27,6 +27,11 @@ from reconciler.core.loading import _schema_errors, field_path
 from reconciler.core.model import Fleet, StatusLayout
 from reconciler.core.provider_api import SHUTDOWN_GRACE, LocalPolicy
 from reconciler.core.yamlio import YamlFileError, read_documents
+from reconciler.daemon.notification_settings import (
+    NOTIFICATIONS_SCHEMA,
+    NotificationSettings,
+    build_notifications,
+)
 from reconciler.engine.engine_settings import EngineSettings
 from reconciler.gitops.status_push import site_id_for
 from reconciler.gitops.verification import VerifyMode
@@ -91,6 +96,7 @@ _SCHEMA: dict[str, Any] = {
         "format": {"type": "string", "allowed": ["auto", "json", "console"]},
         "level": {"type": "string", "allowed": ["debug", "info", "warning", "error"]},
     }},
+    "notifications": NOTIFICATIONS_SCHEMA,  # docs/notifications.md
 }
 
 
@@ -139,6 +145,7 @@ class DaemonConfig:
     watch: bool = True  # watch a local repository path for changes
     log_format: str = "auto"
     log_level: str = "info"
+    notifications: NotificationSettings = field(default_factory=NotificationSettings)
     source_file: Path | None = None
 
     @property
@@ -206,7 +213,9 @@ def _env_overrides(data: dict[str, Any], environ: Mapping[str, str],
             value = raw
         node = data
         for part in path[:-1]:
-            node = node.setdefault(part, {})
+            if node.get(part) is None:  # absent, or a section left empty (``notifications:``)
+                node[part] = {}
+            node = node[part]
             if not isinstance(node, dict):
                 problems.append(f"{name}: cannot override inside a non-mapping")
                 break
@@ -370,5 +379,7 @@ def _build(data: dict[str, Any], path: Path | None) -> DaemonConfig:
         watch=bool(data.get("watch", True)),
         log_format=log.get("format", "auto"),
         log_level=log.get("level", "info"),
+        notifications=build_notifications(data.get("notifications"), str(path or "environment"),
+                                          p),
         source_file=path,
     )

@@ -205,6 +205,8 @@ CONFIG_KEYS = {
     "webhook": {"secretFile", "triggerInterval", "triggerBurst"},
     "verify": {"mode", "allowedSigners", "gpgKeyring"}, "secretsDir": None,
     "log": {"format", "level"},
+    "notifications": {"sinks", "queueLimit", "retryDelay", "retryMaxDelay", "rateInterval",
+                      "rateBurst"},
 }
 
 
