@@ -4,7 +4,8 @@ The daemon creates one :class:`Metrics` and hands it to the engine, which calls 
 progress (``observe_run``, ``record_target``, ``forget_target``, ``fetch_failed``,
 ``revision``: the engine's ``reconciler.engine.run_observer.RunObserver``, which this class matches
 without importing it); ``reconciler.daemon.httpserver`` records webhook requests and serves
-:meth:`Metrics.exposition` on ``/metrics``. A dedicated
+:meth:`Metrics.exposition` on ``/metrics``; ``reconciler.daemon.notifications`` records the
+deliveries of notifications. A dedicated
 ``CollectorRegistry`` (not prometheus_client's global one) lets tests and several daemons live
 in one process without their metrics colliding.
 
@@ -21,7 +22,13 @@ Exposed (every name prefixed ``reconciler_``):
 * ``components_drifted{target}``: components found drifted in the last run;
 * ``git_fetch_errors_total``;
 * ``revision_info{revision}`` (value 1): the revision the daemon last fetched;
-* ``webhook_requests_total{result}``.
+* ``webhook_requests_total{result}``;
+* ``notifications_sent_total{sink}``: notifications a sink accepted;
+* ``notifications_failed_total{sink}``: delivery attempts that failed and are retried;
+* ``notifications_dropped_total{sink,reason}``: notifications given up, ``queue_full`` (the
+  oldest queued while the sink could not be reached, beyond ``notifications.queueLimit``) or
+  ``rejected`` (the sink refused the request);
+* ``notifications_queued{sink}``: notifications waiting on disk for the sink.
 
 Plus the standard ``process_*`` and ``python_info`` collectors, registered on the same registry.
 """
@@ -106,6 +113,19 @@ class Metrics:
             registry=r)
         self._webhooks = Counter(
             "reconciler_webhook_requests", "Webhook requests by result.", ["result"], registry=r)
+        self._notified = Counter(
+            "reconciler_notifications_sent", "Notifications a sink accepted.", ["sink"],
+            registry=r)
+        self._notify_failed = Counter(
+            "reconciler_notifications_failed",
+            "Notification deliveries that failed and are retried.", ["sink"], registry=r)
+        self._notify_dropped = Counter(
+            "reconciler_notifications_dropped",
+            "Notifications given up: queue_full (queue bound exceeded while the sink was "
+            "unreachable) or rejected (refused by the sink).", ["sink", "reason"], registry=r)
+        self._notify_queued = Gauge(
+            "reconciler_notifications_queued", "Notifications waiting on disk for a sink.",
+            ["sink"], registry=r)
         if process_collectors:
             ProcessCollector(registry=r)
             PlatformCollector(registry=r)
@@ -157,6 +177,18 @@ class Metrics:
     def webhook(self, result: str) -> None:
         """One request to the webhook endpoint ended with ``result`` (e.g. ``triggered``)."""
         self._webhooks.labels(result).inc()
+
+    def notification_sent(self, sink: str) -> None:
+        self._notified.labels(sink).inc()
+
+    def notification_failed(self, sink: str) -> None:
+        self._notify_failed.labels(sink).inc()
+
+    def notification_dropped(self, sink: str, reason: str, count: int = 1) -> None:
+        self._notify_dropped.labels(sink, reason).inc(count)
+
+    def notifications_queued(self, sink: str, count: int) -> None:
+        self._notify_queued.labels(sink).set(count)
 
     def exposition(self) -> tuple[bytes, str]:
         """The text exposition of every metric and its content type."""
