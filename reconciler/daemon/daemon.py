@@ -39,6 +39,7 @@ from reconciler.daemon.config import DaemonConfig, served_problems
 from reconciler.daemon.control import DAEMON_FILE
 from reconciler.daemon.httpserver import HttpServer, HttpSettings
 from reconciler.daemon.metrics import Metrics
+from reconciler.daemon.notifications import Notifier
 from reconciler.daemon.webhooks import RefFilter, load_secret
 from reconciler.daemon.wsgi import Health, WebhookSettings
 from reconciler.engine.pipeline import Reconciler, RunSummary
@@ -57,6 +58,9 @@ class Daemon:
         self.registry = registry
         self.metrics = Metrics(phases=[p.value for p in Phase])
         self.reconciler = Reconciler(config.engine_settings(), registry, observer=self.metrics)
+        # alerts out (docs/notifications.md): reads the sinks' secret files now
+        self.notifier = Notifier(config.notifications, state_dir=config.state_dir,
+                                 site=config.site, metrics=self.metrics)
         self.stop_event = threading.Event()
         self.interval = config.interval or DEFAULT_INTERVAL
         self.jitter = config.jitter if config.jitter is not None else 20
@@ -111,6 +115,8 @@ class Daemon:
                     self._pending = "newer-revision"
                 again = self._has_pending() and not self.stop_event.is_set()
             self._readiness(summary)
+            if summary is not None:
+                self.notifier.after_run(summary)  # queues; a sender thread delivers
             self._adjust_interval()
             if again:
                 self._wake()
@@ -213,6 +219,7 @@ class Daemon:
             self._signals()
             self._start_http()
             self._register()
+            self.notifier.start()
             self.scheduler.add_job(self._job, IntervalTrigger(seconds=self.interval,
                                                               jitter=self.jitter or None),
                                    id="reconcile", max_instances=1, coalesce=True,
@@ -236,6 +243,7 @@ class Daemon:
             notify.stopping()
             self.reconciler.stop()
             self.scheduler.shutdown(wait=True)
+            self.notifier.stop()
             if self._watcher is not None:
                 self._watcher.stop()
             if self._server is not None:
