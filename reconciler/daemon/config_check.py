@@ -61,6 +61,7 @@ def check_config(path: Path, *, offline: bool = False) -> ConfigCheck:
     except ConfigError as exc:
         problems.append(exc.message)
     problems += _named_path_problems(path)
+    problems += _sink_file_problems(config)
     served = "repository not checked (--offline)"
     if not offline:
         if any(p.startswith("repo.") for p in problems):
@@ -93,6 +94,26 @@ def _named_path_problems(config_path: Path) -> list[str]:
             name = f"{section}.{key}" if section else key
             what = "a directory" if kind == "dir" else "a readable file"
             problems.append(f"{name}: {path} is not {what}")
+    return problems
+
+
+def _sink_file_problems(config: DaemonConfig) -> list[str]:
+    """The notification sinks' secret and CA files: each must be a readable, non-empty file
+    (the daemon refuses to start otherwise)."""
+    problems = []
+    for index, sink in enumerate(config.notifications.sinks):
+        for key, file in (("urlFile", sink.url_file), ("secretFile", sink.secret_file),
+                          ("tokenFile", sink.token_file), ("caFile", sink.ca_file)):
+            if file is None:
+                continue
+            try:
+                empty = not file.read_bytes().strip()
+            except OSError as exc:
+                problems.append(f"notifications.sinks[{index}].{key}: {file}: "
+                                f"{exc.strerror or exc}")
+                continue
+            if empty:
+                problems.append(f"notifications.sinks[{index}].{key}: {file} is empty")
     return problems
 
 

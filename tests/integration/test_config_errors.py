@@ -116,6 +116,25 @@ def test_config_check_of_a_good_site_still_passes(repo: FleetRepo, tmp_path: Pat
     assert "1 target" in result.stdout and repo.head()[:12] in result.stdout
 
 
+def test_config_check_names_notification_secret_files_it_cannot_use(
+        repo: FleetRepo, tmp_path: Path) -> None:
+    empty = tmp_path / "github.token"
+    empty.write_text("\n")
+    config = write_config(
+        tmp_path / "site" / "config.yaml", repo=repo.url, site=LINE,
+        state_dir=tmp_path / "site" / "state",
+        notifications={"sinks": [
+            {"name": "ops", "type": "webhook", "url": "http://127.0.0.1:9/hook",
+             "secretFile": str(tmp_path / "missing.key")},
+            {"name": "forge", "type": "github", "repository": "acme/fleet",
+             "tokenFile": str(empty)}]})
+    result = plain("config", "check", "--config", str(config), "--offline")
+    assert result.returncode == 1, result.describe()
+    assert f"notifications.sinks[0].secretFile: {tmp_path / 'missing.key'}: No such file" \
+        in result.stdout, result.describe()
+    assert f"notifications.sinks[1].tokenFile: {empty} is empty" in result.stdout
+
+
 def test_a_daemon_serving_nothing_says_so_in_its_log_and_readyz(
         repo: FleetRepo, tmp_path: Path, daemons: list[Daemon]) -> None:
     port = free_port()
