@@ -126,8 +126,14 @@ def explain(repo: Path, target: str, instance: str | None, fmt: str) -> None:
 @click.option("--head", "head", default="HEAD", show_default=True,
               help="Offline: the revision to compare with --base.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]),
-              default="text", show_default=True)
-def plan(config_path: Path, repo: Path | None, base: str | None, head: str, fmt: str) -> None:
+              default="text", show_default=True,
+              help="Output for people, for tools, or for a pull-request comment.")
+@click.option("--jobs", type=click.IntRange(1, 2), default=None,
+              help="Offline: validate the two revisions in 2 processes at once (the "
+              "default when there are 2 CPUs) or 1 after the other (about half the memory, "
+              "twice the time).")
+def plan(config_path: Path, repo: Path | None, base: str | None, head: str, fmt: str,
+         jobs: int | None) -> None:
     """Show what would change on each target, without changing anything.
 
     Live (--config): ask each provider of this site what differs from the newest revision.
@@ -145,7 +151,7 @@ def plan(config_path: Path, repo: Path | None, base: str | None, head: str, fmt:
     from reconciler.engine.pipeline import Reconciler
 
     if repo is not None or base is not None:
-        _offline_plan(repo or Path("."), base, head, fmt)
+        _offline_plan(repo or Path("."), base, head, fmt, jobs)
         return
     config = load_config(config_path)
     try:
@@ -197,8 +203,11 @@ def plan(config_path: Path, repo: Path | None, base: str | None, head: str, fmt:
     sys.exit(1 if failed else 2 if any(p.pending for p in plans) else 0)
 
 
-def _offline_plan(repo: Path, base: str | None, head: str, fmt: str) -> None:
-    from reconciler.engine.review import review_markdown, review_revisions, review_text
+def _offline_plan(repo: Path, base: str | None, head: str, fmt: str, jobs: int | None) -> None:
+    from reconciler.cli.progress import Progress
+    from reconciler.core.errors import ReconcilerError
+    from reconciler.engine.review import review_revisions
+    from reconciler.engine.review_format import review_markdown, review_text
     from reconciler.gitops.releases import git_dir_of, resolve_commit
 
     if base is None:
@@ -212,7 +221,12 @@ def _offline_plan(repo: Path, base: str | None, head: str, fmt: str) -> None:
         if not sha:
             raise click.UsageError(f"no revision '{rev}' in {repo}")
         shas.append(sha)
-    review = review_revisions(git_dir, shas[0], shas[1])
+    try:
+        with Progress() as progress:
+            review = review_revisions(git_dir, shas[0], shas[1], progress=progress.report,
+                                      parallel=None if jobs is None else jobs == 2)
+    except ReconcilerError as exc:
+        fail(exc.message)
     if fmt == "json":
         click.echo(json.dumps(review.to_dict(), indent=2, default=str))
     elif fmt == "markdown":

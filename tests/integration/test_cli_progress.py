@@ -133,3 +133,22 @@ def test_a_dumb_terminal_gets_no_progress(fleet: tuple[FleetRepo, Site]) -> None
     os.close(master)
     assert proc.returncode == 2
     assert b"targets" not in received
+
+
+def test_offline_plan_draws_its_stages_on_a_terminal_only(fleet: tuple[FleetRepo, Site]) -> None:
+    repo, _ = fleet
+    base = repo.head()
+    repo.write("solutions/app.yaml", solution("app", [
+        file_component("conf", "app.conf", "release B\n")]))
+    repo.commit("release B")
+    args = ("plan", "--repo", str(repo.work), "--base", base, "--format", "markdown")
+    code, stdout, terminal = on_terminal(*args)
+    assert code == 2, (stdout, terminal)
+    assert "validating both revisions…" in terminal, terminal
+    assert "comparing: 3/3 targets (100%) cell-3" in terminal, terminal
+    assert terminal.endswith(ERASE)
+
+    piped = reconciler(*args, log_level="error")
+    assert piped.returncode == 2, piped.describe()
+    assert piped.stderr == ""
+    assert piped.stdout == stdout

@@ -181,7 +181,9 @@ spec:
     md = run("plan", "--repo", str(repo), "--base", base, "--format", "markdown")
     assert md.returncode == 2
     assert md.stdout.startswith(f"## Fleet plan `{base[:12]}`")
-    assert "| `berlin-l2-hmi` (new target) | eu/berlin/berlin-line-2 | 1 | 0 | 0 |" in md.stdout
+    # by site: targets changed, new, removed, held; components added, changed, removed
+    assert "| eu/berlin/berlin-line-2 | 1 | 1 | 0 | 0 | 1 | 3 | 0 |" in md.stdout
+    assert "<code>berlin-l2-hmi</code> (new target) on eu/berlin/berlin-line-2" in md.stdout
 
     # a head that does not validate: exit 1, the new error named
     inst = repo / "instances/dashboard.yaml"

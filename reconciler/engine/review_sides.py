@@ -1,0 +1,397 @@
+"""One side of an offline plan: a revision validated, summed up compactly, described on demand.
+
+The offline plan (:mod:`reconciler.engine.review`) compares what every target would deploy at
+two revisions. Formatting every component of both revisions to compare the texts cost most of
+its time at fleet scale, so each side is reduced first to a :class:`SideSummary`: per target,
+its site, the validation errors that hold it back, and per component a digest of everything
+the comparison looks at (type, ``dependsOn``, rendered properties, resolved parameter values,
+the content of the repository files it names). Equal digests mean equal components; only the
+components whose digests differ are described in full (:class:`ComponentView`: the masked
+values, where each parameter was set, the files), so the cost after validation follows the
+number of changed components, not the size of the fleet.
+
+:func:`open_sides` validates both revisions, each in a child process of its own when the
+machine has two CPUs or more (the two validations are independent and take most of the
+time), else one after the other in this process; either way a side answers ``summary()`` and
+then ``describe(keys)`` for the components that differ. Secret values never leave a side: a
+secret parameter is shown masked and compared by a keyed digest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import hashlib
+import marshal
+import multiprocessing
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, Protocol
+
+from reconciler.core.diagnostics import Diagnostic
+from reconciler.core.errors import ReconcilerError
+from reconciler.core.loading import bulk_allocation
+from reconciler.core.model import Fleet
+from reconciler.core.provider_api import Component
+from reconciler.core.registry import ProviderRegistry
+from reconciler.core.rendering import Origin, Placement, render_placement, select_targets
+from reconciler.core.secrets import MASK, mask
+from reconciler.core.validation import Report, validate_repository
+from reconciler.engine.failures import describe
+from reconciler.gitops.gitrun import Git
+from reconciler.gitops.releases import ReleaseResolver
+from reconciler.gitops.source import export
+
+__all__ = ["ComponentView", "ParamView", "Side", "SideSummary", "TargetSide", "open_sides",
+           "tree_digest"]
+
+Key = tuple[str, str]  # (target, "<instance>/<component>")
+
+
+@dataclass(frozen=True)
+class TargetSide:
+    """One target at one revision: its site path, the errors that hold it back there, and
+    ``key -> (type, digest, suspended)`` for each of its components."""
+
+    site: str
+    errors: tuple[Diagnostic, ...]
+    components: Mapping[str, tuple[str, bytes, bool]]
+
+
+@dataclass(frozen=True)
+class SideSummary:
+    commit: str
+    targets: Mapping[str, TargetSide]
+    errors: tuple[Diagnostic, ...]
+    warnings: tuple[Diagnostic, ...]
+    instance_errors: Mapping[str, tuple[Diagnostic, ...]]  # errors of one instance, by name
+
+
+@dataclass(frozen=True)
+class ParamView:
+    """A resolved parameter as the plan may show it: masked when secret; ``token`` tells two
+    values apart without showing them (a keyed digest, for secrets only)."""
+
+    value: Any
+    origin: Origin
+    secret: bool = False
+    token: bytes = b""
+
+
+@dataclass(frozen=True)
+class ComponentView:
+    """A component described in full for the plan (secrets masked)."""
+
+    type: str
+    shown: Mapping[str, Any]  # type, dependsOn, properties, params: what the diff shows
+    params: Mapping[str, ParamView]
+    files: Mapping[str, str]  # repository path it names -> the file or directory on disk
+    defined_at: str  # "<solution file>:<line>" of the component's definition
+
+
+class Side(Protocol):
+    """One revision, validated: a summary first, then descriptions of chosen components."""
+
+    def summary(self) -> SideSummary: ...
+
+    def describe(self, keys: Sequence[Key]) -> dict[Key, ComponentView]: ...
+
+    def close(self) -> None: ...
+
+
+def tree_digest(path: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every file under ``path`` (a file: itself, as ".")."""
+    out: dict[str, str] = {}
+    if path.is_file():
+        out["."] = hashlib.sha256(path.read_bytes()).hexdigest()
+        return out
+    for dirpath, dirnames, filenames in os.walk(path):
+        dirnames.sort()
+        for name in sorted(filenames):
+            full = Path(dirpath) / name
+            out[str(full.relative_to(path))] = hashlib.sha256(full.read_bytes()).hexdigest()
+    return out
+
+
+class _Revision:
+    """A revision validated and summed up at once (where the side runs). Of the report it
+    keeps the fleet and the solution each instance renders from: a description renders its
+    (instance, target) pair again, as validation did, so that the report's placements need
+    not stay in memory while the other revision is validated."""
+
+    def __init__(self, git_dir: Path, commit: str, scratch: Path, registry: ProviderRegistry,
+                 secret_key: bytes) -> None:
+        git = Git(git_dir)
+
+        def exporter(rev: str) -> Path:  # into the plan's scratch directory, removed after
+            dest = Path(tempfile.mkdtemp(prefix=f"{rev[:12]}-", dir=scratch))
+            export(git, rev, dest)
+            return dest
+
+        self.secret_key = secret_key
+        self._referenced: dict[tuple[Path, str], tuple[str, Path] | None] = {}
+        self._digests: dict[Path, bytes] = {}
+        report = validate_repository(exporter(commit), registry=registry,
+                                     releases=ReleaseResolver(git_dir, exporter))
+        self.path_props = _path_props(report, registry)
+        self.fleet = report.fleet
+        self.solutions = {p.instance.name: p.solution
+                          for placements in report.placements.values() for p in placements}
+        self._summary = self._sum_up(commit, report)
+
+    def summary(self) -> SideSummary:
+        return self._summary
+
+    def _sum_up(self, commit: str, report: Report) -> SideSummary:
+        fleet = report.fleet
+        held = _ErrorIndex(report.errors)
+        unrendered = held.unrendered(fleet, self.solutions)
+        targets: dict[str, TargetSide] = {}
+        with bulk_allocation():
+            for name, target in fleet.targets.items():
+                placements = report.placements.get(name, ())
+                components: dict[str, tuple[str, bytes, bool]] = {}
+                for p in placements:
+                    values = self._digest(p.components[0].params) if p.components else b""
+                    for c in p.components:
+                        components[c.key] = (c.type, self._component_digest(c, values),
+                                             p.instance.suspend)
+                instances = {p.instance.name for p in placements} | unrendered.get(name, set())
+                targets[name] = TargetSide(fleet.site_path(target.site),
+                                           held.of(name, instances), components)
+        return SideSummary(commit, targets, tuple(report.errors),
+                           tuple(d for d in report.diagnostics if not d.is_error),
+                           held.by_instance)
+
+    def _component_digest(self, c: Component, values: bytes) -> bytes:
+        files = [(label, self._tree(path)) for label, path in self._files(c)] \
+            if c.type in self.path_props else []
+        return self._digest((c.type, c.depends_on, c.properties, values, files))
+
+    def _files(self, c: Component) -> Iterator[tuple[str, Path]]:
+        """The repository files and directories a component names in its path properties:
+        (path in the repository, path on disk)."""
+        for prop in self.path_props.get(c.type, ()):
+            value = c.properties.get(prop)
+            if isinstance(value, list):
+                value = value[0] if value and isinstance(value[0], str) else None
+            if not isinstance(value, str) or "://" in value or os.path.isabs(value):
+                continue
+            cached = (c.base_dir, value)
+            if cached not in self._referenced:
+                root = c.repo_root.resolve()
+                candidate = (c.base_dir / value).resolve()
+                inside = candidate.is_relative_to(root) and candidate.exists()
+                self._referenced[cached] = \
+                    (str(candidate.relative_to(root)), candidate) if inside else None
+            found = self._referenced[cached]
+            if found is not None:
+                yield found
+
+    def _tree(self, path: Path) -> bytes:
+        if path not in self._digests:
+            self._digests[path] = self._digest(sorted(tree_digest(path).items()))
+        return self._digests[path]
+
+    # -- descriptions --------------------------------------------------------------------
+    def describe(self, keys: Sequence[Key]) -> dict[Key, ComponentView]:
+        wanted: dict[str, set[str]] = {}
+        for target, key in keys:
+            wanted.setdefault(target, set()).add(key)
+        out: dict[Key, ComponentView] = {}
+        fleet = self.fleet
+        for target, names in wanted.items():
+            for instance in sorted({name.partition("/")[0] for name in names}):
+                p = render_placement(fleet, fleet.instances[instance], fleet.targets[target],
+                                     self.solutions[instance])
+                for c in p.components:
+                    if c.key in names:
+                        out[(target, c.key)] = self._view(p, c)
+        return out
+
+    def _view(self, p: Placement, c: Component) -> ComponentView:
+        secrets = {str(c.params[n]) for n in c.secret_params if n in c.params}
+        params = {k: (MASK if k in c.secret_params else v) for k, v in c.params.items()}
+        shown = {"type": c.type, "dependsOn": list(c.depends_on),
+                 "properties": mask(dict(c.properties), secrets), "params": params}
+        views = {}
+        for name, rp in p.params.items():
+            secret = name in c.secret_params
+            token = self._digest(rp.value) if secret else b""
+            views[name] = ParamView(MASK if secret else params.get(name, rp.value),
+                                    rp.origin, secret, token)
+        solution = p.solution
+        src = solution.source
+        index = next((d.index for d in solution.components if d.name == c.name), 0)
+        path = f"{solution.release}:{src.path}" if solution.release else src.path
+        defined = f"{path}:{src.line_of('spec', 'components', index)}"
+        files = {label: str(found) for label, found in self._files(c)}
+        return ComponentView(c.type, shown, views, files, defined)
+
+    def _digest(self, value: Any) -> bytes:
+        # marshal (format 2: no back-references, so equal values give equal bytes) is
+        # exact and about three times as fast as repr for the plain data of rendered
+        # components; repr for what marshal refuses (dates). A dict that differs only in key
+        # order gives another digest: the full comparison then finds no change. Keyed with a
+        # key of this plan only: values hold secrets, and digests must not tell them
+        try:
+            data = marshal.dumps(value, 2)
+        except ValueError:
+            data = repr(value).encode()
+        return hashlib.blake2b(data, key=self.secret_key, digest_size=16).digest()
+
+
+class _ErrorIndex:
+    """The errors that hold each target back, indexed once instead of a scan per target: as
+    :meth:`Report.errors_for` finds them (global ones, the target's own, those of the
+    instances placed on it), and also those of an instance that selects the target but could
+    not be rendered (a release that cannot be had): without them the target would seem to
+    lose that instance's components. :meth:`of_instances` adds those of the instances the
+    target had at the other revision."""
+
+    def __init__(self, errors: Iterable[Diagnostic]) -> None:
+        self.everywhere: list[Diagnostic] = []
+        self.by_target: dict[str, list[Diagnostic]] = {}
+        self.by_instance: dict[str, tuple[Diagnostic, ...]] = {}
+        for d in errors:
+            if not d.target and not d.instance:
+                self.everywhere.append(d)
+            elif d.target:
+                self.by_target.setdefault(d.target, []).append(d)
+            else:
+                self.by_instance[d.instance] = (*self.by_instance.get(d.instance, ()), d)
+
+    def unrendered(self, fleet: Fleet, rendered: Iterable[str]) -> dict[str, set[str]]:
+        """Target -> the instances with errors that select it but were not rendered."""
+        out: dict[str, set[str]] = {}
+        for name in sorted(set(self.by_instance) - set(rendered)):
+            if name in fleet.instances:
+                for target in select_targets(fleet, fleet.instances[name]):
+                    out.setdefault(target.name, set()).add(name)
+        return out
+
+    def of(self, target: str, instances: Iterable[str]) -> tuple[Diagnostic, ...]:
+        found = [*self.everywhere, *self.by_target.get(target, ())]
+        for instance in set(instances):
+            found += self.by_instance.get(instance, ())
+        return tuple(sorted(set(found)))
+
+
+def _path_props(report: Report, registry: ProviderRegistry) -> dict[str, tuple[str, ...]]:
+    """Component type (binding role) -> path properties of the providers bound to it."""
+    out: dict[str, set[str]] = {}
+    for target in report.fleet.targets.values():
+        for binding in target.bindings:
+            cls = registry.get(binding.provider)
+            if cls is not None:
+                out.setdefault(binding.role, set()).update(
+                    getattr(cls, "path_properties", frozenset()))
+    return {role: tuple(sorted(props)) for role, props in out.items()}
+
+
+# -- where a side runs ---------------------------------------------------------------------
+
+Make = Callable[[], _Revision]
+
+
+class _Here:
+    """A side validated in this process."""
+
+    def __init__(self, make: Make) -> None:
+        self.revision = make()
+
+    def summary(self) -> SideSummary:
+        return self.revision.summary()
+
+    def describe(self, keys: Sequence[Key]) -> dict[Key, ComponentView]:
+        return self.revision.describe(keys)
+
+    def close(self) -> None:
+        del self.revision
+
+
+def _serve(conn: Connection, make: Make) -> None:
+    """The child process of a :class:`_Child`: validate, send the summary, then answer
+    requests for descriptions until told to stop (None)."""
+    try:
+        revision = make()
+        # what is left stays alive to the end of this process: the cyclic collector would
+        # only rescan its objects, so they are moved out of its sight
+        gc.freeze()
+        conn.send(("ok", revision.summary()))
+        while (keys := conn.recv()) is not None:
+            conn.send(("ok", revision.describe(keys)))
+    except EOFError:  # the plan went away
+        pass
+    except BaseException as exc:  # said to the parent, which raises it as its own error
+        reason = exc.reason if isinstance(exc, ReconcilerError) else "Error"
+        conn.send(("error", (describe(exc), reason)))
+    finally:
+        conn.close()
+
+
+class _Child:
+    """A side validated in a child process (forked: it shares what this one has imported)."""
+
+    def __init__(self, make: Make) -> None:
+        context = multiprocessing.get_context("fork")
+        self.conn, theirs = context.Pipe()
+        self.process = context.Process(target=_serve, args=(theirs, make), daemon=True)
+        self.process.start()
+        theirs.close()
+
+    def _answer(self) -> Any:
+        try:
+            status, payload = self.conn.recv()
+        except EOFError:
+            raise ReconcilerError(f"the validation process ended unexpectedly (exit code "
+                                  f"{self.process.exitcode})") from None
+        if status == "error":
+            message, reason = payload
+            raise ReconcilerError(message, reason=reason)
+        return payload
+
+    def summary(self) -> SideSummary:
+        summary: SideSummary = self._answer()
+        return summary
+
+    def describe(self, keys: Sequence[Key]) -> dict[Key, ComponentView]:
+        self.conn.send(list(keys))
+        views: dict[Key, ComponentView] = self._answer()
+        return views
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):  # it may have ended already
+            self.conn.send(None)
+        self.conn.close()
+        self.process.join(timeout=30)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+
+
+def open_sides(git_dir: Path, base: str, head: str, scratch: Path,
+               registry: ProviderRegistry, *, parallel: bool | None = None
+               ) -> tuple[Side, Side]:
+    """Validate ``base`` and ``head`` (see the module docstring); exports go under
+    ``scratch``, which the caller removes. ``parallel`` None: when two CPUs are there."""
+    if parallel is None:
+        parallel = len(os.sched_getaffinity(0)) >= 2 \
+            and "fork" in multiprocessing.get_all_start_methods()
+    secret_key = os.urandom(32)
+
+    def make(commit: str) -> Make:
+        return lambda: _Revision(git_dir, commit, scratch, registry, secret_key)
+
+    if not parallel:
+        return _Here(make(base)), _Here(make(head))
+    first = _Child(make(base))
+    try:
+        return first, _Child(make(head))
+    except BaseException:
+        first.close()
+        raise
