@@ -1,0 +1,98 @@
+"""What each command's exit codes mean: the contract scripts rely on, as data.
+
+One :class:`ExitCodes` row per way of running a command (``plan`` live and offline, ``sync``
+with and without ``--once``), keyed by the command's name in the ``reconciler`` group.
+``scripts/gen_cli_docs.py`` writes them into docs/cli.md, as one table and under each
+command, and a test checks that every command of the group has a row; change a command's
+exit codes here, in the same commit as the command.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["EXIT_CODES", "ExitCodes"]
+
+USAGE = "usage"
+
+
+@dataclass(frozen=True)
+class ExitCodes:
+    command: str  # as typed after ``reconciler``: "plan", "config check"
+    how: str  # the invocation the row is about, as shown in the table
+    ok: str  # exit 0
+    error: str  # exit 1
+    two: str = USAGE  # exit 2: click's usage errors unless the command gives it a meaning
+    other: str = ""
+
+
+EXIT_CODES: tuple[ExitCodes, ...] = (
+    ExitCodes(
+        "plan", "`plan --config FILE` (live)", "nothing would change",
+        "any error: usage (unknown option, bad value), missing or invalid config, repository "
+        "unreachable, a revision with validation errors, a component that cannot be planned, "
+        "a `site:` that selects no target",
+        "something would change (create, update or prune)"),
+    ExitCodes(
+        "plan", "`plan --repo PATH --base REV [--head REV]` (offline)",
+        "no target would get anything different",
+        "any error: usage, `--base` missing, a revision or path that does not exist, not a "
+        "git repository, new validation errors in `--head` (the targets they concern are "
+        "shown held on their current state)",
+        "some target would change"),
+    ExitCodes(
+        "status", "`status --repo URL\\|PATH`", "every target shown is Ready",
+        "the status branches cannot be read (unreachable, not a repository), usage errors",
+        "some target is not Ready (or has an unreadable status file), or no target reports "
+        "a status at all"),
+    ExitCodes(
+        "validate", "`validate [PATH]`",
+        "the repository is valid (warnings allowed unless `--strict`)",
+        "errors found (or warnings with `--strict`), including a directory that holds no "
+        "fleet (no `Settings` in `reconciler.yaml`)",
+        "usage: PATH does not exist, unknown option"),
+    ExitCodes(
+        "explain", "`explain --target T`", "the target renders without errors",
+        "the target has validation errors",
+        "usage: no such target or instance (with a did-you-mean), unknown option"),
+    ExitCodes(
+        "sync", "`sync --once --config FILE`", "every served target is Ready",
+        "a target is not Ready, no target is served (the reason is printed), no revision "
+        "could be fetched, missing or invalid config, another process holds the state "
+        "directory"),
+    ExitCodes(
+        "sync", "`sync --config FILE` (no `--once`)",
+        "the running daemon was asked to run now",
+        "no daemon is running on the config's state directory (said so; nothing signalled), "
+        "missing or invalid config, not allowed to signal it"),
+    ExitCodes(
+        "run", "`run --config FILE`", "stopped by SIGTERM or SIGINT",
+        "another daemon holds the state directory", USAGE,
+        "78 (`EX_CONFIG`): config missing or invalid, listen address cannot be bound; the "
+        "systemd unit does not restart on it"),
+    ExitCodes(
+        "config check", "`config check --config FILE`",
+        "config, the files it names and the tracked revision are all fine",
+        "any problem (each on its own line): file missing, a bad key or `RECONCILER_*` value, "
+        "a missing file it names, the repository cannot be fetched, `site:` or `targets:` not "
+        "in the tracked revision"),
+    ExitCodes(
+        "providers", "`providers`", "every provider loads", "a provider failed to load"),
+    ExitCodes(
+        "release", "`release SOLUTION VERSION`", "tag created (and pushed with `--push`)",
+        "the solution is invalid, has uncommitted changes, the tag exists, git failed",
+        "usage: not a semantic version, no such solution"),
+    ExitCodes(
+        "rollback", "`rollback INSTANCE --to V`", "committed on a new branch",
+        "no such release, uncommitted changes, the result would not validate, git failed",
+        "usage: no such instance, not a git repository"),
+    ExitCodes(
+        "history", "`history [--solution S \\| --target T]`", "listed",
+        "no status branches in the clone, `--target` names a target with no status on them "
+        "(with a did-you-mean)",
+        "usage: not a git repository"),
+    ExitCodes(
+        "", "`reconciler` itself", "`--help`, `--version`",
+        "unknown command (`reconciler plna`), unknown global option",
+        "no command at all (the help is printed)"),
+)
