@@ -1,14 +1,18 @@
-"""The commands about the whole fleet and its releases: ``status``, ``history``, ``release``
-and ``rollback``.
+"""The commands about the whole fleet and its releases: ``status``, ``report``, ``history``,
+``release`` and ``rollback``.
 
-``status`` gives exit code 2 an answer of its own (some target is not Ready); the group in
-:mod:`reconciler.cli.main` turns its usage errors into exit 1.
+``status`` and ``report`` read the status branches and the fleet model at the tracked ref
+together (one fetch; the model validated once per revision, in a child process, and kept in
+the cache with what was fetched). ``status`` gives exit code 2 an answer of its own (some
+target is not Ready); the group in :mod:`reconciler.cli.main` turns its usage errors into
+exit 1.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -16,38 +20,231 @@ import click
 from reconciler.cli.common import FORMAT, fail
 from reconciler.core import tables
 
-__all__ = ["history", "release", "rollback", "status"]
+__all__ = ["history", "release", "report", "rollback", "status"]
+
+
+def _duration(text: str) -> float:
+    """``3h``, ``90m``, ``1h30m``, ``2d``, ``45s`` or plain seconds, in seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    total, number = 0.0, ""
+    for char in text.strip().lower():
+        if char.isdigit() or char == ".":
+            number += char
+        elif char in units and number:
+            total, number = total + float(number) * units[char], ""
+        else:
+            raise click.BadParameter(f"{text!r} is not a duration such as 3h, 90m or 3600")
+    if number:
+        total += float(number)
+    if total <= 0:
+        raise click.BadParameter(f"{text!r} is not a duration such as 3h, 90m or 3600")
+    return total
+
+
+def _stale_after(ctx: click.Context, param: click.Parameter, value: str) -> float:
+    return _duration(value)
+
+
+def _url(repo: str) -> str:
+    if "://" not in repo and Path(repo).exists():
+        return str(Path(repo).resolve())
+    return repo
+
+
+REPO = click.option("--repo", "repo", required=True,
+                    help="Fleet repository URL or path (status branches are read from it).")
+SHARED = click.option("--branch", "shared_branch", default="reconciler-fleet-status",
+                      show_default=True, help="The shared status branch, if the fleet uses one.")
+REF = click.option("--ref", "ref", default="main", show_default=True,
+                   help="The ref the daemons track (a branch, tag:NAME or semver:RANGE): the "
+                        "fleet model is read at it.")
+STALE = click.option("--stale-after", "stale_after", default="3h", show_default=True,
+                     callback=_stale_after,
+                     help="A site not heard from for longer is Stale (3h, 90m, 3600). Keep "
+                          "it above the daemons' status.heartbeat plus their interval.")
+CACHE = click.option("--cache-dir", "cache_dir", default=None,
+                     type=click.Path(file_okay=False, path_type=Path),
+                     help="Where fetched status is kept between calls [default: "
+                          "$XDG_CACHE_HOME/reconciler/status/<hash of the URL>].")
 
 
 @click.command()
-@click.option("--repo", "repo", required=True,
-              help="Fleet repository URL or path (status branches are read from it).")
-@click.option("--branch", "shared_branch", default="reconciler-fleet-status",
-              show_default=True, help="The shared status branch, if the fleet uses one.")
+@REPO
+@SHARED
+@REF
+@STALE
+@click.option("--site", default=None, help="Only this site's subtree (a path or a name).")
+@click.option("--instance", default=None, help="Only the targets of this instance.")
+@click.option("--phase", "phases", multiple=True, metavar="STATE",
+              help="Only targets in this state (Ready, Failed, Stale, Unknown, ...); "
+                   "repeatable.")
+@click.option("--wide", is_flag=True, help="Full messages, and the observed revision.")
+@CACHE
 @FORMAT
-def status(repo: str, shared_branch: str, fmt: str) -> None:
-    """Table of the fleet's targets from the status branches (one fetch).
+def status(repo: str, shared_branch: str, ref: str, stale_after: float, site: str | None,
+           instance: str | None, phases: tuple[str, ...], wide: bool, cache_dir: Path | None,
+           fmt: str) -> None:
+    """Every target of the fleet at the tracked ref, with what it reports (one fetch).
 
-    Exit 0 when every target shown is Ready, 2 when some are not (or none reports at all),
-    1 when the status cannot be read.
+    Targets that never reported are Unknown; sites not heard from for longer than
+    --stale-after are Stale. Exit 0 when every target shown is Ready, 2 when some are not
+    (or none is shown), 1 when the status cannot be read.
     """
+    from reconciler.cli.status_output import colour_wanted, write_json, write_text
     from reconciler.core.errors import ReconcilerError
-    from reconciler.gitops.fleet_status import format_table, read_fleet_status
+    from reconciler.gitops.fleet_view import STATES
 
-    url = repo
-    if "://" not in repo and Path(repo).exists():
-        url = str(Path(repo).resolve())
+    known = {s.lower() for s in STATES}
+    for phase in phases:
+        if phase.lower() not in known:
+            raise click.BadParameter(f"{phase!r} is not one of {', '.join(STATES)}",
+                                     param_hint="--phase")
+    url = _url(repo)
     try:
-        fleet = read_fleet_status(url, shared_branch=shared_branch)
+        with _FleetRead(url, shared_branch, ref, cache_dir, stale_after) as read:
+            view = read.view
+            scope = view.site_paths(site) if site else None
+            if site and read.index is not None and not any(
+                    s.path == p or s.path.startswith(p + "/")
+                    for s in read.index.sites for p in scope or ()):
+                fail(f"no site {site!r} in the fleet at {view.revision[:12]}")
+            if instance and read.index is not None and instance not in read.index.instances:
+                fail(f"no instance {instance!r} in the fleet at {view.revision[:12]}")
+            view = view.filtered(site=site, instance=instance, states=phases)
+            if read.model_error:
+                click.echo(f"warning: {read.model_error}; showing the reported targets only",
+                           err=True)
+            stream = sys.stdout
+            if fmt == "json":
+                write_json(view, read.reader, stream, source=read.status.source, ref=ref,
+                           branches=read.status.branches, model_error=read.model_error)
+            else:
+                write_text(view, stream, source=read.status.source, ref=ref, wide=wide,
+                           colour=colour_wanted(stream), scope=scope,
+                           reported=bool(read.status.entries))
     except ReconcilerError as exc:
         fail(exc.message)
-    if fmt == "json":
-        click.echo(json.dumps(fleet.to_dict(), indent=2, default=str))
-    else:
-        click.echo(format_table(fleet))
     # no status at all is not "all Ready": a gate waiting for a rollout must not pass on it
-    ready = bool(fleet.entries) and all(e.phase == "Ready" and not e.error for e in fleet)
-    sys.exit(0 if ready else 2)
+    sys.exit(0 if view.ready else 2)
+
+
+@click.command()
+@REPO
+@SHARED
+@REF
+@STALE
+@click.option("--html", "html", required=True,
+              type=click.Path(dir_okay=False, writable=True, path_type=Path),
+              help="Write the page to this file.")
+@click.option("--history", "history", default=200, show_default=True,
+              type=click.IntRange(0, 100_000), help="Recent status changes shown.")
+@CACHE
+def report(repo: str, shared_branch: str, ref: str, stale_after: float, html: Path,
+           history: int, cache_dir: Path | None) -> None:
+    """Write one self-contained HTML page of the fleet (no network needed to view it).
+
+    The site hierarchy as a tree coloured by health, every target with its state,
+    revision, instances, message and validation errors, the roll-up per instance, rollouts
+    in progress and the recent status changes. Exit 0 when written, 1 when the fleet
+    cannot be read or the file cannot be written.
+    """
+    import os
+    import tempfile
+
+    from reconciler.cli.progress import Progress
+    from reconciler.cli.report_html import render_report
+    from reconciler.core.errors import ReconcilerError
+    from reconciler.gitops.fleet_history import recent_changes
+    from reconciler.gitops.fleet_status import STATUS_REFS
+
+    url = _url(repo)
+    with Progress() as progress:
+        try:
+            with _FleetRead(url, shared_branch, ref, cache_dir, stale_after,
+                            progress=lambda stage: progress.report(stage)) as read:
+                progress.report("reading the history")
+                changes = recent_changes(read.reader.git, STATUS_REFS, limit=history)
+                progress.report("writing the page")
+                page = render_report(read.view, source=read.status.source, ref=ref,
+                                     history=changes, model_error=read.model_error)
+        except ReconcilerError as exc:
+            progress.close()
+            fail(exc.message)
+    data = page.encode()
+    tmp: str | None = None
+    try:  # written whole or not at all: a reader never sees half a page
+        html.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{html.name}-", dir=html.parent)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as any file the user writes, not mkstemp's 0600
+        os.replace(tmp, html)
+    except OSError as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        fail(f"cannot write {html}: {exc.strerror}")
+    if read.model_error:
+        click.echo(f"warning: {read.model_error}; the page shows the reported targets only",
+                   err=True)
+    click.echo(f"wrote {html}: {len(read.view)} targets, {len(data) // 1024 + 1} KiB")
+
+
+def _quiet(stage: str) -> None:
+    """No progress shown."""
+
+
+class _FleetRead:
+    """The status branches and the fleet model read together, for status and report: one
+    fetch, the model validated (or taken from the cache) while the status files are read."""
+
+    def __init__(self, url: str, shared_branch: str, ref: str, cache_dir: Path | None,
+                 stale_after: float, progress: Callable[[str], None] | None = None) -> None:
+        from reconciler.gitops.fleet_status import StatusReader
+        from reconciler.gitops.status_cache import default_cache_dir
+
+        self.reader = StatusReader(url, cache_dir=cache_dir or default_cache_dir(url),
+                                   shared_branch=shared_branch, ref=ref)
+        self.stale_after = stale_after
+        self.progress: Callable[[str], None] = progress or _quiet
+        self.model_error: str | None = None
+
+    def __enter__(self) -> _FleetRead:
+        import datetime as dt
+
+        from reconciler.core.errors import SourceError
+        from reconciler.gitops.fleet_model import IndexJob
+        from reconciler.gitops.fleet_view import join
+
+        reader = self.reader.__enter__()
+        try:
+            self.progress("fetching")
+            reader.fetch()
+            job = None
+            try:
+                job = IndexJob(reader.cache, reader.tracked())
+            except SourceError as exc:
+                self.model_error = f"no fleet model: {exc.message}"
+            self.progress("reading status")
+            self.status = reader.collect()
+            self.index = None
+            if job is not None:
+                if not job.cached:
+                    self.progress("validating the fleet")
+                try:
+                    self.index = job.result()
+                except SourceError as exc:
+                    self.model_error = exc.message
+            self.view = join(self.index, self.status, now=dt.datetime.now(dt.UTC),
+                             stale_after=self.stale_after)
+        except BaseException:
+            self.reader.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.reader.__exit__(None, None, None)
 
 
 @click.command()

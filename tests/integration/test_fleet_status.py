@@ -1,15 +1,24 @@
-"""read_fleet_status and format_table against real git repositories: status branches
+"""read_fleet_status and the fleet table against real git repositories: status branches
 written by real StatusPublishers, read over file://, a local path and a real git daemon."""
 
 from __future__ import annotations
 
+import datetime as dt
+import io
 import json
 from pathlib import Path
 
 import pytest
 
+from reconciler.cli.status_output import write_json, write_text
 from reconciler.core.errors import SourceError
-from reconciler.gitops.fleet_status import format_table, read_fleet_status
+from reconciler.gitops.fleet_status import (
+    FleetStatus,
+    InstanceStatus,
+    StatusReader,
+    read_fleet_status,
+)
+from reconciler.gitops.fleet_view import join
 from reconciler.gitops.status_push import Layout, StatusPublisher, site_id_for
 from tests.integration.test_status_push import (
     GitDaemon,
@@ -19,6 +28,8 @@ from tests.integration.test_status_push import (
     make_remote,
 )
 
+# an hour after the status files below were written: nothing is stale yet
+NOW = dt.datetime(2026, 11, 23, 5, 10, tzinfo=dt.UTC)
 REV_A = "4f2c0d1e9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d"
 REV_B = "9e8f7a6b5c4d4f2c0d1e9a8b7c6d5e4f3a2b1c0d"
 
@@ -39,6 +50,14 @@ lastChange: "{when}"
 instances: {{line-app: {{phase: {phase}}}}}
 errors: []
 """.encode()
+
+
+def format_table(status: FleetStatus) -> str:
+    """The table ``reconciler status`` prints for these status files (no fleet model)."""
+    out = io.StringIO()
+    write_text(join(None, status, now=NOW, stale_after=3 * 3600), out, source=status.source,
+               ref="main", wide=False, colour=False)
+    return out.getvalue()
 
 
 def publish(remote: Path, tmp_path: Path, site: str, files: dict[str, bytes],
@@ -87,7 +106,7 @@ def test_reads_both_layouts_with_one_fetch(tmp_path: Path, fleet: Path,
     assert press.branch == "reconciler-status/eu_berlin_line-1"
     assert press.last_change is not None and press.last_change.isoformat() == (
         "2026-11-23T04:10:00+00:00")
-    assert press.data["instances"] == {"line-app": {"phase": "Failed"}}
+    assert press.instances == (InstanceStatus("line-app", phase="Failed"),)
     robot = status.get("asia/osaka", "robot")
     assert robot is not None and robot.branch == "reconciler-fleet-status"
 
@@ -174,9 +193,9 @@ def test_only_the_exact_shared_branch_is_read(tmp_path: Path) -> None:
 def test_table_is_sorted_and_shortens_revisions(fleet: Path) -> None:
     table = format_table(read_fleet_status(f"file://{fleet}"))
 
-    lines = table.splitlines()
-    assert lines[0].split() == ["SITE", "TARGET", "PHASE", "REVISION", "LAST", "CHANGE",
-                                "MESSAGE"]
+    lines = table.split("\n\n")[0].splitlines()  # the roll-ups follow the table
+    assert lines[0].split() == ["SITE", "TARGET", "PHASE", "REVISION", "SEEN", "LAST",
+                                "CHANGE", "MESSAGE"]
     assert [ln.split()[:3] for ln in lines[1:]] == [
         ["asia/osaka", "robot", "Pending"],
         ["eu/berlin", "gateway", "Ready"],
@@ -194,7 +213,13 @@ def test_table_is_sorted_and_shortens_revisions(fleet: Path) -> None:
 
 
 def test_json_dump_of_the_data(fleet: Path) -> None:
-    data = json.loads(json.dumps(read_fleet_status(f"file://{fleet}").to_dict()))
+    out = io.StringIO()
+    with StatusReader(f"file://{fleet}") as reader:
+        status = reader.read()
+        write_json(join(None, status, now=NOW, stale_after=3600), reader, out,
+                   source=status.source, ref="main", branches=status.branches,
+                   model_error=None)
+    data = json.loads(out.getvalue())
 
     assert len(data["targets"]) == 6
     first = data["targets"][0]

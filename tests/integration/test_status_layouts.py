@@ -114,7 +114,10 @@ def test_status_command_prints_the_table_of_every_site(tmp_path: Path) -> None:
     result = reconciler("status", "--repo", repo.url, env=sites[0].env())
 
     assert result.returncode == 0, result.describe()
-    rows = [line.split() for line in result.stdout.splitlines()]
+    # the table, then (after a blank line) the roll-ups per instance and per site
+    table, rollups = result.stdout.split("\n\n", 1)
+    rows = [line.split() for line in table.splitlines()]
     assert rows[0][:4] == ["SITE", "TARGET", "PHASE", "REVISION"]
     body = {(r[0], r[1]): (r[2], r[3]) for r in rows[1:] if r}
     assert body == {(f"fab/{line}", f"panel-{line}"): ("Ready", head[:8]) for line in lines}
+    assert "2/2 Ready on " + head[:8] in rollups, rollups

@@ -1,0 +1,178 @@
+"""What ``reconciler status`` prints: the fleet table and its roll-ups, or JSON.
+
+The text is one table of every target (state, applied revision, how long ago the site was
+heard from, last change, message), then the roll-ups per instance and per site, then one
+line of totals. On a terminal the states are coloured (``NO_COLOR`` turns that off); piped,
+the text is plain. Messages are cut to one line of 60 characters unless ``--wide``.
+
+The JSON (``--format json``, schema in docs/status.md) is written as it is produced: one
+target at a time, its whole status file read from the cache in batches, so neither the
+document nor the status files are ever held in memory at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any, TextIO
+
+import click
+
+from reconciler.core import tables
+from reconciler.gitops.fleet_status import StatusReader
+from reconciler.gitops.fleet_view import FleetView, TargetView, format_age
+from reconciler.gitops.status_files import format_time
+
+__all__ = ["SCHEMA_VERSION", "colour_wanted", "write_json", "write_text"]
+
+SCHEMA_VERSION = 1
+_MESSAGE_WIDTH = 60
+_COLOURS = {"Ready": "green", "Failed": "red", "Invalid": "red", "Blocked": "red",
+            "Degraded": "red", "Unreadable": "red", "Progressing": "yellow",
+            "Pending": "yellow", "Stale": "magenta", "Unknown": "bright_black",
+            "Orphaned": "bright_black"}
+
+
+def colour_wanted(stream: TextIO) -> bool:
+    """Colour on a terminal, unless ``NO_COLOR`` is set or ``TERM`` is ``dumb``."""
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return False
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def write_text(view: FleetView, out: TextIO, *, source: str, ref: str, wide: bool,
+               colour: bool, scope: list[str] | None = None, reported: bool = True) -> None:
+    """The table, the roll-ups (sites within ``scope`` only, when given) and the totals;
+    ``reported`` is false when no status file was found at all."""
+    if not view.rows:
+        out.write(f"no status files found in {source}\n" if not view.revision else
+                  f"no target matches in {source} at {view.revision[:12]}\n")
+    else:
+        _table(view, out, wide=wide, colour=colour)
+        rollups = [(r.name, r.solution, r.summary()) for r in view.instance_rollups()]
+        if rollups:
+            out.write("\n" + tables.render(rollups, header=("INSTANCE", "SOLUTION", "TARGETS"))
+                      + "\n")
+        sites = [(s.path, s.level or "-", s.summary()) for s in view.site_rollups()
+                 if scope is None or any(s.path == p or s.path.startswith(p + "/")
+                                         for p in scope)]
+        if sites:
+            out.write("\n" + tables.render(sites, header=("SITE", "LEVEL", "TARGETS")) + "\n")
+    counts = view.counts()
+    totals = ", ".join(f"{n} {state}" for state, n in counts.most_common()) or "no targets"
+    where = f"at {view.revision[:12]} ({ref})" if view.revision else "(no fleet model)"
+    out.write(f"\n{len(view)} targets {where}: {totals}; stale after "
+              f"{format_age(view.stale_after)}\n")
+    if view.rows and not reported:
+        out.write(f"no status files found in {source}: no site has reported yet\n")
+
+
+def _table(view: FleetView, out: TextIO, *, wide: bool, colour: bool) -> None:
+    header = ["SITE", "TARGET", "PHASE", "REVISION", "SEEN", "LAST CHANGE", "MESSAGE"]
+    if wide:
+        header[4:4] = ["OBSERVED"]
+    rows = []
+    for row in view.rows:
+        entry = row.entry
+        message = row.message
+        if row.errors and row.entry is not None:
+            message += f" [{len(row.errors) + row.more_errors} validation error(s) at " \
+                       f"{view.revision[:12]}]"
+        if not wide:
+            message = " ".join(message.split())
+            if len(message) > _MESSAGE_WIDTH:
+                message = message[:_MESSAGE_WIDTH - 3] + "..."
+        cells = [row.site, row.target, row.state,
+                 entry.applied_revision[:8] or "-" if entry else "-",
+                 format_age(row.age),
+                 format_time(entry.last_change) if entry and entry.last_change else "-",
+                 message]
+        if wide:
+            cells[4:4] = [entry.observed_revision[:8] or "-" if entry else "-"]
+        rows.append(cells)
+    text = tables.render(rows, header=header)
+    if not colour:
+        out.write(text + "\n")
+        return
+    offset = (max(len(r.site) for r in view.rows) if view.rows else 0)
+    offset = max(offset, len("SITE")) + 2
+    offset += max([len(r.target) for r in view.rows] + [len("TARGET")]) + 2
+    lines = text.split("\n")
+    out.write(lines[0] + "\n")
+    for line, row in zip(lines[1:], view.rows, strict=True):
+        end = offset + len(row.state)
+        styled = click.style(row.state, fg=_COLOURS.get(row.state), bold=row.state != "Ready")
+        out.write(line[:offset] + styled + line[end:] + "\n")
+
+
+def write_json(view: FleetView, reader: StatusReader, out: TextIO, *, source: str, ref: str,
+               branches: Mapping[str, str], model_error: str | None) -> None:
+    """The document of docs/status.md, streamed."""
+    head = {"schemaVersion": SCHEMA_VERSION, "source": source, "ref": ref,
+            "revision": view.revision or None, "generatedAt": format_time(view.now),
+            "staleAfter": view.stale_after, "modelError": model_error,
+            "branches": dict(branches)}
+    out.write(json.dumps(head, indent=None)[:-1] + ', "targets": [')
+    first = True
+    for row, document in _with_documents(view, reader):
+        out.write(("\n  " if first else ",\n  ") + json.dumps(target_json(view, row))[:-1]
+                  + f', "status": {document or "null"}}}')
+        first = False
+    instances = [{"name": r.name, "solution": r.solution, "version": r.version or None,
+                  "targets": r.total, "readyOnVersion": r.ready_on_version,
+                  "counts": dict(r.counts), "summary": r.summary()}
+                 for r in view.instance_rollups()]
+    sites = [{"path": s.path, "level": s.level, "targets": s.total, "counts": dict(s.counts),
+              "health": s.health, "summary": s.summary()} for s in view.site_rollups()]
+    out.write("\n], " + json.dumps({"instances": instances, "sites": sites,
+                                     "counts": dict(view.counts()), "ready": view.ready})[1:]
+              + "\n")
+
+
+def _with_documents(view: FleetView, reader: StatusReader) -> Iterator[tuple[TargetView, str]]:
+    """Each row with its status file as JSON text ("" without one), in the view's order."""
+    pending: list[TargetView] = []
+    for row in view.rows:
+        if row.entry is None:
+            yield from _documents(pending, reader)
+            pending = []
+            yield row, ""
+        else:
+            pending.append(row)
+            if len(pending) >= 400:
+                yield from _documents(pending, reader)
+                pending = []
+    yield from _documents(pending, reader)
+
+
+def _documents(rows: list[TargetView], reader: StatusReader) -> Iterator[tuple[TargetView,
+                                                                                str]]:
+    by_entry = {id(row.entry): row for row in rows}
+    for entry, document in reader.documents(row.entry for row in rows if row.entry):
+        yield by_entry[id(entry)], document
+
+
+def target_json(view: FleetView, row: TargetView) -> dict[str, Any]:
+    """One target as the JSON of docs/status.md (without its ``status`` document)."""
+    entry = row.entry
+    return {
+        "site": row.site, "target": row.target, "state": row.state,
+        "phase": entry.phase if entry else None, "message": row.message,
+        "appliedRevision": entry.applied_revision or None if entry else None,
+        "observedRevision": entry.observed_revision or None if entry else None,
+        "lastGoodRevision": entry.last_good_revision or None if entry else None,
+        "current": row.current, "inFleet": row.in_fleet,
+        "lastChange": format_time(entry.last_change) if entry and entry.last_change else None,
+        "lastSeen": format_time(entry.last_seen) if entry and entry.last_seen else None,
+        "ageSeconds": round(row.age) if row.age is not None else None,
+        "instances": [{"name": i.name, "solution": i.solution, "version": i.version or None,
+                       "state": i.state, "release": i.release or None} for i in row.instances],
+        "validationErrors": list(row.errors), "moreValidationErrors": row.more_errors,
+        "reportedErrors": entry.errors if entry else 0,
+        "branch": entry.branch if entry else None, "path": entry.path if entry else None,
+        "error": entry.error if entry else None,
+    }

@@ -1,0 +1,215 @@
+"""What the fleet model at the tracked revision says should exist, for the fleet views.
+
+``reconciler status`` and ``report`` show every target the fleet repository defines, whether
+or not it ever reported. :func:`index_revision` exports one commit, loads and validates it
+(``reconciler.core.validation``, with the solutions' releases from the tags) and keeps what
+the views need as a :class:`FleetIndex`: every site with its level, every target with its
+site path, the instances that select it and the validation errors that stop it, and every
+instance with its solution and pinned version.
+
+Validating a large fleet costs seconds and hundreds of megabytes (50,000 targets: about
+25 s and 800 MB), always the same for one commit. So :class:`IndexJob` keeps the index in
+the status cache by commit, and computes a missing one in a child process: the command's
+own memory stays small, and the child works while the command reads the status branches.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from reconciler.core.errors import ReconcilerError, SourceError
+from reconciler.core.rendering import select_targets
+from reconciler.core.validation import validate_repository
+from reconciler.gitops.gitrun import Git
+from reconciler.gitops.releases import ReleaseResolver
+from reconciler.gitops.source import export
+from reconciler.gitops.status_cache import StatusCache
+
+__all__ = ["ExpectedTarget", "FleetIndex", "IndexJob", "InstanceInfo", "SiteInfo",
+           "index_revision"]
+
+MAX_TARGET_ERRORS = 20  # per target; the rest is counted
+_FORMAT = 1
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectedTarget:
+    site: str  # site path
+    target: str
+    instances: tuple[str, ...]  # instances that select the target
+    errors: tuple[str, ...]  # validation errors of the target and its instances
+    more_errors: int = 0  # errors not listed in ``errors``
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceInfo:
+    name: str
+    solution: str
+    version: str  # the pinned release ("" : the solution as it is at the revision)
+    suspended: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SiteInfo:
+    path: str
+    level: str  # the hierarchy level: region, factory, line, ...
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class FleetIndex:
+    """The fleet at one commit, as the views need it (see the module docstring)."""
+
+    commit: str
+    sites: tuple[SiteInfo, ...]
+    targets: tuple[ExpectedTarget, ...]
+    instances: Mapping[str, InstanceInfo]
+    errors: tuple[str, ...]  # errors that stop every target (not of one target or instance)
+    error_count: int  # every validation error of the revision
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": _FORMAT, "commit": self.commit,
+            "sites": [[s.path, s.level, s.description] for s in self.sites],
+            "targets": [[t.site, t.target, list(t.instances), list(t.errors), t.more_errors]
+                        for t in self.targets],
+            "instances": [[i.name, i.solution, i.version, i.suspended]
+                          for i in self.instances.values()],
+            "errors": list(self.errors), "errorCount": self.error_count,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> FleetIndex | None:
+        """The index ``to_json`` wrote; None for another format."""
+        if data.get("format") != _FORMAT:
+            return None
+        return cls(
+            commit=data["commit"],
+            sites=tuple(SiteInfo(*row) for row in data["sites"]),
+            targets=tuple(ExpectedTarget(site, target, tuple(insts), tuple(errors), more)
+                          for site, target, insts, errors, more in data["targets"]),
+            instances={row[0]: InstanceInfo(*row) for row in data["instances"]},
+            errors=tuple(data["errors"]), error_count=data["errorCount"])
+
+
+def index_revision(git_dir: Path, commit: str) -> FleetIndex:
+    """Export ``commit`` of the repository ``git_dir``, validate it and index it.
+    :class:`SourceError` when it cannot be exported."""
+    git = Git(git_dir)
+    with tempfile.TemporaryDirectory(prefix="reconciler-model-") as tmp:
+        exported: dict[str, Path] = {}
+
+        def exporter(rev: str) -> Path:
+            if rev not in exported:
+                dest = Path(tmp) / rev
+                dest.mkdir()
+                export(git, rev, dest)
+                exported[rev] = dest
+            return exported[rev]
+
+        report = validate_repository(exporter(commit), revision=commit,
+                                     releases=ReleaseResolver(git_dir, exporter))
+    fleet = report.fleet
+    chosen: dict[str, list[str]] = {}
+    for inst in sorted(fleet.instances.values(), key=lambda i: i.name):
+        for target in select_targets(fleet, inst):
+            chosen.setdefault(target.name, []).append(inst.name)
+    general: list[str] = []
+    by_target: dict[str, list[str]] = {}
+    by_instance: dict[str, list[str]] = {}
+    for d in report.errors:
+        if d.target:
+            by_target.setdefault(d.target, []).append(d.format())
+        elif d.instance:
+            by_instance.setdefault(d.instance, []).append(d.format())
+        else:
+            general.append(d.format())
+    targets = []
+    for target in fleet.targets.values():
+        instances = tuple(chosen.get(target.name, ()))
+        errors = by_target.get(target.name, []) + [
+            e for name in instances for e in by_instance.get(name, ())]
+        targets.append(ExpectedTarget(
+            site=fleet.site_path(target.site) or target.site, target=target.name,
+            instances=instances, errors=tuple(errors[:MAX_TARGET_ERRORS]),
+            more_errors=max(0, len(errors) - MAX_TARGET_ERRORS)))
+    sites = tuple(sorted((SiteInfo(fleet.site_path(name), fleet.site_level(name),
+                                   site.description)
+                          for name, site in fleet.sites.items() if fleet.site_path(name)),
+                         key=lambda s: s.path.split("/")))
+    return FleetIndex(
+        commit=commit, sites=sites,
+        targets=tuple(sorted(targets, key=lambda t: (t.site.split("/"), t.target))),
+        instances={i.name: InstanceInfo(i.name, i.solution, i.version or "", i.suspend)
+                   for i in sorted(fleet.instances.values(), key=lambda i: i.name)},
+        errors=tuple(general), error_count=len(report.errors))
+
+
+class IndexJob:
+    """The index of ``commit``: from the cache, or computed by a child process started at
+    once (:meth:`result` waits for it and stores it in the cache)."""
+
+    def __init__(self, cache: StatusCache, commit: str) -> None:
+        self.cache = cache
+        self.commit = commit
+        self._index: FleetIndex | None = None
+        self._child: multiprocessing.process.BaseProcess | None = None
+        self._receive: Connection | None = None
+        cached = cache.model(commit)
+        if cached is not None:
+            self._index = FleetIndex.from_json(cached)
+        if self._index is None:
+            # fork: the child has the parent's modules already (no start-up of its own) and
+            # leaves by os._exit, so it closes nothing of the parent's (the cache database)
+            context = multiprocessing.get_context("fork")
+            receive, send = context.Pipe(duplex=False)
+            self._child = context.Process(target=_index_in_child,
+                                          args=(cache.git_dir, commit, send), daemon=True)
+            self._child.start()
+            send.close()
+            self._receive = receive
+            log.info("fleet_model_indexing", commit=commit[:12])
+
+    @property
+    def cached(self) -> bool:
+        return self._child is None
+
+    def result(self) -> FleetIndex:
+        """The index; :class:`SourceError` when the child could not make it."""
+        if self._index is not None:
+            return self._index
+        assert self._receive is not None and self._child is not None
+        try:
+            kind, payload = self._receive.recv()
+        except EOFError:
+            kind, payload = "error", "the validating process ended without an answer"
+        finally:
+            self._receive.close()
+            self._child.join()
+        if kind != "index":
+            raise SourceError(f"cannot validate the fleet at {self.commit[:12]}: {payload}")
+        self._index = FleetIndex.from_json(payload)
+        assert self._index is not None
+        self.cache.store_model(self.commit, payload)
+        return self._index
+
+
+def _index_in_child(git_dir: Path, commit: str, send: Connection) -> None:
+    try:
+        send.send(("index", index_revision(git_dir, commit).to_json()))
+    except ReconcilerError as exc:
+        send.send(("error", exc.message))
+    except Exception as exc:  # sent to the parent, which says it
+        send.send(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        send.close()
