@@ -9,13 +9,22 @@ publisher would write every file as a blob only to find the same tree. While the
 off from an unreachable server, status is committed locally only; the first run after the
 server answers pushes the queued commit. A failure to publish is logged and reported, never
 raised: the run's other work is done. Used by the pipeline, one per daemon.
+
+Next to the status files goes the site's heartbeat file (``status/<site path>/.heartbeat``,
+``reconciler.gitops.status_files``): the time this daemon last said it is alive. It is
+refreshed only once ``heartbeat`` seconds have passed (default an hour; the settings'
+``status_heartbeat`` when they have one; 0 turns it off), so an idle site makes one small
+commit and push per period and none in between, and ``reconciler status`` can tell a silent
+site (Stale) from an idle one. The time in it survives restarts: the first publish reads it
+back from the daemon's last status commit.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import structlog
@@ -27,9 +36,12 @@ from reconciler.engine.failures import describe
 from reconciler.engine.state_store import StateStore
 from reconciler.engine.status import StatusRenderer, TargetStatus, status_path
 from reconciler.gitops.status_branches import Layout, site_id_for
+from reconciler.gitops.status_files import HEARTBEAT_FILE, heartbeat_file, heartbeat_of
 from reconciler.gitops.status_push import StatusPublisher
 
-__all__ = ["StatusPublishing", "site_paths"]
+__all__ = ["DEFAULT_HEARTBEAT", "StatusPublishing", "site_paths"]
+
+DEFAULT_HEARTBEAT = 3600.0  # seconds between two heartbeats of an idle site
 
 _log = structlog.get_logger(__name__)
 
@@ -50,11 +62,17 @@ class StatusPublishing:
     """The status side of every run of one daemon (see the module docstring)."""
 
     def __init__(self, settings: EngineSettings, git_dir: Path, *, stop: threading.Event,
-                 renderer: StatusRenderer) -> None:
+                 renderer: StatusRenderer, heartbeat: float | None = None,
+                 clock: Callable[[], dt.datetime] | None = None) -> None:
         self.settings = settings
         self.git_dir = git_dir
         self.stop = stop
         self.renderer = renderer
+        # the settings carry the site's status.heartbeat once the daemon's config has it
+        self.heartbeat = float(heartbeat if heartbeat is not None else
+                               getattr(settings, "status_heartbeat", DEFAULT_HEARTBEAT))
+        self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
+        self._beat: dt.datetime | None = None  # the time in the heartbeat file last written
         self._publisher: StatusPublisher | None = None
         self._published: tuple[str, str, bool] | None = None  # files digest, commit, pushed
 
@@ -83,14 +101,18 @@ class StatusPublishing:
         for status in statuses:
             files[status_path(status.site or site_path, status.target)] = self.renderer.render(
                 status, store.get(status.target).last_change)
-        key = _files_digest(files, owned)
-        last, self._published = self._published, None
-        if last is not None and last[0] == key and (last[2] or not self.settings.status_push):
-            self._published = last
-            return last[1], last[2]
         publisher: StatusPublisher | None = None
         try:
             publisher = self.publisher(site_path, fleet)
+            if self.heartbeat > 0:
+                beat = f"status/{site_path}/{HEARTBEAT_FILE}"
+                files[beat] = heartbeat_file(site_path, self._heartbeat(publisher, beat))
+            key = _files_digest(files, owned)
+            last, self._published = self._published, None
+            if last is not None and last[0] == key and (last[2] or
+                                                        not self.settings.status_push):
+                self._published = last
+                return last[1], last[2]
             publisher.set_sites(owned)
             result = publisher.publish(files, f"status: {self.settings.site} at {commit[:12]}",
                                        push=not offline)
@@ -111,6 +133,17 @@ class StatusPublishing:
         if result.commit is not None:
             self._published = (key, result.commit, result.pushed)
         return result.commit, result.pushed
+
+    def _heartbeat(self, publisher: StatusPublisher, path: str) -> dt.datetime:
+        """The time for the heartbeat file: the last one written until ``heartbeat`` seconds
+        have passed, then now. The first call takes the last one from our last commit."""
+        now = self.clock()
+        if self._beat is None:
+            written = publisher.read_file(path)
+            self._beat = heartbeat_of(written) if written is not None else None
+        if self._beat is None or (now - self._beat).total_seconds() >= self.heartbeat:
+            self._beat = now.replace(microsecond=0)
+        return self._beat
 
 
 def _files_digest(files: dict[str, bytes], site_paths: list[str]) -> str:

@@ -1,7 +1,8 @@
 """Status of a target, as the YAML file committed to the status branch.
 
-``status/<site path>/<target>.yaml`` holds the observed revision, the phase, per instance and
-per component the result and message, the validation errors (file and line) when the revision
+``status/<site path>/<target>.yaml`` holds the observed revision, the phase, per instance (its
+solution, and the release it runs when the instance pins one) and per component the result
+and message, the validation errors (file and line) when the revision
 was invalid, the last good revision and the time of the last change. The file contains nothing
 that changes on an idle run (no "last run" time), so the publisher commits only when something
 meaningful changed; ``lastChange`` moves only then. Built by the pipeline after every target.
@@ -79,15 +80,20 @@ def status_path(site_path: str, target: str) -> str:
     return f"status/{site_path}/{target}.yaml"
 
 
-def _instances(result: TargetResult | None, solutions: Mapping[str, str]) -> dict[str, Any]:
+def _instances(result: TargetResult | None, solutions: Mapping[str, str],
+               releases: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if result is None:
         return out
     for comp in result.components:
         if comp.phase is ComponentPhase.PRUNED:
             continue  # a prune is an event (logged), not a state: the component is gone
-        inst = out.setdefault(comp.instance, {"solution": solutions.get(comp.instance, ""),
-                                              "phase": "Ready", "components": {}})
+        inst = out.get(comp.instance)
+        if inst is None:
+            inst = out[comp.instance] = {"solution": solutions.get(comp.instance, "")}
+            if releases.get(comp.instance):
+                inst["release"] = releases[comp.instance]
+            inst.update(phase="Ready", components={})
         entry: dict[str, Any] = {"phase": comp.phase.value, "provider": comp.provider}
         if comp.revision:
             entry["revision"] = comp.revision
@@ -144,10 +150,12 @@ def _phase(result: TargetResult | None, errors: Sequence[Diagnostic], blocked: s
 def build_status(*, target: str, site: str, observed: str, applied: str, last_good: str,
                  result: TargetResult | None, errors: Sequence[Diagnostic] = (),
                  blocked: str = "", solutions: Mapping[str, str] | None = None,
-                 failure: str = "") -> TargetStatus:
+                 failure: str = "", releases: Mapping[str, str] | None = None) -> TargetStatus:
     """The status of one target after a run. ``failure`` is an error of the target's run
     that no component result carries (its state could not be read or written, an
-    unexpected error): the target is Failed with that message."""
+    unexpected error): the target is Failed with that message. ``solutions`` and
+    ``releases`` map each instance to its solution and to the version of the solution's
+    release it runs ("" or absent: the solution as at the revision)."""
     phase, message = _phase(result, errors, blocked, failure)
     if phase in (Phase.INVALID, Phase.BLOCKED) and failure:
         message += f"; enforcing {applied[:12] or 'the last good revision'} failed: {failure}"
@@ -160,7 +168,7 @@ def build_status(*, target: str, site: str, observed: str, applied: str, last_go
     if len(errors) > MAX_ERRORS:
         shown.append({"message": f"{len(errors) - MAX_ERRORS} more errors not shown"})
     return TargetStatus(target, site, phase, message, observed, applied, last_good,
-                        _instances(result, solutions or {}), tuple(shown))
+                        _instances(result, solutions or {}, releases or {}), tuple(shown))
 
 
 def render_status(status: TargetStatus, last_change: str) -> bytes:

@@ -222,6 +222,14 @@ class StatusPublisher:
         """Our newest status commit (pushed or queued), or None before the first one."""
         return self._repo.rev(self._local_ref)
 
+    def read_file(self, path: str) -> bytes | None:
+        """The content of ``path`` in our newest status commit; None when there is none."""
+        local = self._repo.rev(self._local_ref)
+        if local is None:
+            return None
+        found = self._repo.git("cat-file", "blob", f"{local}:{path}", check=False)
+        return found.stdout if found.returncode == 0 else None
+
     def _commit(self, local: str | None, blobs: Mapping[str, str], message: str,
                 prefixes: tuple[str, ...]) -> tuple[Outcome, str | None]:
         """Commit ``blobs`` on top of our last commit when that changes the tree."""
