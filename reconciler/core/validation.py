@@ -33,7 +33,7 @@ from reconciler.core.loading import LoadResult, bulk_allocation, load_fleet
 from reconciler.core.model import Fleet, Solution
 from reconciler.core.provider_api import LocalPolicy
 from reconciler.core.registry import ProviderRegistry, default_registry
-from reconciler.core.rendering import Placement, SecretResolver, render_fleet
+from reconciler.core.rendering import Placement, SecretResolver, render_fleet, select_targets
 
 __all__ = ["PERMISSIVE_POLICY", "ReleaseLookup", "Report", "validate_fleet",
            "validate_repository"]
@@ -60,15 +60,23 @@ class Report:
         return not self.errors
 
     def errors_for(self, target: str) -> list[Diagnostic]:
-        """Errors that stop ``target``: global ones, its instances' and its own."""
+        """Errors that stop ``target``: global ones, its own, and those of every instance
+        that selects it — rendered or not: an instance that could not be rendered (a pinned
+        release that does not exist) must hold the target, not look removed and be pruned."""
         instances = {p.instance.name for p in self.placements.get(target, ())}
         return [
             d
             for d in self.errors
             if (not d.target and not d.instance)
             or d.target == target
-            or (d.instance in instances and not d.target)
+            or (not d.target and (d.instance in instances
+                                  or self._selects(d.instance, target)))
         ]
+
+    def _selects(self, instance: str, target: str) -> bool:
+        found = self.fleet.instances.get(instance)
+        return found is not None and any(
+            t.name == target for t in select_targets(self.fleet, found))
 
 
 def validate_fleet(
