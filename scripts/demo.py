@@ -185,7 +185,7 @@ def walkthrough() -> str:
   sed -i 's/sampleRate: 2/sampleRate: 7/' targets/demo.yaml
   git commit -qam 'demo-gateway samples every 7 s' && git push -q
   sleep 5; grep sample_rate {here(STATE / "files/demo-gateway/telemetry/agent.conf")}
-  {here(RECONCILER)} status --repo {here(REMOTE)}"""
+  {here(RECONCILER)} status --repo {here(REMOTE)} --site {SITE}"""
 
 
 def main() -> int:
@@ -238,8 +238,8 @@ def main() -> int:
         return 1
     commit = out[0]
     print()
-    table = subprocess.run([RECONCILER, "status", "--repo", str(REMOTE)], text=True,
-                           capture_output=True)
+    table = subprocess.run([RECONCILER, "status", "--repo", str(REMOTE), "--site", SITE],
+                           text=True, capture_output=True)
     print(table.stdout.rstrip())
     print()
     print(f"status commit {commit[:12]} on {BRANCH}:")
