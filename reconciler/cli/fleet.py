@@ -101,13 +101,11 @@ def status(repo: str, shared_branch: str, ref: str, stale_after: float, site: st
                                      param_hint="--phase")
     url = _url(repo)
     try:
-        with _FleetRead(url, shared_branch, ref, cache_dir, stale_after) as read:
+        with _FleetRead(url, shared_branch, ref, cache_dir, stale_after,
+                        documents=fmt == "json") as read:
             view = read.view
-            scope = view.site_paths(site) if site else None
-            if site and read.index is not None and not any(
-                    s.path == p or s.path.startswith(p + "/")
-                    for s in read.index.sites for p in scope or ()):
-                fail(f"no site {site!r} in the fleet at {view.revision[:12]}")
+            if site:
+                _check_site(read, site)
             if instance and read.index is not None and instance not in read.index.instances:
                 fail(f"no instance {instance!r} in the fleet at {view.revision[:12]}")
             view = view.filtered(site=site, instance=instance, states=phases)
@@ -120,8 +118,7 @@ def status(repo: str, shared_branch: str, ref: str, stale_after: float, site: st
                            branches=read.status.branches, model_error=read.model_error)
             else:
                 write_text(view, stream, source=read.status.source, ref=ref, wide=wide,
-                           colour=colour_wanted(stream), scope=scope,
-                           reported=bool(read.status.entries))
+                           colour=colour_wanted(stream), reported=bool(read.status.entries))
     except ReconcilerError as exc:
         fail(exc.message)
     # no status at all is not "all Ready": a gate waiting for a rollout must not pass on it
@@ -136,11 +133,13 @@ def status(repo: str, shared_branch: str, ref: str, stale_after: float, site: st
 @click.option("--html", "html", required=True,
               type=click.Path(dir_okay=False, writable=True, path_type=Path),
               help="Write the page to this file.")
+@click.option("--site", default=None,
+              help="Only this site's subtree (a path or a name): a plant's own page.")
 @click.option("--history", "history", default=200, show_default=True,
               type=click.IntRange(0, 100_000), help="Recent status changes shown.")
 @CACHE
 def report(repo: str, shared_branch: str, ref: str, stale_after: float, html: Path,
-           history: int, cache_dir: Path | None) -> None:
+           site: str | None, history: int, cache_dir: Path | None) -> None:
     """Write one self-contained HTML page of the fleet (no network needed to view it).
 
     The site hierarchy as a tree coloured by health, every target with its state,
@@ -162,10 +161,15 @@ def report(repo: str, shared_branch: str, ref: str, stale_after: float, html: Pa
         try:
             with _FleetRead(url, shared_branch, ref, cache_dir, stale_after,
                             progress=lambda stage: progress.report(stage)) as read:
+                view = read.view
+                if site:
+                    _check_site(read, site)
+                    view = view.filtered(site=site)
                 progress.report("reading the history")
-                changes = recent_changes(read.reader.git, STATUS_REFS, limit=history)
+                changes = recent_changes(read.reader.git, STATUS_REFS, limit=history,
+                                         sites=view.site_paths(site) if site else None)
                 progress.report("writing the page")
-                page = render_report(read.view, source=read.status.source, ref=ref,
+                page = render_report(view, source=read.status.source, ref=ref,
                                      history=changes, model_error=read.model_error)
         except ReconcilerError as exc:
             progress.close()
@@ -188,7 +192,17 @@ def report(repo: str, shared_branch: str, ref: str, stale_after: float, html: Pa
     if read.model_error:
         click.echo(f"warning: {read.model_error}; the page shows the reported targets only",
                    err=True)
-    click.echo(f"wrote {html}: {len(read.view)} targets, {len(data) // 1024 + 1} KiB")
+    click.echo(f"wrote {html}: {len(view)} targets, {len(data) // 1024 + 1} KiB")
+
+
+def _check_site(read: _FleetRead, site: str) -> None:
+    """Exit 1 when the model has no site ``site`` names (a path or a name)."""
+    if read.index is None:
+        return
+    paths = read.view.site_paths(site)
+    if not any(s.path == p or s.path.startswith(p + "/")
+               for s in read.index.sites for p in paths):
+        fail(f"no site {site!r} in the fleet at {read.view.revision[:12]}")
 
 
 def _quiet(stage: str) -> None:
@@ -200,12 +214,13 @@ class _FleetRead:
     fetch, the model validated (or taken from the cache) while the status files are read."""
 
     def __init__(self, url: str, shared_branch: str, ref: str, cache_dir: Path | None,
-                 stale_after: float, progress: Callable[[str], None] | None = None) -> None:
+                 stale_after: float, progress: Callable[[str], None] | None = None,
+                 documents: bool = False) -> None:
         from reconciler.gitops.fleet_status import StatusReader
         from reconciler.gitops.status_cache import default_cache_dir
 
         self.reader = StatusReader(url, cache_dir=cache_dir or default_cache_dir(url),
-                                   shared_branch=shared_branch, ref=ref)
+                                   shared_branch=shared_branch, ref=ref, documents=documents)
         self.stale_after = stale_after
         self.progress: Callable[[str], None] = progress or _quiet
         self.model_error: str | None = None

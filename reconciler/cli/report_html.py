@@ -101,8 +101,9 @@ def _tree(view: FleetView) -> tuple[list[_Node], int]:
                                    rollup.health, rollup.summary())
     if view.index is not None:  # sites without a target show too, in grey
         for site in view.index.sites:
-            nodes.setdefault(site.path, _Node(site.path, site.path.rsplit("/", 1)[-1],
-                                              site.level, health({}), "no targets"))
+            if view.in_scope(site.path):
+                nodes.setdefault(site.path, _Node(site.path, site.path.rsplit("/", 1)[-1],
+                                                  site.level, health({}), "no targets"))
     for row in view.rows:
         nodes[row.site].rows.append(_row(row))
     roots: list[_Node] = []

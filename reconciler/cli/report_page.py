@@ -86,11 +86,11 @@ validation error(s){% if fleet_errors %}, including:<ul class="errors">
 </thead><tbody>
 {% for row in node.rows %}<tr class="target state-{{ row.state|lower }}
 {%- if row.flagged %} flagged{% endif %}{% if row.errors %} has-errors{% endif %}"
- data-state="{{ row.state }}"
- data-target="{{ row.target }}" data-site="{{ row.site }}">
+ data-state="{{ row.state }}" data-target="{{ row.target }}">
 <td>{{ row.target }}</td><td><span class="badge state-{{ row.state|lower }}">
 {%- if row.flagged %}&#9888; {% endif %}{{ row.state }}</span></td>
-<td class="rev" title="observed {{ row.observed }}">{{ row.applied[:8] or "-" }}</td>
+<td class="rev"{% if row.observed != row.applied %} title="observed {{ row.observed[:12] }}"
+{%- endif %}>{{ row.applied[:8] or "-" }}</td>
 <td>{% for i in row.instances %}{{ i.name }}{% if i.version %} {{ i.version }}{% endif %}
 {%- if i.release and i.release != i.version %} (runs {{ i.release }}){% endif %}
 {%- if i.state != row.state %} <span class="badge state-{{ i.state|lower }}">
@@ -141,7 +141,8 @@ validation error(s){% if fleet_errors %}, including:<ul class="errors">
   function apply() {
     var text = filter.value.trim().toLowerCase();
     document.querySelectorAll("tr.target").forEach(function (row) {
-      var name = (row.dataset.site + "/" + row.dataset.target).toLowerCase();
+      var site = row.closest("details").dataset.site;
+      var name = (site + "/" + row.dataset.target).toLowerCase();
       var hide = (text && name.indexOf(text) < 0) ||
         (problems.checked && row.dataset.state === "Ready");
       row.classList.toggle("hidden", Boolean(hide));

@@ -45,9 +45,9 @@ def colour_wanted(stream: TextIO) -> bool:
 
 
 def write_text(view: FleetView, out: TextIO, *, source: str, ref: str, wide: bool,
-               colour: bool, scope: list[str] | None = None, reported: bool = True) -> None:
-    """The table, the roll-ups (sites within ``scope`` only, when given) and the totals;
-    ``reported`` is false when no status file was found at all."""
+               colour: bool, reported: bool = True) -> None:
+    """The table, the roll-ups and the totals; ``reported`` is false when no status file
+    was found at all."""
     if not view.rows:
         out.write(f"no status files found in {source}\n" if not view.revision else
                   f"no target matches in {source} at {view.revision[:12]}\n")
@@ -57,9 +57,7 @@ def write_text(view: FleetView, out: TextIO, *, source: str, ref: str, wide: boo
         if rollups:
             out.write("\n" + tables.render(rollups, header=("INSTANCE", "SOLUTION", "TARGETS"))
                       + "\n")
-        sites = [(s.path, s.level or "-", s.summary()) for s in view.site_rollups()
-                 if scope is None or any(s.path == p or s.path.startswith(p + "/")
-                                         for p in scope)]
+        sites = [(s.path, s.level or "-", s.summary()) for s in view.site_rollups()]
         if sites:
             out.write("\n" + tables.render(sites, header=("SITE", "LEVEL", "TARGETS")) + "\n")
     counts = view.counts()

@@ -35,13 +35,17 @@ class StatusChange:
     commit: str
 
 
-def recent_changes(git: Git, refs: str, *, limit: int = 200) -> list[StatusChange]:
+def recent_changes(git: Git, refs: str, *, limit: int = 200,
+                   sites: list[str] | None = None) -> list[StatusChange]:
     """The changes of the newest ``limit`` commits reachable from the refs matching the glob
-    ``refs`` (e.g. ``refs/reconciler/fleet/*``), at most ``limit`` changes, newest first."""
+    ``refs`` (e.g. ``refs/reconciler/fleet/*``), at most ``limit`` changes, newest first;
+    of the subtrees of ``sites`` only, when given."""
     if limit <= 0:
         return []
+    where = [f":(glob)status/{site}/**/*.yaml" for site in sites] if sites else [
+        ":(glob)status/**/*.yaml"]
     log = git.run("log", f"--glob={refs}", "--format=@%H %ct", "--raw", "--no-abbrev",
-                  "--no-renames", f"-n{limit}", "--", ":(glob)status/**/*.yaml",
+                  "--no-renames", f"-n{limit}", "--", *where,
                   context="reading the status history").stdout.decode("utf-8", "replace")
     raw: list[tuple[str, dt.datetime, str, str, str]] = []  # commit, when, path, before, after
     commit, when = "", dt.datetime.fromtimestamp(0, dt.UTC)

@@ -28,6 +28,7 @@ import structlog
 from reconciler.core.errors import ReconcilerError, SourceError
 from reconciler.core.rendering import select_targets
 from reconciler.core.validation import validate_repository
+from reconciler.gitops.fleet_status import order
 from reconciler.gitops.gitrun import Git
 from reconciler.gitops.releases import ReleaseResolver
 from reconciler.gitops.source import export
@@ -93,10 +94,13 @@ class FleetIndex:
         """The index ``to_json`` wrote; None for another format."""
         if data.get("format") != _FORMAT:
             return None
+        shared: dict[Any, Any] = {}  # 50,000 targets name a few thousand sites: one each
+        share = shared.setdefault
         return cls(
             commit=data["commit"],
             sites=tuple(SiteInfo(*row) for row in data["sites"]),
-            targets=tuple(ExpectedTarget(site, target, tuple(insts), tuple(errors), more)
+            targets=tuple(ExpectedTarget(share(site, site), target,
+                                         share(tuple(insts), tuple(insts)), tuple(errors), more)
                           for site, target, insts, errors, more in data["targets"]),
             instances={row[0]: InstanceInfo(*row) for row in data["instances"]},
             errors=tuple(data["errors"]), error_count=data["errorCount"])
@@ -146,10 +150,10 @@ def index_revision(git_dir: Path, commit: str) -> FleetIndex:
     sites = tuple(sorted((SiteInfo(fleet.site_path(name), fleet.site_level(name),
                                    site.description)
                           for name, site in fleet.sites.items() if fleet.site_path(name)),
-                         key=lambda s: s.path.split("/")))
+                         key=lambda s: order(s.path, "")))
     return FleetIndex(
         commit=commit, sites=sites,
-        targets=tuple(sorted(targets, key=lambda t: (t.site.split("/"), t.target))),
+        targets=tuple(sorted(targets, key=lambda t: order(t.site, t.target))),
         instances={i.name: InstanceInfo(i.name, i.solution, i.version or "", i.suspend)
                    for i in sorted(fleet.instances.values(), key=lambda i: i.name)},
         errors=tuple(general), error_count=len(report.errors))

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from reconciler.gitops.fleet_model import FleetIndex, SiteInfo
-from reconciler.gitops.fleet_status import FleetStatus, StatusEntry
+from reconciler.gitops.fleet_status import FleetStatus, StatusEntry, order
 
 __all__ = ["STATES", "FleetView", "InstanceRollup", "SiteRollup", "TargetView", "format_age",
            "health", "join"]
@@ -129,6 +129,7 @@ class FleetView:
     now: dt.datetime
     stale_after: float
     index: FleetIndex | None = field(default=None, repr=False)
+    scope: tuple[str, ...] = ()  # the subtrees a filter kept (empty: the whole fleet)
 
     def __iter__(self) -> Iterator[TargetView]:
         return iter(self.rows)
@@ -149,16 +150,23 @@ class FleetView:
         """The rows of the subtree ``site`` (a path, or a site's name), selected by
         ``instance``, in one of ``states`` (in any case)."""
         rows: Iterable[TargetView] = self.rows
+        scope = self.scope
         if site:
-            paths = self.site_paths(site)
-            rows = [r for r in rows if any(r.site == p or r.site.startswith(p + "/")
-                                           for p in paths)]
+            scope = tuple(self.site_paths(site))
+            rows = [r for r in rows if self.in_scope(r.site, scope)]
         if instance:
             rows = [r for r in rows if any(i.name == instance for i in r.instances)]
         wanted = {s.lower() for s in states}
         if wanted:
             rows = [r for r in rows if r.state.lower() in wanted]
-        return FleetView(tuple(rows), self.revision, self.now, self.stale_after, self.index)
+        return FleetView(tuple(rows), self.revision, self.now, self.stale_after, self.index,
+                         scope)
+
+    def in_scope(self, path: str, scope: tuple[str, ...] | None = None) -> bool:
+        """Whether the site ``path`` is in the subtrees of ``scope`` (default: the view's;
+        an empty scope is the whole fleet)."""
+        scope = self.scope if scope is None else scope
+        return not scope or any(path == p or path.startswith(p + "/") for p in scope)
 
     def site_paths(self, site: str) -> list[str]:
         """The paths ``site`` names: itself when a path, every site of that name if not."""
@@ -193,17 +201,22 @@ class FleetView:
 
     def site_rollups(self) -> list[SiteRollup]:
         """Every site of the model (and every reported one) with targets at or below it,
-        in hierarchy order."""
+        in hierarchy order; within the view's scope."""
         sites: dict[str, SiteInfo] = {}
         if self.index is not None:
             sites.update((s.path, s) for s in self.index.sites)
-        counts: dict[str, Counter[str]] = {}
+        own: dict[str, Counter[str]] = {}
         for row in self.rows:
-            parts = row.site.split("/")
+            own.setdefault(row.site, Counter())[row.state] += 1
+        counts: dict[str, Counter[str]] = {}
+        for site, counted in own.items():  # each site's counts go to every site above it
+            parts = site.split("/")
             for depth in range(1, len(parts) + 1):
-                counts.setdefault("/".join(parts[:depth]), Counter())[row.state] += 1
+                counts.setdefault("/".join(parts[:depth]), Counter()).update(counted)
         out = []
-        for path in sorted(counts, key=lambda p: p.split("/")):
+        for path in sorted(counts, key=lambda p: p.replace("/", "\0")):
+            if not self.in_scope(path):
+                continue  # a site above the subtree a filter kept: its counts are partial
             info = sites.get(path)
             out.append(SiteRollup(path, info.level if info else "",
                                   counts[path], info.description if info else ""))
@@ -255,36 +268,67 @@ def format_age(seconds: float | None) -> str:
 def join(index: FleetIndex | None, status: FleetStatus, *, now: dt.datetime,
          stale_after: float) -> FleetView:
     """The rows of every target (see the module docstring)."""
-    reported = {entry.key: entry for entry in status}
+    reported = {(entry.site, entry.target): entry for entry in status}
     rows: list[TargetView] = []
     revision = index.commit if index is not None else ""
-    instances = index.instances if index is not None else {}
+    make = _Rows(now, stale_after, revision)
     if index is not None:
+        known = index.instances
+        placed: dict[tuple[str, ...], tuple[tuple[str, str, str], ...]] = {}
         for expected in index.targets:
             entry = reported.pop((expected.site, expected.target), None)
-            rows.append(_row(expected.site, expected.target, entry, now, stale_after, revision,
-                             [(name, instances[name].solution, instances[name].version)
-                              for name in expected.instances if name in instances],
-                             expected.errors, expected.more_errors, in_fleet=True))
+            names = expected.instances
+            if names not in placed:
+                placed[names] = tuple((n, known[n].solution, known[n].version)
+                                      for n in names if n in known)
+            rows.append(make.row(expected.site, expected.target, entry, placed[names],
+                                 expected.errors, expected.more_errors, in_fleet=True))
     for entry in reported.values():
         # without a model, what the file reports; with one, the target is in no instance
-        rows.append(_row(entry.site, entry.target, entry, now, stale_after, revision,
-                         [(i.name, i.solution, "") for i in entry.instances]
-                         if index is None else [], (), 0, in_fleet=index is None))
-    rows.sort(key=lambda r: (r.site.split("/"), r.target))
+        rows.append(make.row(entry.site, entry.target, entry,
+                             tuple((i.name, i.solution, "") for i in entry.instances)
+                             if index is None else (), (), 0, in_fleet=index is None))
+    if reported or index is None:  # the model's targets come in order; the others do not
+        rows.sort(key=lambda r: order(r.site, r.target))
     return FleetView(tuple(rows), revision, now, stale_after, index)
 
 
-def _row(site: str, target: str, entry: StatusEntry | None, now: dt.datetime,
-         stale_after: float, revision: str, instances: list[tuple[str, str, str]],
-         errors: tuple[str, ...], more_errors: int, *, in_fleet: bool) -> TargetView:
+class _Rows:
+    """Makes the rows of one view; the instance entries, which repeat across a fleet, are
+    made once each."""
+
+    def __init__(self, now: dt.datetime, stale_after: float, revision: str) -> None:
+        self.now = now
+        self.stale_after = stale_after
+        self.revision = revision
+        self._shared: dict[tuple[str, str, str, str, str], InstanceOnTarget] = {}
+
+    def instance(self, name: str, solution: str, version: str, state: str,
+                 release: str) -> InstanceOnTarget:
+        key = (name, solution, version, state, release)
+        found = self._shared.get(key)
+        if found is None:
+            found = self._shared[key] = InstanceOnTarget(*key)
+        return found
+
+    def row(self, site: str, target: str, entry: StatusEntry | None,
+            instances: tuple[tuple[str, str, str], ...], errors: tuple[str, ...],
+            more_errors: int, *, in_fleet: bool) -> TargetView:
+        return _row(self, site, target, entry, instances, errors, more_errors,
+                    in_fleet=in_fleet)
+
+
+def _row(make: _Rows, site: str, target: str, entry: StatusEntry | None,
+         instances: tuple[tuple[str, str, str], ...], errors: tuple[str, ...],
+         more_errors: int, *, in_fleet: bool) -> TargetView:
+    now, stale_after, revision = make.now, make.stale_after, make.revision
     if entry is None:
         message = "never reported"
         if errors:
             message += f"; invalid at {revision[:12]}: {errors[0]}"
         return TargetView(site, target, "Unknown", message, None, errors=errors,
                           more_errors=more_errors,
-                          instances=tuple(InstanceOnTarget(n, s, v, "Unknown")
+                          instances=tuple(make.instance(n, s, v, "Unknown", "")
                                           for n, s, v in instances))
     age = (now - entry.last_seen).total_seconds() if entry.last_seen is not None else None
     message = entry.message
@@ -307,8 +351,8 @@ def _row(site: str, target: str, entry: StatusEntry | None, now: dt.datetime,
         got = reported.get(name)
         inst_state = state if state in _TARGET_WIDE or got is None or not got.phase \
             else got.phase
-        shown.append(InstanceOnTarget(name, solution or (got.solution if got else ""),
-                                      version, inst_state, got.release if got else ""))
+        shown.append(make.instance(name, solution or (got.solution if got else ""),
+                                   version, inst_state, got.release if got else ""))
     return TargetView(site, target, state, message, entry, age, tuple(shown), errors,
                       more_errors, in_fleet,
                       current=bool(revision) and entry.applied_revision == revision)

@@ -3,11 +3,13 @@ only what changed.
 
 A cache directory holds ``repo.git`` (a bare repository: a later fetch transfers only new
 objects), ``status.sqlite`` and ``lock``. The database remembers, per status branch, the
-commit last read and the files it held (path and blob), and per blob what it says (the
-fields of the fleet table, and the whole document as JSON for ``--format json`` and the
-report); a branch whose commit did not move is not listed again, a blob already known is not
-read or parsed again. It also keeps the index of the fleet model per commit of the tracked
-ref (``reconciler.gitops.fleet_model``), so that a fleet is validated once per revision.
+commit last read and its files, each with what it says (:class:`BlobFacts`: the fields of
+the fleet table), as one row per branch (ten thousand branches are ten thousand rows, not
+fifty thousand); and, per blob, the whole document as JSON for ``--format json`` and the
+report, when a call asked for it. A branch whose commit did not move is not listed again, a
+file whose blob did not change is not read or parsed again. It also keeps the index of the
+fleet model per commit of the tracked ref (``reconciler.gitops.fleet_model``), so that a
+fleet is validated once per revision.
 
 Only one command works in a directory at a time (``flock`` on ``lock``; a second one waits).
 The database is a cache: one that cannot be opened or has another layout is deleted and
@@ -33,20 +35,17 @@ from reconciler.core.errors import SourceError
 
 __all__ = ["BlobFacts", "StatusCache", "default_cache_dir"]
 
-_LAYOUT = "3"  # changes whenever the tables or what a row means change
+_LAYOUT = "5"  # changes whenever the tables or what a row means change
 _MODELS_KEPT = 4  # fleet model indexes kept (the newest by use)
 _SCHEMA = """
 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE branches(branch TEXT PRIMARY KEY, commit_id TEXT NOT NULL, time INTEGER NOT NULL);
-CREATE TABLE files(branch TEXT NOT NULL, path TEXT NOT NULL, blob TEXT NOT NULL,
-                   PRIMARY KEY(branch, path)) WITHOUT ROWID;
-CREATE INDEX files_by_blob ON files(blob);
-CREATE TABLE blobs(blob TEXT PRIMARY KEY, site TEXT, target TEXT, phase TEXT, message TEXT,
-                   observed TEXT, applied TEXT, last_good TEXT, last_change TEXT,
-                   heartbeat TEXT, problem TEXT, fatal INTEGER, instances TEXT,
-                   errors INTEGER, document TEXT) WITHOUT ROWID;
+CREATE TABLE branches(branch TEXT PRIMARY KEY, commit_id TEXT NOT NULL, time INTEGER NOT NULL,
+                      files TEXT NOT NULL);
+CREATE TABLE documents(blob TEXT PRIMARY KEY, document TEXT NOT NULL);
 CREATE TABLE models(commit_id TEXT PRIMARY KEY, used INTEGER NOT NULL, data TEXT NOT NULL);
 """
+# one file of a branch: (path, blob, the fields of BlobFacts but the document)
+FileFacts = tuple[Any, ...]
 
 log = structlog.get_logger(__name__)
 
@@ -66,8 +65,7 @@ class BlobFacts:
     what is wrong with the file ("" when nothing), ``fatal`` when it could not be read at all
     (the other fields are then empty); ``instances`` is a JSON
     list of ``[name, solution, phase, release]``; ``errors`` counts the validation errors the
-    file reports; ``document`` is the whole file as JSON ("" for a file that is not a
-    mapping)."""
+    file reports; ``document`` is the whole file as JSON when it was kept."""
 
     site: str = ""
     target: str = ""
@@ -82,11 +80,14 @@ class BlobFacts:
     fatal: bool = False
     instances: str = "[]"
     errors: int = 0
-    document: str = ""
+    document: str = ""  # "" : not kept (made when asked for)
 
 
-_FACTS = ("site", "target", "phase", "message", "observed", "applied", "last_good",
-          "last_change", "heartbeat", "problem", "fatal", "instances", "errors")
+    def row(self) -> tuple[Any, ...]:
+        """The facts as a file's record keeps them (all but the document)."""
+        return (self.site, self.target, self.phase, self.message, self.observed, self.applied,
+                self.last_good, self.last_change, self.heartbeat, self.problem, self.fatal,
+                self.instances, self.errors)
 
 
 class StatusCache:
@@ -135,7 +136,8 @@ class StatusCache:
             try:
                 db = sqlite3.connect(self._db_path, isolation_level=None)
                 db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=NORMAL")
+                # a cache: a database a crash leaves broken is deleted and built again
+                db.execute("PRAGMA synchronous=OFF")
                 found = db.execute("SELECT name FROM sqlite_master WHERE name='meta'").fetchone()
                 if found is None:
                     with _transaction(db):
@@ -164,51 +166,52 @@ class StatusCache:
         """Status branch -> the commit last read."""
         return dict(self.db.execute("SELECT branch, commit_id FROM branches"))
 
-    def known_blobs(self, blobs: Iterable[str]) -> set[str]:
-        """The blobs of ``blobs`` the cache has read already."""
-        wanted = list(blobs)
-        known: set[str] = set()
+    def files(self, branches: Iterable[str]) -> dict[str, list[FileFacts]]:
+        """The files recorded for ``branches`` (those the cache knows)."""
+        wanted = list(branches)
+        out: dict[str, list[FileFacts]] = {}
         for start in range(0, len(wanted), 500):
             chunk = wanted[start:start + 500]
             marks = ",".join("?" * len(chunk))
-            known.update(row[0] for row in self.db.execute(
-                f"SELECT blob FROM blobs WHERE blob IN ({marks})", chunk))  # noqa: S608
-        return known
+            out.update((branch, json.loads(files)) for branch, files in self.db.execute(
+                f"SELECT branch, files FROM branches WHERE branch IN ({marks})",  # noqa: S608
+                chunk))
+        return out
 
-    def update(self, *, moved: Mapping[str, tuple[str, int, Sequence[tuple[str, str]]]],
-               gone: Iterable[str], facts: Mapping[str, BlobFacts]) -> None:
+    def update(self, *, moved: Mapping[str, tuple[str, int, Sequence[FileFacts]]],
+               gone: Iterable[str], documents: Mapping[str, str],
+               dropped: Iterable[str]) -> None:
         """Record what was read, in one transaction: ``moved`` maps each branch read anew to
-        (commit, commit time, its files as (path, blob)); ``gone`` are branches that no
-        longer exist; ``facts`` holds every blob read for the first time."""
+        (commit, commit time, its files); ``gone`` are branches that no longer exist;
+        ``documents`` are the documents kept of the blobs read now, ``dropped`` the blobs
+        no longer on the branches that moved or went."""
         db = self.db
         with _transaction(db):
-            db.executemany(
-                "INSERT OR REPLACE INTO blobs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                ((blob, *(getattr(f, name) for name in _FACTS), f.document)
-                 for blob, f in facts.items()))
-            for branch in [*gone, *moved]:
-                db.execute("DELETE FROM files WHERE branch=?", (branch,))
-                db.execute("DELETE FROM branches WHERE branch=?", (branch,))
-            for branch, (commit, when, files) in moved.items():
-                db.execute("INSERT INTO branches VALUES (?,?,?)", (branch, commit, when))
-                db.executemany("INSERT OR REPLACE INTO files VALUES (?,?,?)",
-                               ((branch, path, blob) for path, blob in files))
-            if moved or gone:
-                # blobs no file names any more: superseded statuses
-                db.execute("DELETE FROM blobs WHERE blob NOT IN (SELECT blob FROM files)")
+            db.executemany("DELETE FROM branches WHERE branch=?", ((b,) for b in gone))
+            db.executemany("INSERT OR REPLACE INTO branches VALUES (?,?,?,?)",
+                           ((branch, commit, when, json.dumps(files, separators=(",", ":")))
+                            for branch, (commit, when, files) in moved.items()))
+            db.executemany("DELETE FROM documents WHERE blob=?", ((b,) for b in dropped))
+            db.executemany("INSERT OR REPLACE INTO documents VALUES (?,?)", documents.items())
 
-    def rows(self) -> Iterator[tuple[Any, ...]]:
-        """(branch, commit time, path, blob, *facts) of every file of every branch."""
-        columns = ", ".join(f"b.{name}" for name in _FACTS)
-        yield from self.db.execute(
-            f"SELECT f.branch, r.time, f.path, f.blob, {columns} FROM files f "  # noqa: S608
-            "JOIN blobs b ON b.blob = f.blob JOIN branches r ON r.branch = f.branch")
+    def records(self, skip: Mapping[str, object]) -> Iterator[tuple[str, int, list[FileFacts]]]:
+        """(branch, commit time, files) of every branch recorded, but those in ``skip``."""
+        for branch, when, files in self.db.execute("SELECT branch, time, files FROM branches"):
+            if branch not in skip:
+                yield branch, when, json.loads(files)
 
     def documents(self, blobs: Sequence[str]) -> dict[str, str]:
-        """The JSON documents of ``blobs`` (at most a few hundred at a time)."""
+        """The JSON documents of ``blobs`` that were kept (at most a few hundred at a
+        time)."""
         marks = ",".join("?" * len(blobs))
         return dict(self.db.execute(
-            f"SELECT blob, document FROM blobs WHERE blob IN ({marks})", blobs))  # noqa: S608
+            f"SELECT blob, document FROM documents WHERE blob IN ({marks})",  # noqa: S608
+            blobs))
+
+    def store_documents(self, documents: Mapping[str, str]) -> None:
+        with _transaction(self.db):
+            self.db.executemany("INSERT OR REPLACE INTO documents VALUES (?,?)",
+                                documents.items())
 
     # ---------------------------------------------------------------- fleet model indexes
 

@@ -26,8 +26,8 @@ import yaml
 from reconciler.gitops.status_cache import BlobFacts
 from reconciler.gitops.status_parse import load_status
 
-__all__ = ["HEARTBEAT_FILE", "facts_of", "format_time", "heartbeat_file", "heartbeat_of",
-           "jsonable", "parse_time"]
+__all__ = ["HEARTBEAT_FILE", "document_of", "facts_of", "format_time", "heartbeat_file",
+           "heartbeat_of", "jsonable", "parse_time"]
 
 HEARTBEAT_FILE = ".heartbeat"
 
@@ -43,8 +43,14 @@ def heartbeat_of(raw: bytes) -> dt.datetime | None:
     return parse_time(facts_of(raw).heartbeat)
 
 
-def facts_of(raw: bytes) -> BlobFacts:
-    """What a status file (or a heartbeat file) says; problems become ``problem``."""
+def document_of(raw: bytes) -> str:
+    """A status file as JSON text; ``null`` when it is not a readable mapping."""
+    return facts_of(raw, document=True).document or "null"
+
+
+def facts_of(raw: bytes, *, document: bool = False) -> BlobFacts:
+    """What a status file (or a heartbeat file) says; problems become ``problem``. With
+    ``document``, the whole file as JSON too (the facts' ``document``; "" without)."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -75,7 +81,21 @@ def facts_of(raw: bytes) -> BlobFacts:
         heartbeat=_time_text(doc.get("heartbeat")), problem=problem,
         instances=json.dumps(_instances(instances) if isinstance(instances, Mapping) else []),
         errors=len(errors) if isinstance(errors, list) else 0,
-        document=json.dumps(jsonable(doc), separators=(",", ":"), ensure_ascii=False))
+        document=_json(doc) if document else "")
+
+
+def _json(doc: Mapping[Any, Any]) -> str:
+    """The document as compact JSON; timestamps as ISO strings."""
+    try:  # most documents are plain JSON data: json does the walk, in C
+        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False, default=_plain)
+    except (TypeError, ValueError):  # e.g. a key json cannot take (a date)
+        return json.dumps(jsonable(doc), separators=(",", ":"), ensure_ascii=False)
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    return str(value)  # a set, bytes, ...: its text rather than nothing
 
 
 def _instances(instances: Mapping[Any, Any]) -> list[list[str]]:

@@ -31,6 +31,7 @@ except AttributeError:  # pragma: no cover - PyYAML built without libyaml
 
 # "key: value" or "key:", the key a plain word as our emitter writes names
 _ENTRY = re.compile(r"([A-Za-z0-9_][A-Za-z0-9_./-]*):(?: (.*))?\Z")
+_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_./-]*\Z")
 # a plain scalar PyYAML resolves to a string: starts with a letter, "/" or a number and a
 # word ("3 components ready"), no character that could make it a number, bool, null or
 # timestamp or end it early (": ", " #")
@@ -45,6 +46,9 @@ _HEX = re.compile(r"(?=[0-9]*[a-f])(?!0b[01_]*\Z)[0-9a-f]+\Z")
 _KEYS: set[str] = {"apiVersion", "kind", "metadata", "name", "site", "target", "phase",
                    "message", "instances", "components", "errors"}
 _KEYS_LIMIT = 10_000
+# scalar texts already resolved (when not folded over lines), and to what
+_TEXTS: dict[str, Any] = {}
+_TEXTS_LIMIT = 100_000
 _SINGLE = re.compile(r"'((?:[^']|'')*)'\Z")
 # what PyYAML's reader refuses or reads as a line break (NEL, LS, PS), in ASCII text and in
 # any text; and the start of a comment
@@ -110,33 +114,46 @@ class _Lines:
     def mapping(self, indent: int, first: str | None = None) -> dict[str, Any]:
         """Entries at ``indent``; ``first`` is an entry already split off a ``- `` line."""
         out: dict[str, Any] = {}
-        indents, contents = self.indents, self.contents
+        indents, contents, texts = self.indents, self.contents, _TEXTS
+        pos = self.pos
         while True:
             if first is not None:
                 content, first = first, None
-            elif indents[self.pos] == indent:
-                content = contents[self.pos]
-                self.pos += 1
+            elif indents[pos] == indent:
+                content = contents[pos]
+                pos += 1
             else:
+                self.pos = pos
                 return out
-            found = _ENTRY.match(content)
-            if found is None:
-                raise _Unsupported
-            key, text = found.group(1, 2)
+            key, colon, text = content.partition(": ")
+            if not colon:
+                if content[-1] != ":":
+                    raise _Unsupported
+                key, text = content[:-1], ""
             if key in out or (key not in _KEYS and not _plain_key(key)):
                 raise _Unsupported  # duplicates, and keys PyYAML would not read as text
-            if text is None:
-                at = indents[self.pos]
+            if not colon:
+                self.pos = pos
+                at = indents[pos]
                 if at > indent:
-                    if contents[self.pos].startswith("- "):
+                    if contents[pos].startswith("- "):
                         raise _Unsupported  # an indented sequence
                     out[key] = self.mapping(at)
-                elif at == indent and contents[self.pos].startswith("- "):
+                elif at == indent and contents[pos].startswith("- "):
                     out[key] = self.sequence(indent)
                 else:
                     out[key] = None
+                pos = self.pos
+            elif indents[pos] <= indent and text in texts:  # a value seen before
+                out[key] = texts[text]
             else:
-                out[key] = self.scalar(text, indent + 1)
+                self.pos = pos
+                value = out[key] = self.scalar(text, indent + 1)
+                if self.pos == pos and not isinstance(value, dict | list):
+                    if len(texts) >= _TEXTS_LIMIT:
+                        texts.clear()
+                    texts[text] = value  # values repeat: phases, providers, revisions
+                pos = self.pos
 
     def sequence(self, indent: int) -> list[Any]:
         out: list[Any] = []
@@ -182,7 +199,7 @@ class _Lines:
 
 def _plain_key(key: str) -> bool:
     """A key PyYAML reads as that text (remembered: a fleet's files share their keys)."""
-    if _PLAIN_STR.match(key) and key not in _RESERVED:
+    if _KEY.match(key) and key not in _RESERVED:
         if len(_KEYS) < _KEYS_LIMIT:
             _KEYS.add(key)
         return True

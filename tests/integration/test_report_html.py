@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -138,7 +139,8 @@ def test_the_page_shows_the_whole_fleet_in_a_real_browser(fleet: FleetRepo,
     with Chromium() as browser, browser.open(html.as_uri()) as page:
         assert page.problems == [] and page.requests == []
         rows = page.evaluate("""[...document.querySelectorAll('tr.target')].map(r => ({
-            site: r.dataset.site, target: r.dataset.target, state: r.dataset.state,
+            site: r.closest('details').dataset.site, target: r.dataset.target,
+            state: r.dataset.state,
             flagged: r.classList.contains('flagged'),
             badge: r.querySelector('.badge').textContent,
             edge: getComputedStyle(r.cells[0]).borderLeftColor,
@@ -217,3 +219,20 @@ def test_a_fleet_that_cannot_be_read_writes_nothing_and_exits_1(tmp_path: Path) 
     assert result.returncode == 1, result.describe()
     assert "error:" in result.stderr and not html.exists()
     assert list(tmp_path.glob(".fleet.html-*")) == []
+
+
+def test_a_plants_own_page(fleet: FleetRepo, tmp_path: Path) -> None:
+    html = tmp_path / "south.html"
+
+    result = report("--repo", fleet.url, "--html", str(html), "--site", "south",
+                    "--cache-dir", str(tmp_path / "cache"))
+
+    assert result.returncode == 0, result.describe()
+    page = html.read_text()
+    shown = set(re.findall(r'data-target="([^"]+)"', page))
+    assert shown == {name("south", n, t) for n in LINES for t in TARGETS}
+    assert "north-line" not in page and "west-line" not in page  # tree and history alike
+    assert f"wrote {html}: 12 targets" in result.stdout
+    nowhere = report("--repo", fleet.url, "--html", str(html), "--site", "east",
+                     "--cache-dir", str(tmp_path / "cache"))
+    assert nowhere.returncode == 1 and "no site 'east'" in nowhere.stderr

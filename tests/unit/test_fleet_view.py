@@ -185,3 +185,11 @@ def test_ages(seconds: float | None, text: str) -> None:
 ])
 def test_health_colours(counts: dict[str, int], colour: str) -> None:
     assert health(counts) == colour
+
+
+def test_a_filtered_view_rolls_up_its_subtree_only() -> None:
+    view = view_of(entry("eu/berlin/line-1", "press-1")).filtered(site="berlin")
+
+    assert view.scope == ("eu/berlin",)
+    assert [s.path for s in view.site_rollups()] == ["eu/berlin", "eu/berlin/line-1"]
+    assert view.in_scope("eu/berlin/line-1") and not view.in_scope("eu/paris")
