@@ -6,17 +6,18 @@ targets report healthy on the same revision. One call is one ``git fetch`` (ever
 ``reconciler-status/*`` branch, the shared branch and, when asked, the tracked ref and the
 tags, in one round trip) into the bare repository of a cache
 (``reconciler.gitops.status_cache``), then, for the branches that moved since the cache last
-saw them only: one ``git diff-tree --stdin`` lists their files, ``git cat-file --batch``
-reads the blobs the cache does not know, and ``reconciler.gitops.status_parse`` parses them.
-No checkout, and no process per branch: 10,000 branches cost a few processes.
+saw them only (``reconciler.gitops.status_reading``): one ``git diff-tree --stdin`` lists
+their files, ``git cat-file --batch`` reads the files whose blob changed, and
+``reconciler.gitops.status_parse`` parses them. No checkout, and no process per branch:
+10,000 branches cost a few processes.
 
 Per target the newest entry wins (by ``lastChange``) when the same target appears on several
 branches, e.g. while a fleet moves from the shared branch to per-site branches. A file that
 cannot be read becomes an entry carrying an error, never an exception. How recently a site
-was heard from (``last_seen``) is the newest of the file's ``lastChange``, the site's
-heartbeat file (``status/<site path>/.heartbeat``, refreshed by the daemon every few minutes
-to hours, see ``reconciler.engine.publishing``) and, on a site's own branch, the time of its
-last commit.
+was heard from (``last_seen``, worked out in ``reconciler.gitops.status_entries``) is the
+newest of the file's ``lastChange``, the site's heartbeat file (``status/<site
+path>/.heartbeat``, refreshed by the daemon every hour or so, see
+``reconciler.engine.publishing``) and, on a site's own branch, the time of its last commit.
 """
 
 from __future__ import annotations
