@@ -38,7 +38,7 @@ __all__ = ["ExpectedTarget", "FleetIndex", "IndexJob", "InstanceInfo", "SiteInfo
            "index_revision"]
 
 MAX_TARGET_ERRORS = 20  # per target; the rest is counted
-_FORMAT = 1
+_FORMAT = 2
 
 log = structlog.get_logger(__name__)
 
@@ -77,6 +77,7 @@ class FleetIndex:
     instances: Mapping[str, InstanceInfo]
     errors: tuple[str, ...]  # errors that stop every target (not of one target or instance)
     error_count: int  # every validation error of the revision
+    broken: tuple[str, ...] = ()  # targets whose document is invalid: in the fleet, unplaced
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -87,6 +88,7 @@ class FleetIndex:
             "instances": [[i.name, i.solution, i.version, i.suspended]
                           for i in self.instances.values()],
             "errors": list(self.errors), "errorCount": self.error_count,
+            "broken": list(self.broken),
         }
 
     @classmethod
@@ -103,7 +105,8 @@ class FleetIndex:
                                          share(tuple(insts), tuple(insts)), tuple(errors), more)
                           for site, target, insts, errors, more in data["targets"]),
             instances={row[0]: InstanceInfo(*row) for row in data["instances"]},
-            errors=tuple(data["errors"]), error_count=data["errorCount"])
+            errors=tuple(data["errors"]), error_count=data["errorCount"],
+            broken=tuple(data["broken"]))
 
 
 def index_revision(git_dir: Path, commit: str) -> FleetIndex:
@@ -124,6 +127,8 @@ def index_revision(git_dir: Path, commit: str) -> FleetIndex:
         report = validate_repository(exporter(commit), revision=commit,
                                      releases=ReleaseResolver(git_dir, exporter))
     fleet = report.fleet
+    if not fleet.targets and report.errors:  # no fleet to speak of: say why
+        raise _NoFleet(f"no fleet at {commit[:12]}: {report.errors[0].format()}")
     chosen: dict[str, list[str]] = {}
     for inst in sorted(fleet.instances.values(), key=lambda i: i.name):
         for target in select_targets(fleet, inst):
@@ -156,7 +161,8 @@ def index_revision(git_dir: Path, commit: str) -> FleetIndex:
         targets=tuple(sorted(targets, key=lambda t: order(t.site, t.target))),
         instances={i.name: InstanceInfo(i.name, i.solution, i.version or "", i.suspend)
                    for i in sorted(fleet.instances.values(), key=lambda i: i.name)},
-        errors=tuple(general), error_count=len(report.errors))
+        errors=tuple(general), error_count=len(report.errors),
+        broken=tuple(sorted(name for kind, name in fleet.broken if kind == "Target")))
 
 
 class IndexJob:
@@ -196,24 +202,32 @@ class IndexJob:
         try:
             kind, payload = self._receive.recv()
         except EOFError:
-            kind, payload = "error", "the validating process ended without an answer"
+            kind, payload = "error", (f"cannot validate the fleet at {self.commit[:12]}: the "
+                                      "validating process ended without an answer")
         finally:
             self._receive.close()
             self._child.join()
         if kind != "index":
-            raise SourceError(f"cannot validate the fleet at {self.commit[:12]}: {payload}")
+            raise SourceError(payload)
         self._index = FleetIndex.from_json(payload)
         assert self._index is not None
         self.cache.store_model(self.commit, payload)
         return self._index
 
 
+class _NoFleet(SourceError):
+    """The revision holds no fleet (no Settings, nothing loaded)."""
+
+
 def _index_in_child(git_dir: Path, commit: str, send: Connection) -> None:
+    failed = f"cannot validate the fleet at {commit[:12]}: "
     try:
         send.send(("index", index_revision(git_dir, commit).to_json()))
-    except ReconcilerError as exc:
+    except _NoFleet as exc:
         send.send(("error", exc.message))
+    except ReconcilerError as exc:
+        send.send(("error", failed + exc.message))
     except Exception as exc:  # sent to the parent, which says it
-        send.send(("error", f"{type(exc).__name__}: {exc}"))
+        send.send(("error", f"{failed}{type(exc).__name__}: {exc}"))
     finally:
         send.close()

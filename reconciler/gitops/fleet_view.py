@@ -283,11 +283,16 @@ def join(index: FleetIndex | None, status: FleetStatus, *, now: dt.datetime,
                                       for n in names if n in known)
             rows.append(make.row(expected.site, expected.target, entry, placed[names],
                                  expected.errors, expected.more_errors, in_fleet=True))
+    broken = frozenset(index.broken) if index is not None else frozenset()
     for entry in reported.values():
         # without a model, what the file reports; with one, the target is in no instance
+        # (a target whose document is invalid is in the fleet, but nothing is placed on it)
+        invalid = (f"Target/{entry.target}: its document is invalid at {revision[:12]}",) \
+            if entry.target in broken else ()
         rows.append(make.row(entry.site, entry.target, entry,
                              tuple((i.name, i.solution, "") for i in entry.instances)
-                             if index is None else (), (), 0, in_fleet=index is None))
+                             if index is None else (), invalid, 0,
+                             in_fleet=index is None or bool(invalid)))
     if reported or index is None:  # the model's targets come in order; the others do not
         rows.sort(key=lambda r: order(r.site, r.target))
     return FleetView(tuple(rows), revision, now, stale_after, index)

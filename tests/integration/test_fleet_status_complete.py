@@ -298,3 +298,28 @@ def test_one_fetch_and_a_repeated_call_reuses_what_it_read(fleet: Fleet, tmp_pat
     (cached,) = third.events("fleet_status_cached")
     assert (cached["moved"], cached["parsed"]) == (1, 1)  # only the branch that moved
     assert table(third)[("fab/line-04", "panel-line-04")][0] == "Ready"
+
+
+def test_without_a_fleet_at_the_ref_the_reported_targets_are_shown(tmp_path: Path) -> None:
+    remote = tmp_path / "remote.git"
+    subprocess.run(["git", "init", "--bare", "--quiet", str(remote)], check=True)
+    push_branch(remote, "eu/berlin", {"press.yaml": status_file(
+        "eu/berlin", "press", "Ready", "a" * 40, dt.datetime.now(dt.UTC), "ok")},
+        dt.datetime.now(dt.UTC))
+    readme = subprocess.run(["git", "--git-dir", str(remote), "hash-object", "-w", "--stdin"],
+                            input=b"a fleet, one day\n", capture_output=True, check=True)
+    tree = subprocess.run(["git", "--git-dir", str(remote), "mktree"], capture_output=True,
+                          check=True, input=f"100644 blob {readme.stdout.decode().strip()}\t"
+                          "README.md\n".encode()).stdout.decode().strip()
+    git(remote, "update-ref", "refs/heads/main",
+        git(remote, "commit-tree", tree, "-m", "not a fleet yet"))
+
+    result = reconciler("status", "--repo", str(remote), "--cache-dir", str(tmp_path / "c"))
+    missing = reconciler("status", "--repo", str(remote), "--ref", "production",
+                         "--cache-dir", str(tmp_path / "c"))
+
+    assert result.returncode == 0, result.describe()  # all that is shown is Ready
+    assert "warning: no fleet at" in result.stderr and "Settings" in result.stderr
+    assert table(result) == {("eu/berlin", "press"): table(result)[("eu/berlin", "press")]}
+    assert "(no fleet model)" in result.stdout
+    assert missing.returncode == 0 and "production" in missing.stderr, missing.describe()

@@ -193,3 +193,12 @@ def test_a_filtered_view_rolls_up_its_subtree_only() -> None:
     assert view.scope == ("eu/berlin",)
     assert [s.path for s in view.site_rollups()] == ["eu/berlin", "eu/berlin/line-1"]
     assert view.in_scope("eu/berlin/line-1") and not view.in_scope("eu/paris")
+
+
+def test_a_target_whose_document_is_invalid_is_in_the_fleet_with_the_error() -> None:
+    broken = FleetIndex(HEAD, (), (), {}, (), 1, broken=("ghost",))
+
+    (row,) = join(broken, status(entry("eu/rome", "ghost")), now=NOW, stale_after=HOUR)
+
+    assert row.in_fleet and row.state == "Ready"
+    assert row.errors == (f"Target/ghost: its document is invalid at {HEAD[:12]}",)
