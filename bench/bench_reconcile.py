@@ -74,12 +74,13 @@ def _git(*args: str, cwd: Path) -> str:
     return done.stdout.strip()
 
 
-def build_fleet(work: Path) -> tuple[Path, FleetShape]:
-    """The generated fleet, reshaped for one daemon and 5 components a target; its remote."""
+def build_fleet(work: Path, targets_per_line: int = 10) -> tuple[Path, FleetShape]:
+    """The generated fleet, reshaped for one daemon and 5 components a target; its remote.
+    (``targets_per_line``: 10 gives fleetgen's 1,000 targets, 1 gives 100, 50 gives 5,000.)"""
     repo = work / "repo"
     # no generated instances: they overlap (a target gets 0 to ~15 components); one is added
-    shape = generate(repo, FleetShape(instances=0), provider="file",
-                     binding_config=file_binding("files"))
+    shape = generate(repo, FleetShape(instances=0, targets_per_line=targets_per_line),
+                     provider="file", binding_config=file_binding("files"))
     settings_file = repo / "reconciler.yaml"
     settings = list(yaml.safe_load_all(settings_file.read_text()))
     settings[0]["spec"]["hierarchy"] = [ROOT_SITE, *settings[0]["spec"]["hierarchy"]]
@@ -358,6 +359,7 @@ def _child(argv: list[str]) -> int:
         out = child_noop(Path(rest[0]))
     elif mode == "hash":
         out = child_hash(Path(rest[0]))
+
     else:
         out = child_profile(Path(rest[0]), warm=mode == "profile-warm")
     print(json.dumps(out))

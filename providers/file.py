@@ -1,8 +1,9 @@
 """The built-in ``file`` provider: rendered files written atomically under a site-allowed root.
 
 Registered as the ``file`` entry point of ``reconciler.providers``; the core constructs one
-instance per Target binding (``config: {root: /abs/dir}``) and calls it per component, in the
-order described in ``reconciler.provider_api``.
+instance per Target binding (``config: {root: /abs/dir}``) and revision, keeps it for the runs
+that enforce that revision, and calls it per component, in the order described in
+``reconciler.provider_api``.
 
 Component properties::
 
@@ -15,7 +16,14 @@ Decisions an operator can rely on:
 
 * Content that is a string is written as-is (UTF-8). Any other value (a whole-value template
   such as ``${{ params.limits }}`` keeps its type) is written as JSON with a trailing newline.
-* Drift is detected by SHA-256 of the bytes on disk and by the permission bits.
+* Drift is detected by SHA-256 of the bytes on disk and by the permission bits. Every observe
+  reads and hashes the file (once); what it is compared with (path, digest, mode) is worked
+  out once per component and revision. The path is checked to stay under the root then, and
+  again before every write and every diff shown; in between, each observe pass looks at the
+  root and the directories on the way (an ``lstat`` each per run), so one swapped for a
+  symlink is checked again at once. The health check that follows an in-sync observe uses
+  that observation (one ``lstat`` says the file is still the one hashed) instead of reading
+  the file again.
 * A file is only ever removed (on delete, or when a component's ``path`` moved) when it is
   still a regular file at the recorded path *and* its hash equals the one we recorded. A file
   changed by hand since we wrote it is kept and delete raises ``PermanentError`` (reason
@@ -44,7 +52,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import structlog
 
@@ -72,6 +80,7 @@ _CONFIG_KEYS = frozenset({"root"})
 _PROPERTY_KEYS = frozenset({"path", "content", "template", "mode"})
 _DEFAULT_MODE = 0o644
 _MODE_TEXT = re.compile(r"^0?[0-7]{3}$")
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _DIFF_LIMIT = 64 * 1024  # characters of diff kept for a plan; beyond that a summary suffices
 
 _log = structlog.get_logger(__name__)
@@ -88,6 +97,30 @@ class _Desired:
     data: bytes
     sha256: str
     mode: int
+
+
+class _Kept(NamedTuple):
+    """What observe needs of a component's desired file, kept while the provider lives."""
+
+    component: Component  # kept, so that its id is not reused while this lives
+    where: str  # the path, checked to stay under the root
+    digest: bytes  # SHA-256 of the content
+    mode: int
+    # the resolved root and each directory between it and the file: none was a symlink
+    # when the path was checked, and observe makes sure none has become one
+    checked: tuple[str, ...]
+
+
+class _Seen(NamedTuple):
+    """An in-sync observation, for the health call that follows it."""
+
+    digest: bytes
+    signature: tuple[int, ...]
+
+
+# the answers of an idle run, the same every time
+_IN_SYNC = Observation(exists=True, in_sync=True)
+_HEALTHY = HealthReport(Health.HEALTHY)
 
 
 def _parse_mode(value: Any) -> tuple[int | None, str | None]:
@@ -134,6 +167,9 @@ class FileProvider:
     name: ClassVar[str] = "file"
     untemplated: ClassVar[frozenset[str]] = frozenset()
     path_properties: ClassVar[frozenset[str]] = frozenset({"template"})
+    # an instance lives as long as its binding's revision is enforced, one per target
+    __slots__ = ("_context", "_directories", "_first", "_known", "_observed",
+                 "_resolved_root", "_root", "_seen", "_sound")
 
     def __init__(self, config: Mapping[str, Any], context: ProviderContext) -> None:
         problems = self.check_config(config, context.policy)
@@ -150,9 +186,20 @@ class FileProvider:
                                  "state directory", reason="InvalidConfig")
         self._root = root
         self._resolved_root: Path | None = None  # see _contained
+        self._known: dict[int, _Kept] = {}  # see _desired
+        self._directories: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self._seen: dict[str, _Seen] = {}  # see health
+        self._first = 0  # see _moved_out
+        self._observed = 0
+        self._sound: set[str] = set()
         self._context = context
-        self._log = _log.bind(provider=self.name, target=context.target, binding=context.binding)
         self._sweep()
+
+    @property
+    def _log(self) -> Any:
+        """The provider's logger, bound when it logs (seldom: not kept with the instance)."""
+        return _log.bind(provider=self.name, target=self._context.target,
+                         binding=self._context.binding)
 
     # ---- validation (pure) ----------------------------------------------------------------
 
@@ -201,20 +248,42 @@ class FileProvider:
     # ---- the provider calls --------------------------------------------------------------
 
     def observe(self, component: Component, record: Record | None) -> Observation:
-        desired = self._desired(component)
+        known = self._known.get(id(component))
+        kept = known if known is not None and known.component is component \
+            else self._kept(component)
+        if self._moved_out(component, kept):
+            # a directory on the way became a symlink since the path was checked: check it
+            # again from the root down (PolicyError when it now leads outside)
+            self._desired(component, fresh=True)
+            kept = self._known[id(component)]
+        info, data = self._look(kept.where, component)
+        if info is not None and data is not None:
+            digest = hashlib.sha256(data).digest()
+            moved_from = record.data.get("path") if record is not None else None
+            if digest == kept.digest and stat.S_IMODE(info.st_mode) == kept.mode and (
+                    moved_from is None or moved_from == kept.where):
+                # the health call that follows an in-sync observe uses this, not the file
+                self._seen[kept.where] = _Seen(digest, _signature(info))
+                return _IN_SYNC
+        # not in sync: what to show is worked out afresh, the path checked from the root
+        return self._difference(component, record, info, data)
+
+    def _difference(self, component: Component, record: Record | None,
+                    info: os.stat_result | None, data: bytes | None) -> Observation:
+        """The observation of a component found out of sync (``info`` and ``data``: what
+        observe found at the path it kept, None when nothing or not a regular file)."""
+        kept = self._known[id(component)]
+        desired = self._desired(component, fresh=True)
         rel = component.properties["path"]
-        try:
-            info = os.stat(desired.path, follow_symlinks=False)
-        except FileNotFoundError:
+        if str(desired.path) != kept.where:  # the path resolves elsewhere now: look there
+            info, data = self._look(str(desired.path), component)
+        if info is None:
             diff = self._diff(component, b"", desired.data, rel, created=True)
             return Observation(exists=False, in_sync=False, diff=diff,
                                message=f"{desired.path} does not exist")
-        except OSError as exc:
-            raise map_os_error(exc, f"component {component.key}: reading {rel}") from None
-        if not stat.S_ISREG(info.st_mode):
+        if data is None:
             return Observation(exists=True, in_sync=False,
                                message=f"{desired.path} exists but is not a regular file")
-        current = self._read(desired.path, component)
         notes = []
         moved_from = record.data.get("path") if record is not None else None
         if moved_from is not None and moved_from != str(desired.path):
@@ -223,14 +292,17 @@ class FileProvider:
         if mode != desired.mode:
             notes.append(f"mode {mode:04o} -> {desired.mode:04o}")
         diff = ""
-        if hashlib.sha256(current).hexdigest() != desired.sha256:
+        if hashlib.sha256(data).hexdigest() != desired.sha256:
             notes.append("content differs")
-            diff = self._diff(component, current, desired.data, rel, created=False)
-        return Observation(exists=True, in_sync=not notes, diff=diff, message="; ".join(notes))
+            diff = self._diff(component, data, desired.data, rel, created=False)
+        return Observation(exists=True, in_sync=not notes, diff=diff,
+                           message="; ".join(notes))
 
     def apply(self, component: Component, record: Record | None) -> Record:
-        desired = self._desired(component)
+        # a write checks the path from the root down, whatever was checked before
+        desired = self._desired(component, fresh=True)
         what = f"component {component.key}: writing {component.properties['path']}"
+        self._seen.pop(str(desired.path), None)
         created = self._make_parents(desired.path.parent, what)
         self._write(desired, what)
         dirs = set(created)
@@ -242,16 +314,34 @@ class FileProvider:
                 self._prune(record, component.key, strict=False)
         self._log.info("file_written", component=component.key, path=str(desired.path),
                        sha256=desired.sha256, mode=f"{desired.mode:04o}")
+        # the record shares the path string observe keeps (inventories stay in memory)
+        where = self._known[id(component)].where
         return Record(provider=self.name, binding=self._context.binding, data={
-            "path": str(desired.path), "sha256": desired.sha256, "mode": desired.mode,
+            "path": where, "sha256": desired.sha256, "mode": desired.mode,
             "dirs": sorted(dirs), "component": component.key,
         })
 
     def delete(self, record: Record) -> None:
+        self._seen.pop(str(record.data.get("path", "")), None)
         self._prune(record, str(record.data.get("component", "?")), strict=True)
 
     def health(self, component: Component, record: Record) -> HealthReport:
-        path = Path(str(record.data.get("path", "")))
+        where = str(record.data.get("path", ""))
+        seen = self._seen.pop(where, None)
+        if seen is not None:
+            # observe hashed this very file a moment ago and found it in sync: one lstat
+            # says it is still that file (same inode, size, times, mode), so it is not read
+            # and hashed again; anything else about it reads it afresh below
+            try:
+                same = _signature(os.stat(where, follow_symlinks=False)) == seen.signature
+            except OSError:
+                same = False
+            if same:
+                if seen.digest.hex() != record.data.get("sha256"):
+                    return HealthReport(Health.DEGRADED,
+                                        f"{where} was changed since it was written")
+                return _HEALTHY
+        path = Path(where)
         if not is_regular_file(path):
             return HealthReport(Health.DEGRADED, f"{path} is missing or not a regular file")
         try:
@@ -260,18 +350,26 @@ class FileProvider:
             return HealthReport(Health.DEGRADED, f"{path} cannot be read: {exc.strerror}")
         if hashlib.sha256(current).hexdigest() != record.data.get("sha256"):
             return HealthReport(Health.DEGRADED, f"{path} was changed since it was written")
-        return HealthReport(Health.HEALTHY)
+        return _HEALTHY
 
     # ---- helpers -------------------------------------------------------------------------
 
-    def _desired(self, component: Component) -> _Desired:
+    def _desired(self, component: Component, *, fresh: bool = False) -> _Desired:
+        """The component's file as it should be: its path (checked to stay under the root,
+        which is resolved again when ``fresh``), content and mode.
+
+        What observe needs of it is kept (:meth:`_kept`): what a component renders to is a
+        pure function of the component (its revision's checkout, properties and context),
+        and an instance of this provider serves one revision of one binding. The content
+        itself is not kept: it is rendered again when it is written or shown in a diff.
+        """
         props = component.properties
         rel = props.get("path")
         what = f"component {component.key}: path"
         problem = relative_path_problem(rel, allow_parent=False)
         if problem is not None:
             raise PermanentError(f"{what}: {problem}")
-        path = self._contained(str(rel), what)
+        path, root = self._contained(str(rel), what, fresh=fresh)
         mode, problem = _parse_mode(props.get("mode", _DEFAULT_MODE))
         if mode is None:
             raise PermanentError(f"component {component.key}: mode: {problem}")
@@ -279,32 +377,107 @@ class FileProvider:
             data = self._render_template(component, str(props["template"]))
         else:
             data = _encode(props.get("content"), f"component {component.key}")
-        return _Desired(path, data, hashlib.sha256(data).hexdigest(), mode)
+        digest = hashlib.sha256(data)
+        parents = path.parent.relative_to(root).parts
+        checked = (str(root), *(str(root.joinpath(*parents[:i + 1]))
+                                for i in range(len(parents))))
+        # the files of a directory share one tuple
+        checked = self._directories.setdefault(checked, checked)
+        self._known[id(component)] = _Kept(component, str(path), digest.digest(), mode,
+                                           checked)
+        return _Desired(path, data, digest.hexdigest(), mode)
 
-    def _contained(self, rel: str, what: str) -> Path:
-        """``contained(self._root, rel)``, with the root resolved once per provider instance.
+    def _kept(self, component: Component) -> _Kept:
+        """What observe needs of the component's desired file (see :meth:`_desired`)."""
+        known = self._known.get(id(component))
+        if known is None or known.component is not component:
+            self._desired(component)
+            known = self._known[id(component)]
+        return known
 
-        An instance serves one run of one target. Resolving the root again for each of its
-        files (``Path.resolve`` lstat()s every component of the path) was about a third of
-        the time a no-op run spent observing files. ``rel`` has passed
-        ``relative_path_problem`` already.
+    def _moved_out(self, component: Component, kept: _Kept) -> bool:
+        """True when the root or a directory between it and the file is now a symlink.
+
+        Each directory is looked at (one lstat) once per pass over the components. The
+        executor observes each component at most once per run, in an order the revision
+        fixes, so a run begins with the component that began the last one: a pass ends
+        there, or after as many observes as there are components, whichever comes first.
+        So the files of one directory share its lstat in a run, and every run looks again.
         """
-        if self._resolved_root is None:
-            self._resolved_root = self._root.resolve()
+        if id(component) == self._first or self._observed >= len(self._known):
+            self._first, self._observed = id(component), 0
+            self._sound.clear()
+        self._observed += 1
+        for directory in kept.checked:
+            if directory in self._sound:
+                continue
+            try:
+                if stat.S_ISLNK(os.lstat(directory).st_mode):
+                    return True
+            except OSError:
+                continue  # missing: the file is missing too, which observe reports
+            self._sound.add(directory)
+        return False
+
+    def _look(self, path: str,
+              component: Component) -> tuple[os.stat_result | None, bytes | None]:
+        """The file at ``path`` (its lstat, None when there is none) and its bytes, read
+        once; a file that is not a regular one (a symlink, never followed) is not read."""
+        try:
+            info = os.stat(path, follow_symlinks=False)
+        except FileNotFoundError:
+            return None, None
+        except OSError as exc:
+            raise map_os_error(exc, f"component {component.key}: reading "
+                                    f"{component.properties['path']}") from None
+        if not stat.S_ISREG(info.st_mode):
+            return info, None
+        try:
+            fd = os.open(path, _READ_FLAGS)
+        except OSError as exc:
+            raise map_os_error(exc, f"component {component.key}: reading {path}") from None
+        try:
+            data = os.read(fd, info.st_size + 1)
+            if len(data) != info.st_size:  # it changed size since, or a short read: all
+                chunks = [data]
+                while chunk := os.read(fd, 1 << 20):
+                    chunks.append(chunk)
+                data = b"".join(chunks)
+        except OSError as exc:
+            raise map_os_error(exc, f"component {component.key}: reading {path}") from None
+        finally:
+            os.close(fd)
+        return info, data
+
+    def _contained(self, rel: str, what: str, *, fresh: bool = False) -> tuple[Path, Path]:
+        """``contained(root, rel)`` and the resolved root, which is resolved (and held to
+        the local policy) once per provider instance, and again when ``fresh``.
+
+        Resolving the root again for each of its files (``Path.resolve`` lstat()s every
+        component of the path) was about a third of the time a no-op run spent observing
+        files. ``rel`` has passed ``relative_path_problem`` already.
+        """
+        if self._resolved_root is None or fresh:
+            resolved = self._root.resolve()
+            if resolved != self._resolved_root and not self._context.policy.allows_path(
+                    resolved):
+                raise PolicyError(f"{what}: the root {self._root} now resolves to {resolved}, "
+                                  "which the local policy does not allow writing under")
+            self._resolved_root = resolved
         base = self._resolved_root
         candidate = base / rel
         parts = candidate.parts[len(base.parts):]
         if parts and ".." not in parts and not _any_symlink(base, parts):
             # what resolve() returns when no component below the resolved root is a
             # symlink: the path itself (two lstat() calls instead of a dozen)
-            return candidate
+            return candidate, base
         try:
             resolved = candidate.resolve()
         except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
             raise PermanentError(f"{what}: {rel!r} cannot be resolved: {exc}") from None
         if resolved == base or not resolved.is_relative_to(base):
             raise PolicyError(f"{what}: {rel!r} resolves to {resolved}, outside {base}")
-        return resolved
+        return resolved, base
 
     def _render_template(self, component: Component, template: str) -> bytes:
         what = f"component {component.key}: template"
@@ -317,13 +490,6 @@ class FileProvider:
             raise map_os_error(exc, what) from None
         rel = source.relative_to(component.repo_root.resolve()).as_posix()
         return render_text(text, component.template_context, source=rel).encode("utf-8")
-
-    def _read(self, path: Path, component: Component) -> bytes:
-        try:
-            with open(path, "rb", opener=_nofollow) as handle:
-                return handle.read()
-        except OSError as exc:
-            raise map_os_error(exc, f"component {component.key}: reading {path}") from None
 
     def _diff(self, component: Component, old: bytes, new: bytes, rel: str, *,
               created: bool) -> str:
@@ -456,8 +622,10 @@ def _any_symlink(base: Path, parts: Sequence[str]) -> bool:
     return False
 
 
-def _nofollow(path: str, flags: int) -> int:
-    return os.open(path, flags | os.O_NOFOLLOW)
+def _signature(info: os.stat_result) -> tuple[int, ...]:
+    """What changes when a file is replaced, written or chmod-ed (``git``'s stat check)."""
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns,
+            info.st_mode)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -23,6 +23,10 @@ __all__ = ["ProviderSet"]
 
 
 class ProviderSet:
+    # the engine keeps one per served target between runs
+    __slots__ = ("_bound", "_cache", "cancelled", "policy", "registry", "shutdown_grace",
+                 "state_dir", "stopping", "target")
+
     def __init__(self, target: str, registry: ProviderRegistry, policy: LocalPolicy,
                  state_dir: Path, cancelled: Callable[[], bool],
                  stopping: Callable[[], bool] = lambda: False,

@@ -116,6 +116,11 @@ class TargetResult:
             ComponentPhase.PROGRESSING)
 
 
+_HEALTH_PHASES = {Health.HEALTHY: ComponentPhase.READY,
+                  Health.PROGRESSING: ComponentPhase.PROGRESSING,
+                  Health.DEGRADED: ComponentPhase.DEGRADED}
+
+
 def _same_state(old: Record, new: Record, revisions: set[str]) -> bool:
     """True when an apply recorded what the previous apply recorded: the desired state did
     not change, so the difference the apply repaired was drift.
@@ -161,35 +166,52 @@ class _Runner:
         self.cancelled = cancelled
         self.calls: dict[str, int] = {}
         self.backoff = Backoff(retry.delay, retry.max_delay)
-        self.log = _log.bind(target=target.name, revision=revision[:12])
+        self._log: Any = None
 
-    def call(self, what: str, fn: Callable[[], T]) -> T:
-        """Run a provider call, retried with backoff while it fails transiently (not once
-        the run is cancelled); only ReconcilerError leaves."""
-        try:
-            return self._attempt(what, fn)  # inline: the retry machinery only on a failure
+    @property
+    def log(self) -> Any:
+        """The target's logger, bound on first use: an idle run logs nothing per target."""
+        if self._log is None:
+            self._log = _log.bind(target=self.target.name, revision=self.revision[:12])
+        return self._log
+
+    def call(self, what: str, fn: Callable[..., T], *args: Any) -> T:
+        """Run a provider call ``fn(*args)``, retried with backoff while it fails transiently
+        (not once the run is cancelled); only ReconcilerError leaves."""
+        calls = self.calls
+        calls[what] = calls.get(what, 0) + 1
+        try:  # inline: the retry machinery only after a failure
+            return fn(*args)
         except TransientError as exc:
             first = exc
+        except ReconcilerError:
+            raise
+        except Exception as exc:
+            raise self._crashed(what, exc) from exc
 
         def retried(failures: int, delay: float, error: BaseException) -> None:
             self.log.warning("provider_call_retried", call=what, attempt=failures,
                              delay=round(delay, 2), error=str(error))
 
-        return retry(partial(self._attempt, what, fn), on=TransientError,
+        return retry(partial(self._attempt, what, fn, *args), on=TransientError,
                      attempts=self.retry.retries + 1, backoff=self.backoff, sleep=self.sleep,
                      give_up=self.cancelled, at_least=_asked_delay, before_sleep=retried,
                      failed=first)
 
-    def _attempt(self, what: str, fn: Callable[[], T]) -> T:
+    def _attempt(self, what: str, fn: Callable[..., T], *args: Any) -> T:
         self.calls[what] = self.calls.get(what, 0) + 1
         try:
-            return fn()
+            return fn(*args)
         except ReconcilerError:
             raise
-        except Exception as exc:  # a provider bug: fail the component, keep the daemon
-            self.log.exception("provider_crashed", call=what)
-            raise PermanentError(f"provider crashed in {what}: {type(exc).__name__}: {exc}",
-                                 reason="ProviderCrashed") from exc
+        except Exception as exc:
+            raise self._crashed(what, exc) from exc
+
+    def _crashed(self, what: str, exc: Exception) -> PermanentError:
+        """A provider bug: fail the component, keep the daemon."""
+        self.log.exception("provider_crashed", call=what)
+        return PermanentError(f"provider crashed in {what}: {type(exc).__name__}: {exc}",
+                              reason="ProviderCrashed")
 
     def sleep(self, seconds: float) -> None:
         cancellable_sleep(seconds, self.cancelled)
@@ -231,31 +253,27 @@ class _Runner:
             self.sleep(self.retry.health_poll)
 
     def component(self, placement: Placement, comp: Component, order: int) -> ComponentResult:
+        key = comp.key
         binding = self.target.binding(comp.type)
-        base: dict[str, Any] = {"key": comp.key, "instance": comp.instance,
-                                "component": comp.name}
         if binding is None:
-            return ComponentResult(**base, provider="", phase=ComponentPhase.FAILED,
-                                   message=f"no binding for role '{comp.type}'")
-        log = self.log.bind(instance=comp.instance, component=comp.name,
-                            provider=binding.provider)
-        entry = self.inventory.get(comp.key)
+            return ComponentResult(key, comp.instance, comp.name, "", ComponentPhase.FAILED,
+                                   f"no binding for role '{comp.type}'")
+        provider_name = binding.provider
+        entry = self.inventory.get(key)
         try:
             provider = self.providers.for_binding(binding)
-            if entry is not None and (entry.record.provider != binding.provider
+            if entry is not None and (entry.record.provider != provider_name
                                       or entry.record.binding != binding.role):
                 # moved to another provider or binding: remove what the old one applied first
                 self.prune(entry)
                 entry = None
             record = entry.record if entry is not None else None
-            obs = self.call("observe", lambda: provider.observe(comp, record))
+            obs = self.call("observe", provider.observe, comp, record)
             if obs.in_sync and entry is not None:
                 if entry.order != order:
-                    self.inventory.reorder({comp.key: order})
-                health = self.call("health", lambda: provider.health(comp, entry.record))
-                phase = {Health.HEALTHY: ComponentPhase.READY,
-                         Health.PROGRESSING: ComponentPhase.PROGRESSING,
-                         Health.DEGRADED: ComponentPhase.DEGRADED}[health.state]
+                    self.inventory.reorder({key: order})
+                health = self.call("health", provider.health, comp, entry.record)
+                phase = _HEALTH_PHASES[health.state]
                 message = health.message
                 if phase is ComponentPhase.PROGRESSING:
                     # applied by an earlier (perhaps abandoned) run and still settling: wait
@@ -264,25 +282,26 @@ class _Runner:
                     left = self.health_timeout(comp) - _age(entry.applied_at)
                     phase, message = self.wait_healthy(provider, comp, entry.record,
                                                        timeout=max(left, 0.0))
-                return ComponentResult(**base, provider=binding.provider, phase=phase,
-                                       message=message, revision=entry.revision)
-            new_record = self.call("apply", lambda: provider.apply(comp, record))
+                return ComponentResult(key, comp.instance, comp.name, provider_name, phase,
+                                       message, entry.revision)
+            new_record = self.call("apply", provider.apply, comp, record)
             drifted = entry is not None and (entry.revision == self.revision or _same_state(
                 entry.record, new_record, {entry.revision, self.revision} - {""}))
-            self.inventory.put(comp.key, new_record, binding.config, self.revision, order)
-            log.info("component_applied", action="update" if obs.exists else "create",
-                     drifted=drifted, diff=obs.diff[:2000] if obs.diff else None)
+            self.inventory.put(key, new_record, binding.config, self.revision, order)
+            self.log.info("component_applied", instance=comp.instance, component=comp.name,
+                          provider=provider_name, action="update" if obs.exists else "create",
+                          drifted=drifted, diff=obs.diff[:2000] if obs.diff else None)
             # the message is the health message, the same one an in-sync run reports, so a
             # status file does not change (and make a commit) just because a run applied
             phase, message = self.wait_healthy(provider, comp, new_record)
-            return ComponentResult(**base, provider=binding.provider, phase=phase,
-                                   message=message, revision=self.revision, applied=True,
-                                   drifted=drifted)
+            return ComponentResult(key, comp.instance, comp.name, provider_name, phase,
+                                   message, self.revision, applied=True, drifted=drifted)
         except ReconcilerError as exc:
-            log.warning("component_failed", reason=exc.reason, error=exc.message)
-            return ComponentResult(**base, provider=binding.provider,
-                                   phase=ComponentPhase.FAILED, message=exc.message,
-                                   revision=entry.revision if entry else "")
+            self.log.warning("component_failed", instance=comp.instance, component=comp.name,
+                             provider=provider_name, reason=exc.reason, error=exc.message)
+            return ComponentResult(key, comp.instance, comp.name, provider_name,
+                                   ComponentPhase.FAILED, exc.message,
+                                   entry.revision if entry else "")
 
     def prune(self, entry: Entry) -> ComponentResult:
         instance, _, name = entry.key.partition("/")
@@ -291,7 +310,7 @@ class _Runner:
         try:
             provider = self.providers.get(entry.record.provider, entry.record.binding,
                                           entry.binding_config)
-            self.call("delete", lambda: provider.delete(entry.record))
+            self.call("delete", provider.delete, entry.record)
             # still in the file when this fails: the next run deletes again (deletes of
             # what is already gone succeed) and then forgets it
             self.inventory.remove(entry.key)
@@ -307,6 +326,13 @@ class _Runner:
                                revision=entry.revision)
 
 
+def _not_run(target: Target, comp: Component, phase: ComponentPhase, message: str,
+             revision: str = "") -> ComponentResult:
+    binding = target.binding(comp.type)
+    return ComponentResult(comp.key, comp.instance, comp.name,
+                           binding.provider if binding else "", phase, message, revision)
+
+
 def reconcile_target(target: Target, placements: Sequence[Placement], providers: ProviderSet,
                      inventory: Inventory, revision: str, *, retry: RetryPolicy,
                      cancelled: Callable[[], bool] = lambda: False) -> TargetResult:
@@ -317,28 +343,27 @@ def reconcile_target(target: Target, placements: Sequence[Placement], providers:
     order = 0
     for placement in placements:
         for comp in placement.components:
-            binding = target.binding(comp.type)
-            provider_name = binding.provider if binding else ""
-            base: dict[str, Any] = {"key": comp.key, "instance": comp.instance,
-                                    "component": comp.name, "provider": provider_name}
             if placement.instance.suspend:
                 entry = inventory.get(comp.key)
-                results.append(ComponentResult(**base, phase=ComponentPhase.SUSPENDED,
-                                               message="instance suspended",
-                                               revision=entry.revision if entry else ""))
+                results.append(_not_run(target, comp, ComponentPhase.SUSPENDED,
+                                        "instance suspended", entry.revision if entry else ""))
                 continue
-            if stopped or cancelled():
-                stopped = stopped or cancelled()
+            if not stopped and cancelled():
+                stopped = True
+            if stopped:
                 why = "run cancelled" if cancelled() else "not attempted: an earlier step failed"
-                results.append(ComponentResult(**base, phase=ComponentPhase.SKIPPED,
-                                               message=why))
+                results.append(_not_run(target, comp, ComponentPhase.SKIPPED, why))
                 continue
             result = runner.component(placement, comp, order)
             order += 1
             results.append(result)
-            if result.phase in (ComponentPhase.FAILED, ComponentPhase.PROGRESSING):
+            if result.phase is ComponentPhase.FAILED or result.phase is \
+                    ComponentPhase.PROGRESSING:
                 stopped = True
-    if not stopped and not cancelled():
+    # every desired component has a result when the run was not stopped: nothing to prune
+    # when each inventory entry is one of them (the idle case, without sorting the entries)
+    if not stopped and not cancelled() and not inventory.entries.keys() <= {
+            r.key for r in results}:
         for entry in prunes(inventory, placements):
             if cancelled():
                 break

@@ -7,11 +7,17 @@ is gone), the revision and the apply order (prunes run in reverse). The file is 
 atomically after every change, so a crash mid-run never forgets an applied component; when the
 OS refuses the write (disk full, a directory in the way), the change raises
 :class:`~reconciler.core.errors.ReconcilerError` naming the file, which fails that component's step
-like any other error. Used by the executor and the planner.
+like any other error, and marks the inventory :attr:`~Inventory.dirty`. The engine keeps a
+target's inventory in memory between runs (every change goes through it), and reads the file
+again only after a failed write or when the file changed under it. Used by the executor and
+the planner.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,7 +31,7 @@ from reconciler.core.statefiles import read_json, write_json
 __all__ = ["Entry", "Inventory"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entry:
     key: str  # "<instance>/<component>"
     record: Record
@@ -39,10 +45,19 @@ class Entry:
                 "revision": self.revision, "order": self.order, "appliedAt": self.applied_at}
 
     @classmethod
-    def from_dict(cls, key: str, raw: Mapping[str, Any]) -> Entry:
-        return cls(key, Record.from_dict(raw["record"]), dict(raw.get("bindingConfig") or {}),
-                   str(raw.get("revision", "")), int(raw.get("order", 0)),
-                   str(raw.get("appliedAt", "")))
+    def from_dict(cls, key: str, raw: Mapping[str, Any],
+                  configs: dict[str, dict[str, Any]] | None = None) -> Entry:
+        """An entry read from the file. The engine keeps inventories in memory, so what
+        entries have in common is shared: the strings of revisions, times and provider
+        names, and (through ``configs``) equal binding configs."""
+        record = Record.from_dict(raw["record"])
+        config = dict(raw.get("bindingConfig") or {})
+        if configs is not None:
+            config = configs.setdefault(json.dumps(config, sort_keys=True, default=str), config)
+        return cls(key, Record(sys.intern(record.provider), sys.intern(record.binding),
+                               record.data), config,
+                   sys.intern(str(raw.get("revision", ""))), int(raw.get("order", 0)),
+                   sys.intern(str(raw.get("appliedAt", ""))))
 
 
 @dataclass
@@ -50,20 +65,30 @@ class Inventory:
     path: Path
     target: str
     entries: dict[str, Entry] = field(default_factory=dict)
+    # True when the entries differ from the file: its last write failed (the engine keeps an
+    # inventory between runs only while it is not dirty, else reads the file again)
+    dirty: bool = False
+    # the file as last read or written: (inode, size, mtime); see changed_on_disk
+    signature: tuple[int, int, int] | None = None
 
     @classmethod
     def load(cls, state_dir: Path, target: str) -> Inventory:
         path = state_dir / "inventory" / f"{target}.json"
         raw = read_json(path, {})
-        entries = {k: Entry.from_dict(k, v) for k, v in (raw.get("entries") or {}).items()}
-        return cls(path, target, entries)
+        configs: dict[str, dict[str, Any]] = {}
+        entries = {k: Entry.from_dict(k, v, configs)
+                   for k, v in (raw.get("entries") or {}).items()}
+        return cls(path, target, entries, signature=_signature(path))
 
     def get(self, key: str) -> Entry | None:
         return self.entries.get(key)
 
     def put(self, key: str, record: Record, binding_config: Mapping[str, Any], revision: str,
             order: int) -> None:
-        self.entries[key] = Entry(key, record, dict(binding_config), revision, order,
+        # the components of a binding share one copy of its config
+        config = next((e.binding_config for e in self.entries.values()
+                       if e.binding_config == binding_config), None) or dict(binding_config)
+        self.entries[key] = Entry(key, record, config, sys.intern(revision), order,
                                   datetime.now(UTC).isoformat(timespec="seconds"))
         self.save(f"cannot record {key} in")
 
@@ -85,14 +110,30 @@ class Inventory:
     def save(self, doing: str = "cannot write") -> None:
         """Write the file; raises ReconcilerError ("<doing> the inventory <path>: <why>")."""
         try:
+            self.dirty = True
             write_json(self.path, {"target": self.target,
                                    "entries": {k: e.to_dict() for k, e in self.entries.items()}})
+            self.dirty = False
+            self.signature = _signature(self.path)
         except OSError as exc:
             raise ReconcilerError(f"{doing} the inventory {self.path}: {exc.strerror or exc}",
                                   reason="StateWriteFailed") from exc
+
+    def changed_on_disk(self) -> bool:
+        """True when the file is not the one last read or written (someone restored,
+        edited or removed it): one stat."""
+        return _signature(self.path) != self.signature
 
     def __iter__(self) -> Iterator[Entry]:
         return iter(sorted(self.entries.values(), key=lambda e: e.order))
 
     def __len__(self) -> int:
         return len(self.entries)
+
+
+def _signature(path: Path) -> tuple[int, int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_ino, info.st_size, info.st_mtime_ns

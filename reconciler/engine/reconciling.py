@@ -66,24 +66,53 @@ class TargetReconciler:
         self.renderer = renderer
         self.observer = observer
         self.now = now
+        # kept between runs (see execute): per target, its provider set and the revision
+        # it serves, its inventory, and its last status with what it was built from
+        self._providers: dict[str, tuple[str, ProviderSet]] = {}
+        self._inventories: dict[str, Inventory] = {}
+        self._statuses: dict[str, tuple[tuple[object, ...], TargetStatus, str]] = {}
+        self._retry: tuple[Fleet, RetryPolicy] | None = None
 
-    def providers(self, name: str) -> ProviderSet:
+    def providers(self, name: str, revision: str = "") -> ProviderSet:
+        """The provider set of target ``name`` for ``revision``: the one of the last run when
+        it served the same revision, so a provider is built once per binding and revision
+        (and whatever it worked out about its components is not worked out again)."""
+        known = self._providers.get(name)
+        if known is not None and known[0] == revision and revision:
+            return known[1]
         c = self.cancellation
-        return ProviderSet(name, self.registry, self.policy, self.settings.state_dir,
-                           c.cancelled, stopping=c.stopping,
-                           shutdown_grace=self.settings.shutdown_grace)
+        providers = ProviderSet(name, self.registry, self.policy, self.settings.state_dir,
+                                c.cancelled, stopping=c.stopping,
+                                shutdown_grace=self.settings.shutdown_grace)
+        if revision:
+            self._providers[name] = (revision, providers)
+        return providers
+
+    def inventory(self, name: str) -> Inventory:
+        """The target's inventory: read from its file once, then kept, since every change
+        goes through it and is written at once. One whose last write failed, or whose file
+        someone changed (restored, edited, removed), is read again."""
+        known = self._inventories.get(name)
+        if known is None or known.dirty or known.changed_on_disk():
+            known = self._inventories[name] = Inventory.load(self.settings.state_dir, name)
+        return known
 
     def retry_policy(self, fleet: Fleet) -> RetryPolicy:
         """The site's retry and health settings, the repository's defaults where unset."""
+        known = self._retry
+        if known is not None and known[0] is fleet:
+            return known[1]
         d = fleet.settings.defaults
         s = self.settings
-        return RetryPolicy(
+        policy = RetryPolicy(
             retries=s.retries if s.retries is not None else d.retries,
             delay=s.retry_delay if s.retry_delay is not None else d.retry_delay,
             max_delay=s.retry_max_delay,
             health_timeout=float(s.health_timeout if s.health_timeout is not None
                                  else d.health_timeout),
             health_poll=s.health_poll_interval)
+        self._retry = (fleet, policy)  # the fleet of a revision: the same for every target
+        return policy
 
     def plan(self, target: Target, placements: Sequence[Placement],
              revision: str) -> TargetPlan:
@@ -95,9 +124,9 @@ class TargetReconciler:
 
     def execute(self, target: Target, placements: Sequence[Placement], revision: str,
                 retry: RetryPolicy) -> TargetResult:
-        inventory = Inventory.load(self.settings.state_dir, target.name)
-        return reconcile_target(target, placements, self.providers(target.name), inventory,
-                                revision, retry=retry, cancelled=self.cancellation.cancelled)
+        return reconcile_target(target, placements, self.providers(target.name, revision),
+                                self.inventory(target.name), revision, retry=retry,
+                                cancelled=self.cancellation.cancelled)
 
     def reconcile(self, target: Target,
                   newest: NewestRevision) -> tuple[TargetStatus, TargetResult | None]:
@@ -105,7 +134,8 @@ class TargetReconciler:
         choice = choose_revision(target.name, newest.commit,
                                  last_good=self.store.touch(target.name).last_good,
                                  report=newest.report, blocked=newest.blocked,
-                                 unusable=newest.unusable)
+                                 unusable=newest.unusable,
+                                 errors=newest.errors_for(target.name))
         use = choice.revision
         result: TargetResult | None = None
         solutions: dict[str, str] = {}
@@ -147,12 +177,26 @@ class TargetReconciler:
             and target.name in newest.report.fleet.targets else None
         record = self.store.get(target.name)
         site = fleet.site_path(target.site) if fleet is not None else record.site
-        status = build_status(target=target.name, site=site, observed=newest.commit,
-                              applied=record.applied, last_good=record.last_good,
-                              result=result, errors=errors,
-                              blocked=newest.blocked, solutions=solutions, failure=failure)
-        self.store.status_seen(target.name, site=site, digest=self.renderer.digest(status),
-                               now=self.now().isoformat(timespec="seconds"))
+        # an idle run builds the status it built last time: built and digested only when
+        # one of its inputs changed (results compare by value; durations are not in them)
+        inputs = (site, newest.commit, record.applied, record.last_good, newest.blocked,
+                  failure, tuple(errors), tuple(solutions.items()),
+                  (result.revision, result.components, result.cancelled)
+                  if result is not None else None)
+        known = self._statuses.get(target.name)
+        if known is not None and known[0] == inputs:
+            status, digest = known[1], known[2]
+        else:
+            status = build_status(target=target.name, site=site, observed=newest.commit,
+                                  applied=record.applied, last_good=record.last_good,
+                                  result=result, errors=errors, blocked=newest.blocked,
+                                  solutions=solutions, failure=failure)
+            digest = self.renderer.digest(status)
+            self._statuses[target.name] = (inputs, status, digest)
+        # the time is only kept when the status changed
+        now = record.last_change if digest == record.digest \
+            else self.now().isoformat(timespec="seconds")
+        self.store.status_seen(target.name, site=site, digest=digest, now=now)
         return status
 
     def retire(self, name: str, commit: str) -> TargetResult | None:
@@ -167,7 +211,9 @@ class TargetReconciler:
             return None
 
     def _retire(self, name: str, commit: str) -> TargetResult | None:
-        inventory = Inventory.load(self.settings.state_dir, name)
+        self._providers.pop(name, None)
+        self._statuses.pop(name, None)
+        inventory = self.inventory(name)
         result = None
         if len(inventory):
             retired = Target(name, {}, self.store.get(name).site, {}, (), Source("", 0))
@@ -179,6 +225,7 @@ class TargetReconciler:
                       failed=result.failed)
         if not len(inventory):
             self.store.forget(name)
+            self._inventories.pop(name, None)
             inventory.path.unlink(missing_ok=True)
             self.observer.forget_target(name)
         return result

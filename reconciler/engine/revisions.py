@@ -20,6 +20,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import cached_property
 
 import structlog
 
@@ -68,16 +69,30 @@ class NewestRevision:
     blocked: str = ""  # why it is not trusted ("" when it is)
     unusable: str = ""  # why it could not be checked out or validated
 
+    @cached_property
+    def has_errors(self) -> bool:
+        """Whether its validation found errors (asked once, not once per target)."""
+        return self.report is not None and not self.report.ok
+
+    def errors_for(self, target: str) -> tuple[Diagnostic, ...]:
+        """Its validation errors that concern ``target`` (:meth:`Report.errors_for`)."""
+        if self.report is None or not self.has_errors:
+            return ()
+        return tuple(self.report.errors_for(target))
+
 
 def choose_revision(target: str, newest: str, *, last_good: str, report: Report | None,
-                    blocked: str = "", unusable: str = "") -> RevisionChoice:
+                    blocked: str = "", unusable: str = "",
+                    errors: tuple[Diagnostic, ...] | None = None) -> RevisionChoice:
     """The revision ``target`` is held to (see the module docstring).
 
     ``report`` is the newest revision's validation (None when it was not validated);
     ``blocked`` says why that revision is not trusted, ``unusable`` why it could not be
-    checked out or validated ("" when it could).
+    checked out or validated ("" when it could); ``errors``, when given, are the report's
+    errors for ``target`` (found by the caller), else they are found here.
     """
-    errors = tuple(report.errors_for(target)) if report is not None else ()
+    if errors is None:
+        errors = tuple(report.errors_for(target)) if report is not None else ()
     if not blocked and not unusable and not errors and report is not None:
         return RevisionChoice(newest, Basis.NEWEST)
     if last_good:
