@@ -11,6 +11,7 @@ exit 1.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -27,17 +28,21 @@ def _duration(text: str) -> float:
     """``3h``, ``90m``, ``1h30m``, ``2d``, ``45s`` or plain seconds, in seconds."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     total, number = 0.0, ""
-    for char in text.strip().lower():
-        if char.isdigit() or char == ".":
-            number += char
-        elif char in units and number:
-            total, number = total + float(number) * units[char], ""
-        else:
-            raise click.BadParameter(f"{text!r} is not a duration such as 3h, 90m or 3600")
-    if number:
-        total += float(number)
+    wrong = click.BadParameter(f"{text!r} is not a duration such as 3h, 90m or 3600")
+    try:
+        for char in text.strip().lower():
+            if char.isdigit() or char == ".":
+                number += char
+            elif char in units and number:
+                total, number = total + float(number) * units[char], ""
+            else:
+                raise wrong
+        if number:
+            total += float(number)
+    except ValueError:  # "1.5.2h"
+        raise wrong from None
     if total <= 0:
-        raise click.BadParameter(f"{text!r} is not a duration such as 3h, 90m or 3600")
+        raise wrong
     return total
 
 
@@ -119,8 +124,11 @@ def status(repo: str, shared_branch: str, ref: str, stale_after: float, site: st
             else:
                 write_text(view, stream, source=read.status.source, ref=ref, wide=wide,
                            colour=colour_wanted(stream), reported=bool(read.status.entries))
+            stream.flush()
     except ReconcilerError as exc:
         fail(exc.message)
+    except BrokenPipeError:  # `status | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
     # no status at all is not "all Ready": a gate waiting for a rollout must not pass on it
     sys.exit(0 if view.ready else 2)
 

@@ -323,3 +323,15 @@ def test_without_a_fleet_at_the_ref_the_reported_targets_are_shown(tmp_path: Pat
     assert table(result) == {("eu/berlin", "press"): table(result)[("eu/berlin", "press")]}
     assert "(no fleet model)" in result.stdout
     assert missing.returncode == 0 and "production" in missing.stderr, missing.describe()
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(fleet: Fleet) -> None:
+    args = " ".join(reconciler_args("status", "--repo", str(fleet.repo.url), "--cache-dir",
+                                    str(fleet.cache), log_level="error"))
+    # `true` has long exited when the command writes: every write meets a closed pipe
+    done = subprocess.run(["bash", "-c", f"set -o pipefail; {args} | true"],
+                          env=clean_env(), capture_output=True, text=True, timeout=120)
+
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+    # the answer stands (not every target is Ready), not click's 1 for a closed pipe
+    assert done.returncode == 2
