@@ -231,7 +231,7 @@ def forget_status(cache: Path) -> None:
     db = sqlite3.connect(cache / "status.sqlite")
     with db:
         for table in ("branches", "documents"):
-            db.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed names
+            db.execute(f"DELETE FROM {table}")
     db.execute("VACUUM")
     db.close()
 

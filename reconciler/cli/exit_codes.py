@@ -46,6 +46,10 @@ EXIT_CODES: tuple[ExitCodes, ...] = (
         "some target is not Ready (or has an unreadable status file), or no target reports "
         "a status at all"),
     ExitCodes(
+        "report", "`report --repo URL\\|PATH --html FILE`", "the page was written",
+        "the fleet cannot be read, an unknown `--site`, or FILE cannot be written",
+        "usage: unknown option, `--html` missing"),
+    ExitCodes(
         "validate", "`validate [PATH]`",
         "the repository is valid (warnings allowed unless `--strict`)",
         "errors found (or warnings with `--strict`), including a directory that holds no "

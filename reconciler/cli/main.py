@@ -86,5 +86,5 @@ def main(ctx: click.Context, log_level: str, log_format: str) -> None:
 
 for _command in (model.validate, model.explain, model.plan,
                  site.run, site.sync, site.config_group, site.providers,
-                 fleet.status, fleet.history, fleet.release, fleet.rollback):
+                 fleet.status, fleet.report, fleet.history, fleet.release, fleet.rollback):
     main.add_command(_command)
