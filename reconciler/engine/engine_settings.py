@@ -85,3 +85,12 @@ class EngineSettings:
     fetch_backoff_cap: float = 900.0
     #: Seconds between two looks at the server for a newer revision during a run.
     remote_check_interval: float = 30.0
+    #: Seconds between two heartbeats of an idle site's status (0: no heartbeat file).
+    status_heartbeat: float = 3600.0
+
+    # -- failure handling and windows (docs/failure-handling.md) ---------------------------
+    #: Repair drift and run rollbacks outside maintenance windows (they restore the approved
+    #: state); False: outside every window nothing is applied at all.
+    repair_outside_windows: bool = True
+    #: The local channel of ``hold``, ``unhold`` and ``sync --retry`` (None: none is served).
+    control_socket: Path | None = None

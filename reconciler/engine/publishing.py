@@ -68,9 +68,8 @@ class StatusPublishing:
         self.git_dir = git_dir
         self.stop = stop
         self.renderer = renderer
-        # the settings carry the site's status.heartbeat once the daemon's config has it
-        self.heartbeat = float(heartbeat if heartbeat is not None else
-                               getattr(settings, "status_heartbeat", DEFAULT_HEARTBEAT))
+        self.heartbeat = float(heartbeat if heartbeat is not None
+                               else settings.status_heartbeat)
         self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self._beat: dt.datetime | None = None  # the time in the heartbeat file last written
         self._publisher: StatusPublisher | None = None
