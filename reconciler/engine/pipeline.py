@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 
 import structlog
 from structlog.contextvars import bound_contextvars
@@ -44,6 +45,7 @@ from reconciler.engine.engine_settings import EngineSettings
 from reconciler.engine.executing import RetryPolicy, TargetResult
 from reconciler.engine.failures import describe
 from reconciler.engine.fetching import Fetcher
+from reconciler.engine.holds import HoldStore
 from reconciler.engine.planning import TargetPlan
 from reconciler.engine.publishing import StatusPublishing, site_paths
 from reconciler.engine.reconciling import TargetReconciler
@@ -73,6 +75,8 @@ class RunSummary:
     results: tuple[TargetResult, ...] = field(default=(), compare=False)
     state_error: str = ""  # state.json could not be written (the statuses were)
     run_id: str = field(default="", compare=False)  # as bound in the run's log lines
+    # the earliest time a change that waits (a window, a hold) may go: run again then
+    wake_at: datetime | None = field(default=None, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -95,11 +99,13 @@ class Reconciler:
 
     def __init__(self, settings: EngineSettings, registry: ProviderRegistry,
                  *, observer: RunObserver | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         s = self.settings = settings
         self.registry = registry
         self.observer = observer if observer is not None else NO_OBSERVER
         self.clock = clock
+        self.now = now  # wall-clock time, for windows and holds
         self.state_dir = s.state_dir
         self.state_dir.mkdir(parents=True, exist_ok=True)
         # the fetch and the looks at the server end soon after shutdown (see gitrun)
@@ -108,6 +114,9 @@ class Reconciler:
                                 stop=lambda: self.cancellation.stop_event.is_set())
         self.policy = replace(s.policy, base_dir=s.state_dir)
         self.store = StateStore.load(self.state_dir / "state.json")
+        self.holds = HoldStore.load(self.state_dir / "holds.json")
+        # (target or "" for every target) whose failed changes the next run applies again
+        self._retries: set[str] = set()
         self.revisions = RevisionReader(
             self.source, registry, self.policy, secrets=SecretReader(s.secrets_dir),
             verify=VerifyPolicy(s.verify_mode, s.verify_allowed_signers,
@@ -126,6 +135,7 @@ class Reconciler:
                                        stop=self.cancellation.stop_event, renderer=renderer)
         self._renderer = renderer
         self._run_lock = threading.Lock()
+        self._retry_lock = threading.Lock()
 
     # -- what the daemon asks ----------------------------------------------------------
     @property
@@ -145,6 +155,18 @@ class Reconciler:
     def newer_revision(self) -> None:
         """A newer revision exists (a webhook said so): the current run stops waiting."""
         self.cancellation.newer.set()
+
+    def request_retry(self, target: str = "") -> None:
+        """``sync --retry``: the next run applies again the changes that failed (and were
+        rolled back) on ``target`` ("" for every served target)."""
+        with self._retry_lock:
+            self._retries.add(target)
+
+    def take_retries(self) -> frozenset[str]:
+        """The retries asked for since the last run took them."""
+        with self._retry_lock:
+            taken, self._retries = frozenset(self._retries), set()
+        return taken
 
     def cancelled(self) -> bool:
         return self.cancellation.cancelled()
