@@ -7,7 +7,11 @@ upper-cased and joined by ``_`` (``repo.url`` -> ``RECONCILER_REPO_URL``,
 Relative paths are resolved against the config file's directory, except ``policy.fileRoots``,
 which (like the ``root`` and ``workdir`` of file and script bindings) are relative to
 ``stateDir``. Used by every command that acts on a site (``run``, ``sync``, ``plan``,
-``config check``).
+``hold``, ``config check``).
+
+``controlSocket`` (the local channel of ``hold``, ``unhold`` and ``sync --retry``) defaults to
+``$RUNTIME_DIRECTORY/control.sock`` when systemd gives the daemon a runtime directory, and to
+``<stateDir>/control.sock`` otherwise.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from reconciler.core.loading import _schema_errors, field_path
 from reconciler.core.model import Fleet, StatusLayout
 from reconciler.core.provider_api import SHUTDOWN_GRACE, LocalPolicy
 from reconciler.core.yamlio import YamlFileError, read_documents
+from reconciler.daemon.control import check_socket_path
+from reconciler.daemon.durations import check_duration, parse_duration
 from reconciler.daemon.notification_settings import (
     NOTIFICATIONS_SCHEMA,
     NotificationSettings,
@@ -40,6 +46,7 @@ __all__ = ["DEFAULT_CONFIG", "DaemonConfig", "load_config", "served_problems", "
 
 DEFAULT_CONFIG = Path("/etc/reconciler/config.yaml")
 ENV_PREFIX = "RECONCILER_"
+CONTROL_SOCKET = "control.sock"  # in $RUNTIME_DIRECTORY, else in stateDir
 
 _STR = {"type": "string"}
 _SCHEMA: dict[str, Any] = {
@@ -68,6 +75,8 @@ _SCHEMA: dict[str, Any] = {
         "layout": {"type": "string", "allowed": ["per-site", "shared"]},
         "branch": _STR,
         "push": {"type": "boolean"},
+        # how often an idle site rewrites its heartbeat file: 1h, 30m, seconds; 0: never
+        "heartbeat": {"type": ["number", "string"], "check_with": check_duration},
     }},
     "policy": {"type": "dict", "schema": {
         "allowedProviders": {"type": "list", "nullable": True, "schema": _STR},
@@ -92,6 +101,10 @@ _SCHEMA: dict[str, Any] = {
     }},
     "secretsDir": _STR,
     "watch": {"type": "boolean"},
+    # hold, unhold and sync --retry reach the daemon here (docs/operations.md)
+    "controlSocket": {"type": "string", "empty": False, "check_with": check_socket_path},
+    # repair drift and roll back outside maintenance windows (docs/failure-handling.md)
+    "repairOutsideWindows": {"type": "boolean"},
     "log": {"type": "dict", "schema": {
         "format": {"type": "string", "allowed": ["auto", "json", "console"]},
         "level": {"type": "string", "allowed": ["debug", "info", "warning", "error"]},
@@ -131,6 +144,7 @@ class DaemonConfig:
     status_layout: StatusLayout | None = None  # None: the repository's Settings
     status_branch: str | None = None
     status_push: bool = True
+    status_heartbeat: float = 3600.0  # seconds between heartbeats of an idle site; 0: none
     policy: LocalPolicy = field(default_factory=LocalPolicy)
     listen_address: str = "127.0.0.1"
     listen_port: int = 9420
@@ -143,6 +157,10 @@ class DaemonConfig:
     verify_gpg_keyring: Path | None = None
     secrets_dir: Path | None = None
     watch: bool = True  # watch a local repository path for changes
+    # the local channel of hold/unhold/sync --retry; None: <state_dir>/control.sock
+    control_socket: Path | None = None
+    control_socket_explicit: bool = False  # set by the config (not a default)
+    repair_outside_windows: bool = True
     log_format: str = "auto"
     log_level: str = "info"
     notifications: NotificationSettings = field(default_factory=NotificationSettings)
@@ -159,6 +177,10 @@ class DaemonConfig:
             return None
         return Path(self.repo_url.removeprefix("file://"))
 
+    @property
+    def control_socket_path(self) -> Path:
+        return self.control_socket or self.state_dir / CONTROL_SOCKET
+
     def engine_settings(self) -> EngineSettings:
         """What the engine needs of this configuration, as its own values."""
         return EngineSettings(
@@ -173,7 +195,9 @@ class DaemonConfig:
             secrets_dir=self.secrets_dir, verify_mode=VerifyMode(self.verify_mode),
             verify_allowed_signers=self.verify_allowed_signers,
             verify_gpg_keyring=self.verify_gpg_keyring, status_layout=self.status_layout,
-            status_branch=self.status_branch, status_push=self.status_push)
+            status_branch=self.status_branch, status_push=self.status_push,
+            status_heartbeat=self.status_heartbeat, control_socket=self.control_socket_path,
+            repair_outside_windows=self.repair_outside_windows)
 
 
 def _env_overrides(data: dict[str, Any], environ: Mapping[str, str],
@@ -276,7 +300,7 @@ def load_config(path: Path | None, *, environ: Mapping[str, str] | None = None,
         raise ConfigError(f"invalid configuration {where}: {problems[0]}"
                           + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
                           problems)
-    return _build(data, path)
+    return _build(data, path, env)
 
 
 def _did_you_mean(word: str, choices: Iterable[str]) -> str:
@@ -316,7 +340,7 @@ def served_problems(config: DaemonConfig | EngineSettings, fleet: Fleet,
     return problems
 
 
-def _build(data: dict[str, Any], path: Path | None) -> DaemonConfig:
+def _build(data: dict[str, Any], path: Path | None, env: Mapping[str, str]) -> DaemonConfig:
     base = path.resolve().parent if path is not None else Path.cwd()
 
     def p(value: str | None, rel_to: Path = base) -> Path | None:
@@ -343,6 +367,10 @@ def _build(data: dict[str, Any], path: Path | None) -> DaemonConfig:
     )
     listen = data.get("listen") or {}
     verify = data.get("verify") or {}
+    # systemd's RuntimeDirectory= (joined by ':' when the unit names several: the first)
+    runtime = env.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    socket_path = p(data.get("controlSocket")) or (
+        Path(runtime) / CONTROL_SOCKET if runtime else None)
     log = data.get("log") or {}
     return DaemonConfig(
         repo_url=url,
@@ -365,6 +393,7 @@ def _build(data: dict[str, Any], path: Path | None) -> DaemonConfig:
         status_layout=StatusLayout(status["layout"]) if "layout" in status else None,
         status_branch=status.get("branch"),
         status_push=bool(status.get("push", True)),
+        status_heartbeat=parse_duration(status.get("heartbeat", 3600), zero=True),
         policy=policy,
         listen_address=listen.get("address", "127.0.0.1"),
         listen_port=listen.get("port", 9420),
@@ -377,6 +406,9 @@ def _build(data: dict[str, Any], path: Path | None) -> DaemonConfig:
         verify_gpg_keyring=p(verify.get("gpgKeyring")),
         secrets_dir=p(data.get("secretsDir")),
         watch=bool(data.get("watch", True)),
+        control_socket=socket_path,
+        control_socket_explicit=bool(data.get("controlSocket")),
+        repair_outside_windows=bool(data.get("repairOutsideWindows", True)),
         log_format=log.get("format", "auto"),
         log_level=log.get("level", "info"),
         notifications=build_notifications(data.get("notifications"), str(path or "environment"),
