@@ -10,7 +10,12 @@ atomically), and STOPPING=1 is sent to systemd. Called by ``reconciler run``.
 
 While it runs, the daemon holds the flock on ``<stateDir>/lock`` and registers itself in
 ``<stateDir>/daemon.json`` (its pid and HTTP address), which is how ``reconciler sync`` finds
-and signals it (:mod:`reconciler.daemon.control`).
+and signals it (:mod:`reconciler.daemon.control`). It also serves its control socket
+(:mod:`reconciler.daemon.control_socket`): ``hold``, ``unhold``, ``holds`` and ``sync
+[--retry]`` from root or a member of its group; a hold, an unhold or a retry runs at once.
+
+A run that leaves a change waiting for a window or a hold says when it may go; the daemon
+runs again at that moment (:mod:`reconciler.daemon.wakeup`), not an interval later.
 
 A run that serves no target (the ``site:`` of the config is not in the revision, or no
 revision could be fetched) is said in the log (``no_targets_served``) and makes ``/readyz``
@@ -31,15 +36,18 @@ import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from reconciler.core.errors import ReconcilerError
+from reconciler.core.errors import ConfigError, ReconcilerError
 from reconciler.core.registry import ProviderRegistry
 from reconciler.core.statefiles import StateLock, write_json
 from reconciler.daemon import notify
 from reconciler.daemon.config import DaemonConfig, served_problems
 from reconciler.daemon.control import DAEMON_FILE
+from reconciler.daemon.control_requests import ControlActions
+from reconciler.daemon.control_socket import ControlServer
 from reconciler.daemon.httpserver import HttpServer, HttpSettings
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.notifications import Notifier
+from reconciler.daemon.wakeup import WakeUp
 from reconciler.daemon.webhooks import RefFilter, load_secret
 from reconciler.daemon.wsgi import Health, WebhookSettings
 from reconciler.engine.pipeline import Reconciler, RunSummary
@@ -72,7 +80,10 @@ class Daemon:
         self._running_since: float | None = None
         self._pending: str | None = None
         self._server: HttpServer | None = None
+        self._control: ControlServer | None = None
         self._watcher: LocalWatcher | None = None
+        # a change waiting for a window or a hold: run when it may go
+        self.wakeup = WakeUp(self.scheduler, lambda: self.trigger("window"))
         self.log = _log.bind(site=config.site)
 
     # -- triggers ----------------------------------------------------------------------
@@ -117,6 +128,8 @@ class Daemon:
             self._readiness(summary)
             if summary is not None:
                 self.notifier.after_run(summary)  # queues; a sender thread delivers
+            if not self.stop_event.is_set():
+                self.wakeup.after_run(summary)
             self._adjust_interval()
             if again:
                 self._wake()
@@ -139,6 +152,14 @@ class Daemon:
 
     def _has_pending(self) -> bool:
         return self._pending is not None
+
+    def served_targets(self) -> tuple[str, ...] | None:
+        """The targets the last run served; None before a run had a revision to work from
+        (then a name cannot be checked)."""
+        summary = self.last_summary
+        if summary is None or not summary.revision:
+            return None
+        return tuple(s.target for s in summary.statuses)
 
     def _adjust_interval(self) -> None:
         """Follow the repository's Settings when the local config sets no interval."""
@@ -189,6 +210,29 @@ class Daemon:
         self._server.start()
         self.log.info("http_listening", url=self._server.url)
 
+    def _start_control(self) -> None:
+        """Serve the control socket. Where the config names its path, a socket that cannot
+        be made there stops the daemon (exit 78: fix the config); at the default path the
+        daemon runs on without it and says so (holds set with sudo still take effect)."""
+        path = self.config.control_socket_path
+        reconciler = self.reconciler
+        actions = ControlActions(holds=reconciler.holds, now=reconciler.now,
+                                 retry=reconciler.request_retry, trigger=self.trigger,
+                                 served=self.served_targets, state_dir=self.config.state_dir,
+                                 site=self.config.site)
+        server = ControlServer(path, actions.answer)
+        try:
+            server.start()
+        except ConfigError as exc:
+            if self.config.control_socket_explicit:
+                raise
+            self.log.error("control_socket_unavailable", error=exc.message,
+                           hint="set controlSocket in the config to a directory the daemon "
+                                "owns; until then hold and unhold need sudo")
+            return
+        self._control = server
+        self.log.info("control_socket_listening", path=str(path))
+
     def _start_watcher(self) -> None:
         path = self.config.local_repo_path
         if path is None or not self.config.watch or not path.is_dir():
@@ -225,6 +269,7 @@ class Daemon:
                                    id="reconcile", max_instances=1, coalesce=True,
                                    misfire_grace_time=None, next_run_time=datetime.now(UTC))
             self.scheduler.start()
+            self._start_control()
             self._start_watcher()
             notify.ready(f"serving {self.config.site}")
             self.log.info("daemon_started", interval=self.interval, repo=self.reconciler
@@ -242,7 +287,10 @@ class Daemon:
         finally:
             notify.stopping()
             self.reconciler.stop()
-            self.scheduler.shutdown(wait=True)
+            if self._control is not None:
+                self._control.stop()
+            if self.scheduler.running:  # not yet when the HTTP server could not start
+                self.scheduler.shutdown(wait=True)
             self.notifier.stop()
             if self._watcher is not None:
                 self._watcher.stop()
