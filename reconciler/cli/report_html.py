@@ -29,7 +29,8 @@ from reconciler.gitops.status_files import format_time
 
 __all__ = ["RolloutProgress", "render_report"]
 
-_FLAGGED = frozenset({"Failed", "Invalid", "Blocked", "Degraded", "Unreadable", "Stale"})
+_FLAGGED = frozenset({"Failed", "RolledBack", "Invalid", "Blocked", "Degraded", "Unreadable",
+                      "Stale"})
 _SHOWN_FLEET_ERRORS = 10
 
 

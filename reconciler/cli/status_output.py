@@ -29,7 +29,8 @@ __all__ = ["SCHEMA_VERSION", "colour_wanted", "write_json", "write_text"]
 SCHEMA_VERSION = 1
 _MESSAGE_WIDTH = 60
 _COLOURS = {"Ready": "green", "Failed": "red", "Invalid": "red", "Blocked": "red",
-            "Degraded": "red", "Unreadable": "red", "Progressing": "yellow",
+            "Degraded": "red", "Unreadable": "red", "RolledBack": "red",
+            "Progressing": "yellow", "Waiting": "yellow",
             "Pending": "yellow", "Stale": "magenta", "Unknown": "bright_black",
             "Orphaned": "bright_black"}
 

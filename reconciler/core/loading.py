@@ -61,6 +61,7 @@ from reconciler.core.model import (
 )
 from reconciler.core.schema_messages import closest, field_path, schema_errors
 from reconciler.core.schemas import PARAMETER_KEYS, document_schema
+from reconciler.core.windows import Window, parse_window, window_problems
 from reconciler.core.yamlio import DEFAULT_MAX_BYTES, YamlDocument, YamlFileError, read_documents
 
 __all__ = ["SETTINGS_FILE", "LoadResult", "bulk_allocation", "field_path", "load_fleet"]
@@ -284,13 +285,15 @@ class _Loader:
                                      dict(spec.get("params") or {}),
                                      {k: dict(v or {}) for k, v in
                                       (spec.get("solutionParams") or {}).items()},
-                                     src, spec.get("description", ""))
+                                     src, spec.get("description", ""),
+                                     self.windows(d, spec), bool(spec.get("suspend", False)))
             elif d.kind == "Target":
                 bindings = tuple(Binding(b["role"], b["provider"], dict(b.get("config") or {}))
                                  for b in spec.get("bindings") or [])
                 targets[d.name] = Target(d.name, labels, spec["site"],
                                          dict(spec.get("params") or {}), bindings, src,
-                                         spec.get("description", ""))
+                                         spec.get("description", ""), self.windows(d, spec),
+                                         bool(spec.get("suspend", False)))
             elif d.kind == "Solution":
                 solution = self.build_solution(d, labels, spec, src)
                 if solution is not None:
@@ -314,9 +317,23 @@ class _Loader:
                 instances[d.name] = Instance(
                     d.name, labels, spec["solution"], spec.get("version"),
                     tuple(tsel.get("names") or ()), selector, spec.get("profile"),
-                    dict(spec.get("params") or {}), bool(spec.get("suspend", False)), src)
+                    dict(spec.get("params") or {}), bool(spec.get("suspend", False)), src,
+                    spec.get("onFailure", "rollback"), self.windows(d, spec))
         return Fleet(self.root, settings, sites, targets, solutions, instances,
                      frozenset(broken))
+
+    def windows(self, d: _Doc, spec: Mapping[str, Any]) -> tuple[Window, ...]:
+        """The document's ``spec.windows``; a window with a problem (a schedule cron cannot
+        read, an unknown time zone) is reported and left out."""
+        out: list[Window] = []
+        for index, raw in enumerate(spec.get("windows") or ()):
+            problems = window_problems(raw)
+            for fld, message in problems:
+                self.col.add(d.rel, d.doc.line_of(("spec", "windows", index, fld)), d.obj,
+                             f"spec.windows[{index}].{fld}", message)
+            if not problems:
+                out.append(parse_window(raw))
+        return tuple(out)
 
     def build_solution(self, d: _Doc, labels: dict[str, str], spec: dict[str, Any],
                        src: Source) -> Solution | None:

@@ -14,6 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from reconciler.core.windows import Window
 from reconciler.core.yamlio import line_at
 
 __all__ = [
@@ -85,6 +86,8 @@ class Site:
     solution_params: Mapping[str, Mapping[str, Any]]
     source: Source
     description: str = ""
+    windows: tuple[Window, ...] = ()  # maintenance windows (docs/failure-handling.md)
+    suspend: bool = False  # nothing under this site is changed
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,8 @@ class Target:
     bindings: tuple[Binding, ...]
     source: Source
     description: str = ""
+    windows: tuple[Window, ...] = ()
+    suspend: bool = False
 
     def binding(self, role: str) -> Binding | None:
         return next((b for b in self.bindings if b.role == role), None)
@@ -168,6 +173,8 @@ class Instance:
     params: Mapping[str, Any]
     suspend: bool
     source: Source
+    on_failure: str = "rollback"  # "rollback" | "stay": what a failed change leaves
+    windows: tuple[Window, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -199,6 +206,20 @@ class Fleet:
                 current = site.parent
             chains[name] = tuple(reversed(chain))
         return chains
+
+    def suspended(self, target: Target) -> bool:
+        """True when ``target`` or a site above it has ``spec.suspend``."""
+        return target.suspend or any(s.suspend for s in self.site_chains.get(target.site, ()))
+
+    def window_levels(self, target: Target,
+                      instance: Instance | None = None) -> tuple[tuple[Window, ...], ...]:
+        """The maintenance windows that apply to ``target`` (and ``instance`` on it), one
+        level per site from the root down, then the target, then the instance."""
+        levels = [s.windows for s in self.site_chains.get(target.site, ())]
+        levels.append(target.windows)
+        if instance is not None:
+            levels.append(instance.windows)
+        return tuple(level for level in levels if level)
 
     def site_path(self, site: str) -> str:
         return "/".join(s.name for s in self.site_chains.get(site, ()))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import graphlib
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -316,7 +316,10 @@ def render_fleet(fleet: Fleet, solutions: Mapping[str, Solution], *, revision: s
         if not chosen:
             unplaced.append(inst)
         for target in chosen:
-            placement = render_placement(fleet, inst, target, solution, revision=revision,
+            # a suspended target or site suspends every instance placed on it
+            placed = replace(inst, suspend=True) if not inst.suspend \
+                and fleet.suspended(target) else inst
+            placement = render_placement(fleet, placed, target, solution, revision=revision,
                                          secrets=secrets)
             by_target.setdefault(target.name, []).append(placement)
             pairs.append(placement)

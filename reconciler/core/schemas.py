@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from reconciler.core.windows import WINDOWS_SCHEMA
+
 __all__ = ["KIND_SCHEMAS", "PARAM_NAME", "PATTERN_HELP", "document_schema"]
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -61,6 +63,8 @@ _SITE = {
     "solutionParams": {"type": "dict", "keysrules": {"type": "string", "regex": DNS_LABEL},
                        "valuesrules": _PARAMS},
     "description": {"type": "string"},
+    "windows": WINDOWS_SCHEMA,
+    "suspend": {"type": "boolean"},
 }
 
 _TARGET = {
@@ -72,6 +76,8 @@ _TARGET = {
         "config": {"type": "dict"},
     }}},
     "description": {"type": "string"},
+    "windows": WINDOWS_SCHEMA,
+    "suspend": {"type": "boolean"},
 }
 
 # our keys in a parameter definition; every other key is a cerberus rule
@@ -105,6 +111,8 @@ _INSTANCE = {
     "profile": {"type": "string", "regex": DNS_LABEL},
     "params": _PARAMS,
     "suspend": {"type": "boolean"},
+    "onFailure": {"type": "string", "allowed": ["rollback", "stay"]},
+    "windows": WINDOWS_SCHEMA,
     "description": {"type": "string"},
 }
 

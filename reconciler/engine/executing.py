@@ -1,15 +1,20 @@
 """Apply one target: observe, apply in dependency order, wait for health, prune.
 
-One reconcile of one target is a sequence of steps that stops at the first failure (later
-components are reported as not attempted), in the manner of Flux's kustomize-controller:
+One reconcile of one target runs its instances one at a time (:class:`Execution`); one
+instance's step is a sequence that stops at its first failure (its later components are
+reported as not attempted), in the manner of Flux's kustomize-controller:
 
-1. for each desired component (instances in name order, components in ``dependsOn`` order):
-   ``observe``; when not in sync, ``apply`` and record the result in the inventory at once;
-   then wait for health (polling until Healthy, Degraded, the timeout, or cancellation);
-2. when every component succeeded: prune inventory entries that are no longer desired, in
-   reverse apply order; a failed prune stays in the inventory and is retried next run. A
-   failed, abandoned or cancelled step means no prune at all for the target that run (as in
-   Flux): what was applied stays until a run of the target succeeds.
+1. for each of the instance's components (in ``dependsOn`` order): ``observe``; when not in
+   sync, ``apply`` and record the result in the inventory at once; then wait for health
+   (polling until Healthy, Degraded, the timeout, or cancellation);
+2. when every component succeeded: prune the instance's inventory entries that are no longer
+   desired, in reverse apply order; a failed prune stays in the inventory and is retried next
+   run. A failed, abandoned or cancelled step means no prune of that instance that run. An
+   instance no longer on the target at all is pruned as a whole.
+
+Instances are independent: one failing does not stop another. Which revision each instance
+is reconciled to, and the rollback of a failed change, are decided by the caller
+(:mod:`reconciler.engine.instance_steps`, :mod:`reconciler.engine.instance_runs`).
 
 A component is *drifted* when it was out of sync although what it should be had not changed
 since it was last applied: the same revision, or an apply that produced the same record as
@@ -18,15 +23,14 @@ the one in the inventory (whichever commit last touched the component).
 Transient provider errors are retried with exponential backoff; permanent ones fail at once.
 A provider that raises anything else is treated as a permanent failure of that component.
 ``cancelled()`` (shutdown, or a newer revision arrived) stops the run between steps and
-abandons health waits. Called by the pipeline for every target.
+abandons health waits.
 """
 
 from __future__ import annotations
 
-import enum
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar
@@ -40,80 +44,13 @@ from reconciler.core.provider_api import Component, Health, Provider, Record
 from reconciler.core.rendering import Placement
 from reconciler.engine.bindings import ProviderSet
 from reconciler.engine.inventory import Entry, Inventory
-from reconciler.engine.planning import prunes
+from reconciler.engine.results import ComponentPhase, ComponentResult, RetryPolicy, TargetResult
 
-__all__ = ["ComponentPhase", "ComponentResult", "RetryPolicy", "TargetResult",
-           "reconcile_target"]
+__all__ = ["ComponentPhase", "ComponentResult", "Execution", "InstanceOutcome", "RetryPolicy",
+           "TargetResult", "reconcile_target"]
 
 _log = structlog.get_logger(__name__)
 T = TypeVar("T")
-
-
-class ComponentPhase(enum.Enum):
-    READY = "Ready"  # in sync and healthy
-    PROGRESSING = "Progressing"  # applied, not healthy yet (wait abandoned)
-    DEGRADED = "Degraded"  # in sync but reports unhealthy
-    FAILED = "Failed"
-    SKIPPED = "Skipped"  # not attempted: an earlier step failed or the run was cancelled
-    SUSPENDED = "Suspended"
-    PRUNED = "Pruned"
-    PRUNE_FAILED = "PruneFailed"
-
-
-@dataclass(frozen=True)
-class ComponentResult:
-    key: str
-    instance: str
-    component: str
-    provider: str
-    phase: ComponentPhase
-    message: str = ""
-    revision: str = ""  # revision the live state corresponds to
-    applied: bool = False
-    drifted: bool = False  # was out of sync although its inputs had not changed
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    retries: int = 3
-    delay: float = 5.0
-    max_delay: float = 300.0
-    health_timeout: float = 300.0
-    health_poll: float = 2.0
-
-
-@dataclass(frozen=True)
-class TargetResult:
-    target: str
-    revision: str
-    components: tuple[ComponentResult, ...]
-    cancelled: bool = False
-    duration: float = 0.0
-    provider_calls: dict[str, int] = field(default_factory=dict, compare=False)
-
-    def count(self, *phases: ComponentPhase) -> int:
-        return sum(1 for c in self.components if c.phase in phases)
-
-    @property
-    def applied(self) -> int:
-        return sum(1 for c in self.components if c.applied)
-
-    @property
-    def drifted(self) -> int:
-        return sum(1 for c in self.components if c.drifted)
-
-    @property
-    def pruned(self) -> int:
-        return self.count(ComponentPhase.PRUNED)
-
-    @property
-    def failed(self) -> int:
-        return self.count(ComponentPhase.FAILED, ComponentPhase.PRUNE_FAILED)
-
-    @property
-    def succeeded(self) -> bool:
-        return not self.failed and not self.cancelled and not self.count(
-            ComponentPhase.PROGRESSING)
 
 
 _HEALTH_PHASES = {Health.HEALTHY: ComponentPhase.READY,
@@ -252,7 +189,7 @@ class _Runner:
                                                + (f": {message}" if message else ""))
             self.sleep(self.retry.health_poll)
 
-    def component(self, placement: Placement, comp: Component, order: int) -> ComponentResult:
+    def component(self, comp: Component, order: int, revision: str) -> ComponentResult:
         key = comp.key
         binding = self.target.binding(comp.type)
         if binding is None:
@@ -285,9 +222,9 @@ class _Runner:
                 return ComponentResult(key, comp.instance, comp.name, provider_name, phase,
                                        message, entry.revision)
             new_record = self.call("apply", provider.apply, comp, record)
-            drifted = entry is not None and (entry.revision == self.revision or _same_state(
-                entry.record, new_record, {entry.revision, self.revision} - {""}))
-            self.inventory.put(key, new_record, binding.config, self.revision, order)
+            drifted = entry is not None and (entry.revision == revision or _same_state(
+                entry.record, new_record, {entry.revision, revision} - {""}))
+            self.inventory.put(key, new_record, binding.config, revision, order)
             self.log.info("component_applied", instance=comp.instance, component=comp.name,
                           provider=provider_name, action="update" if obs.exists else "create",
                           drifted=drifted, diff=obs.diff[:2000] if obs.diff else None)
@@ -295,13 +232,13 @@ class _Runner:
             # status file does not change (and make a commit) just because a run applied
             phase, message = self.wait_healthy(provider, comp, new_record)
             return ComponentResult(key, comp.instance, comp.name, provider_name, phase,
-                                   message, self.revision, applied=True, drifted=drifted)
+                                   message, revision, applied=True, drifted=drifted)
         except ReconcilerError as exc:
             self.log.warning("component_failed", instance=comp.instance, component=comp.name,
                              provider=provider_name, reason=exc.reason, error=exc.message)
             return ComponentResult(key, comp.instance, comp.name, provider_name,
                                    ComponentPhase.FAILED, exc.message,
-                                   entry.revision if entry else "")
+                                   entry.revision if entry else "", reason=exc.reason or "")
 
     def prune(self, entry: Entry) -> ComponentResult:
         instance, _, name = entry.key.partition("/")
@@ -333,40 +270,109 @@ def _not_run(target: Target, comp: Component, phase: ComponentPhase, message: st
                            binding.provider if binding else "", phase, message, revision)
 
 
-def reconcile_target(target: Target, placements: Sequence[Placement], providers: ProviderSet,
-                     inventory: Inventory, revision: str, *, retry: RetryPolicy,
-                     cancelled: Callable[[], bool] = lambda: False) -> TargetResult:
-    started = time.monotonic()
-    runner = _Runner(target, providers, inventory, revision, retry, cancelled)
-    results: list[ComponentResult] = []
-    stopped = False
-    order = 0
-    for placement in placements:
-        for comp in placement.components:
-            if placement.instance.suspend:
+@dataclass(frozen=True)
+class InstanceOutcome:
+    """What one instance's step of a target's reconcile did."""
+
+    instance: str
+    revision: str  # the revision enforced ("" for none: everything of it removed)
+    components: tuple[ComponentResult, ...]
+    stopped: bool  # a step failed or was abandoned: nothing of the instance was pruned
+
+    @property
+    def failure(self) -> ComponentResult | None:
+        """The component that failed (apply, health or prune), None when none did."""
+        return next((c for c in self.components if c.phase in (
+            ComponentPhase.FAILED, ComponentPhase.PRUNE_FAILED)), None)
+
+    @property
+    def succeeded(self) -> bool:
+        return not self.stopped and self.failure is None
+
+
+class Execution:
+    """One target's reconcile in one run, one instance at a time (see the module
+    docstring): :meth:`instance` applies an instance's placement at a revision and prunes
+    what of the instance it no longer has; :meth:`result` sums the run up. An instance may
+    be run twice in one run (a rollback after a failed change): the last outcome stands."""
+
+    def __init__(self, target: Target, providers: ProviderSet, inventory: Inventory, *,
+                 retry: RetryPolicy, cancelled: Callable[[], bool] = lambda: False) -> None:
+        self.target = target
+        self.inventory = inventory
+        self.cancelled = cancelled
+        self.runner = _Runner(target, providers, inventory, "", retry, cancelled)
+        self.started = time.monotonic()
+        self.outcomes: dict[str, InstanceOutcome] = {}
+        self._order = 0
+
+    def instance(self, name: str, placement: Placement | None, revision: str) -> \
+            InstanceOutcome:
+        """Reconcile instance ``name`` to ``placement`` (None: it has no components any
+        more, everything of it is pruned); its components in ``dependsOn`` order, stopping
+        at the first that fails; then, when none failed, prune its inventory entries that
+        ``placement`` does not have, in reverse apply order."""
+        target, inventory, runner = self.target, self.inventory, self.runner
+        runner.revision = revision
+        results: list[ComponentResult] = []
+        stopped = False
+        components = placement.components if placement is not None else ()
+        suspended = placement is not None and placement.instance.suspend
+        for comp in components:
+            if suspended:
                 entry = inventory.get(comp.key)
                 results.append(_not_run(target, comp, ComponentPhase.SUSPENDED,
                                         "instance suspended", entry.revision if entry else ""))
                 continue
-            if not stopped and cancelled():
+            if not stopped and self.cancelled():
                 stopped = True
             if stopped:
-                why = "run cancelled" if cancelled() else "not attempted: an earlier step failed"
+                why = "run cancelled" if self.cancelled() \
+                    else "not attempted: an earlier step failed"
                 results.append(_not_run(target, comp, ComponentPhase.SKIPPED, why))
                 continue
-            result = runner.component(placement, comp, order)
-            order += 1
+            result = runner.component(comp, self._order, revision)
+            self._order += 1
             results.append(result)
             if result.phase is ComponentPhase.FAILED or result.phase is \
                     ComponentPhase.PROGRESSING:
                 stopped = True
-    # every desired component has a result when the run was not stopped: nothing to prune
-    # when each inventory entry is one of them (the idle case, without sorting the entries)
-    if not stopped and not cancelled() and not inventory.entries.keys() <= {
-            r.key for r in results}:
-        for entry in prunes(inventory, placements):
-            if cancelled():
-                break
-            results.append(runner.prune(entry))
-    return TargetResult(target.name, revision, tuple(results), cancelled=cancelled(),
-                        duration=time.monotonic() - started, provider_calls=runner.calls)
+        if not stopped and not self.cancelled():
+            keep = {c.key for c in components}
+            prefix = f"{name}/"
+            for entry in [e for e in reversed(list(inventory))
+                          if e.key.startswith(prefix) and e.key not in keep]:
+                if self.cancelled():
+                    stopped = True
+                    break
+                results.append(runner.prune(entry))
+        outcome = self.outcomes[name] = InstanceOutcome(name, revision, tuple(results),
+                                                         stopped or self.cancelled())
+        return outcome
+
+    def orphans(self, known: set[str]) -> list[str]:
+        """Instances with inventory entries that are not in ``known``."""
+        return sorted({e.key.partition("/")[0] for e in self.inventory.entries.values()}
+                      - known)
+
+    def result(self, revision: str) -> TargetResult:
+        components = tuple(c for o in self.outcomes.values() for c in o.components)
+        return TargetResult(self.target.name, revision, components,
+                            cancelled=self.cancelled(),
+                            duration=time.monotonic() - self.started,
+                            provider_calls=self.runner.calls)
+
+
+def reconcile_target(target: Target, placements: Sequence[Placement], providers: ProviderSet,
+                     inventory: Inventory, revision: str, *, retry: RetryPolicy,
+                     cancelled: Callable[[], bool] = lambda: False) -> TargetResult:
+    """Reconcile every instance of ``placements`` at ``revision`` and remove the instances
+    the inventory has that ``placements`` do not (a retired target: all of them)."""
+    execution = Execution(target, providers, inventory, retry=retry, cancelled=cancelled)
+    for placement in placements:
+        execution.instance(placement.instance.name, placement, revision)
+    for name in execution.orphans({p.instance.name for p in placements}):
+        if cancelled():
+            break
+        execution.instance(name, None, revision)
+    return execution.result(revision)

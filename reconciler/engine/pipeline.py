@@ -130,7 +130,8 @@ class Reconciler:
         renderer = StatusRenderer()  # idle runs reuse the last run's YAML
         self.targets = TargetReconciler(
             s, registry, self.policy, reports=self.reports, store=self.store,
-            cancellation=self.cancellation, renderer=renderer, observer=self.observer)
+            cancellation=self.cancellation, renderer=renderer, observer=self.observer,
+            now=now, holds=self.holds)
         self.status = StatusPublishing(s, self.source.git_dir,
                                        stop=self.cancellation.stop_event, renderer=renderer)
         self._renderer = renderer
@@ -230,9 +231,12 @@ class Reconciler:
             statuses: list[TargetStatus] = []
             results: list[TargetResult] = []
             served = self.served(fleet) if fleet is not None else []
+            retries = self.take_retries()
+            self.targets.wake_at = None
             try:
                 for index, target in enumerate(served, 1):
-                    status, result = self.targets.reconcile(target, newest)
+                    status, result = self.targets.reconcile(
+                        target, newest, retry="" in retries or target.name in retries)
                     statuses.append(status)
                     if result is not None:
                         results.append(result)
@@ -246,11 +250,13 @@ class Reconciler:
                 state_error = self._save_state(commit)
                 status_commit, pushed = self.status.publish(
                     statuses, self.store, fleet, commit, offline=self.fetcher.offline)
-            self.source.prune_checkouts(self.store.revisions_in_use() | {commit}
-                                        | self.revisions.releases.commits)
+            in_use = self.store.revisions_in_use() | {commit}
+            self.source.prune_checkouts(in_use | self.revisions.releases.commits)
+            self.targets.digests.keep(in_use)
             summary = RunSummary(commit, tuple(statuses), time.monotonic() - started,
                                  status_commit, pushed, fetched.error or newest.unusable,
-                                 tuple(results), state_error=state_error, run_id=run_id)
+                                 tuple(results), state_error=state_error, run_id=run_id,
+                                 wake_at=self.targets.wake_at)
             self.observer.observe_run(summary.duration)
             _log.info("run_finished", reason=reason, duration=round(summary.duration, 3),
                       targets=len(statuses), phases=summary.counts(),

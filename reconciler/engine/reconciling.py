@@ -35,11 +35,15 @@ from reconciler.core.rendering import Placement
 from reconciler.engine.bindings import ProviderSet
 from reconciler.engine.cancellation import Cancellation
 from reconciler.engine.engine_settings import EngineSettings
-from reconciler.engine.executing import RetryPolicy, TargetResult, reconcile_target
+from reconciler.engine.executing import Execution, RetryPolicy, TargetResult, reconcile_target
 from reconciler.engine.failures import describe
+from reconciler.engine.holds import HoldStore
+from reconciler.engine.instance_runs import InstanceView, run_steps
+from reconciler.engine.instance_steps import InstanceStep, Step, StepContext, instance_steps
 from reconciler.engine.inventory import Inventory
 from reconciler.engine.planning import TargetPlan, plan_target
-from reconciler.engine.revisions import NewestRevision, ReportCache, choose_revision
+from reconciler.engine.render_digest import RenderDigests
+from reconciler.engine.revisions import Basis, NewestRevision, ReportCache, choose_revision
 from reconciler.engine.run_observer import NO_OBSERVER, RunObserver
 from reconciler.engine.state_store import StateStore
 from reconciler.engine.status import Phase, StatusRenderer, TargetStatus, build_status
@@ -56,7 +60,8 @@ class TargetReconciler:
                  policy: LocalPolicy, *, reports: ReportCache, store: StateStore,
                  cancellation: Cancellation, renderer: StatusRenderer,
                  observer: RunObserver = NO_OBSERVER,
-                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 holds: HoldStore | None = None) -> None:
         self.settings = settings
         self.registry = registry
         self.policy = policy
@@ -66,6 +71,9 @@ class TargetReconciler:
         self.renderer = renderer
         self.observer = observer
         self.now = now
+        self.holds = holds
+        self.digests = RenderDigests(settings.state_dir, registry)
+        self.wake_at: datetime | None = None  # the earliest a waiting change may go
         # kept between runs (see execute): per target, its provider set and the revision
         # it serves, its inventory, and its last status with what it was built from
         self._providers: dict[str, tuple[str, ProviderSet]] = {}
@@ -128,28 +136,71 @@ class TargetReconciler:
                                 self.inventory(target.name), revision, retry=retry,
                                 cancelled=self.cancellation.cancelled)
 
-    def reconcile(self, target: Target,
-                  newest: NewestRevision) -> tuple[TargetStatus, TargetResult | None]:
-        """Steps 1-4 of the module docstring for ``target``; never raises for the target."""
+    def placement_at(self, target: str) -> Callable[[str, str], Placement | None]:
+        """(revision, instance) -> what ``revision`` renders for the instance on ``target``
+        (None when nothing, or when the revision cannot be had any more)."""
+        def find(revision: str, instance: str) -> Placement | None:
+            try:
+                report = self.reports.get(revision)
+            except Exception as exc:  # checked out and validated once; gone from the server
+                _log.warning("revision_unavailable", revision=revision[:12],
+                             error=describe(exc))
+                return None
+            return next((p for p in report.placements.get(target, ())
+                         if p.instance.name == instance), None)
+        return find
+
+    def run_instances(self, target: Target, newest: NewestRevision, use: str,
+                      usable: bool, retry: bool) -> tuple[TargetResult, dict[str, InstanceView],
+                                                        list[InstanceStep]]:
+        """Decide and run every instance's step on ``target`` (``instance_steps`` and
+        ``instance_runs``)."""
+        report = (newest.report if use == newest.commit and newest.report
+                  else self.reports.get(use)) if use else None
+        placements = report.placements.get(target.name, ()) if report is not None else ()
+        known = report.fleet.targets.get(target.name, target) if report is not None \
+            else target
+        policy = self.retry_policy(report.fleet) if report is not None else RetryPolicy()
+        inventory = self.inventory(target.name)
+        record = self.store.get(target.name)
+        now = self.now()
+        find = self.placement_at(target.name)
+        steps = instance_steps(StepContext(
+            target=known, revision=use, usable=usable,
+            fleet=report.fleet if report is not None else None, placements=placements,
+            records=dict(record.instances), applied=record.applied, placement_at=find,
+            digests=self.digests, hold=self.holds.active(target.name, now) if self.holds
+            else None, now=now, repair_outside_windows=self.settings.repair_outside_windows,
+            retry=retry, present=frozenset(e.key.partition("/")[0]
+                                           for e in inventory.entries.values())))
+        execution = Execution(known, self.providers(target.name, use), inventory,
+                              retry=policy, cancelled=self.cancellation.cancelled)
+        views = run_steps(execution, steps, self.store, target.name, self.now, find)
+        return execution.result(use), views, steps
+
+    def reconcile(self, target: Target, newest: NewestRevision,
+                  retry: bool = False) -> tuple[TargetStatus, TargetResult | None]:
+        """Steps 1-4 of the module docstring for ``target``; never raises for the target.
+        ``retry``: changes that failed on it are applied again (``sync --retry``)."""
         choice = choose_revision(target.name, newest.commit,
                                  last_good=self.store.touch(target.name).last_good,
                                  report=newest.report, blocked=newest.blocked,
                                  unusable=newest.unusable,
                                  errors=newest.errors_for(target.name))
         use = choice.revision
+        usable = choice.basis is Basis.NEWEST
         result: TargetResult | None = None
+        views: dict[str, InstanceView] = {}
+        steps: list[InstanceStep] = []
         solutions: dict[str, str] = {}
         failures = [newest.unusable] if newest.unusable else []
-        if use:
+        if use or self.store.get(target.name).instances:
             # bound for the provider's lines; the run's own revision is restored after
             bound = bind_contextvars(target=target.name, revision=use[:12])
             try:
-                report = newest.report if use == newest.commit and newest.report \
-                    else self.reports.get(use)
-                placements = report.placements.get(target.name, ())
-                solutions = {p.instance.name: p.solution.name for p in placements}
-                result = self.execute(report.fleet.targets.get(target.name, target),
-                                      placements, use, self.retry_policy(report.fleet))
+                result, views, steps = self.run_instances(target, newest, use, usable, retry)
+                solutions = {s.instance: s.placement.solution.name for s in steps
+                             if s.placement is not None}
             except ReconcilerError as exc:
                 failures.append(exc.message)
                 _log.error("target_failed", target=target.name, error=exc.message,
@@ -159,10 +210,15 @@ class TargetReconciler:
                 _log.exception("target_crashed", target=target.name)
             finally:
                 reset_contextvars(**bound)
-        if result is not None and result.succeeded:
-            self.store.reconciled(target.name, use, newest=use == newest.commit)
+        clean = result is not None and result.succeeded and all(
+            s.step is Step.APPLY for s in steps) and not any(v.phase for v in views.values())
+        if clean and use:
+            self.store.reconciled(target.name, use, newest=usable)
+        wakes = [s.wake_at for s in steps if s.wake_at is not None]
+        self.wake_at = min([*wakes, *([self.wake_at] if self.wake_at else [])]) \
+            if wakes else self.wake_at
         status = self._status(target, newest, choice.errors, result, solutions,
-                              "; ".join(failures))
+                              "; ".join(failures), views)
         self.observer.record_target(
             target.name, status.phase.value,
             applied=result.applied if result else 0, failed=result.failed if result else 0,
@@ -172,15 +228,17 @@ class TargetReconciler:
 
     def _status(self, target: Target, newest: NewestRevision, errors: Sequence[Diagnostic],
                 result: TargetResult | None, solutions: dict[str, str],
-                failure: str) -> TargetStatus:
+                failure: str, views: dict[str, InstanceView]) -> TargetStatus:
         fleet = newest.report.fleet if newest.report is not None \
             and target.name in newest.report.fleet.targets else None
         record = self.store.get(target.name)
         site = fleet.site_path(target.site) if fleet is not None else record.site
         # an idle run builds the status it built last time: built and digested only when
         # one of its inputs changed (results compare by value; durations are not in them)
+        hold = self.holds.active(target.name, self.now()) if self.holds else None
         inputs = (site, newest.commit, record.applied, record.last_good, newest.blocked,
-                  failure, tuple(errors), tuple(solutions.items()),
+                  failure, tuple(errors), tuple(solutions.items()), tuple(views.items()),
+                  hold,
                   (result.revision, result.components, result.cancelled)
                   if result is not None else None)
         known = self._statuses.get(target.name)
@@ -190,7 +248,9 @@ class TargetReconciler:
             status = build_status(target=target.name, site=site, observed=newest.commit,
                                   applied=record.applied, last_good=record.last_good,
                                   result=result, errors=errors, blocked=newest.blocked,
-                                  solutions=solutions, failure=failure)
+                                  solutions=solutions, failure=failure,
+                                  instances={k: v.as_status() for k, v in views.items()},
+                                  hold=hold.to_json() if hold is not None else None)
             digest = self.renderer.digest(status)
             self._statuses[target.name] = (inputs, status, digest)
         # the time is only kept when the status changed

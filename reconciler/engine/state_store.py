@@ -12,6 +12,15 @@ its last good revisions::
     {"revision": "<sha>", "targets": {"<name>": {"applied": "<sha>", "lastGood": "<sha>",
      "site": "eu/berlin", "digest": "<sha256>", "lastChange": "2026-01-02T03:04:05+00:00"}}}
 
+Per target and instance an :class:`InstanceRecord` under ``"instances"``: the revision the
+instance's live state corresponds to and the digest of what it rendered there
+(``applied``/``appliedDigest``), its last good revision and digest, and a failed change
+(:class:`FailedChange`: the revision, the digest of its render, the failing component, the
+error, and the error of a rollback that failed too). A failed change is written the moment
+it is known, before its rollback starts, so a daemon restarted in the middle of a rollback
+finds it and completes the rollback; a rollback, a wave or a hold keeps one instance of a
+target on its previous state while another moves on.
+
 Empty values are left out (a target that never had a good revision has no ``lastGood``).
 A file that cannot be read, or a value of the wrong type in it, counts as absent: the next run
 rebuilds what it can from observation. :meth:`StateStore.save` writes the file atomically
@@ -23,17 +32,72 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from reconciler.core.statefiles import read_json, write_atomic
 
-__all__ = ["StateStore", "TargetRecord"]
+__all__ = ["FailedChange", "InstanceRecord", "StateStore", "TargetRecord"]
 
 # field name in the file -> attribute
 _KEYS = {"applied": "applied", "lastGood": "last_good", "site": "site", "digest": "digest",
          "lastChange": "last_change"}
+
+
+_INSTANCE_KEYS = {"applied": "applied", "appliedDigest": "applied_digest",
+                  "lastGood": "last_good", "goodDigest": "good_digest"}
+_FAILED_KEYS = {"revision": "revision", "digest": "digest", "component": "component",
+                "error": "error", "rollbackError": "rollback_error", "at": "at"}
+
+
+@dataclass(frozen=True, slots=True)
+class FailedChange:
+    """A change of one instance on one target that failed after its retries."""
+
+    revision: str  # the revision whose render failed
+    digest: str  # digest of that render (a revision rendering the same is the same change)
+    component: str  # "<instance>/<component>" that failed
+    error: str
+    rollback_error: str = ""  # the rollback to the last good revision failed too
+    at: str = ""  # ISO time of the failure
+
+    @classmethod
+    def from_json(cls, raw: object) -> FailedChange | None:
+        if not isinstance(raw, Mapping) or not isinstance(raw.get("revision"), str):
+            return None
+        return cls(**{attr: value for key, attr in _FAILED_KEYS.items()
+                      if isinstance(value := raw.get(key), str)})
+
+    def to_json(self) -> dict[str, str]:
+        return {key: value for key, attr in _FAILED_KEYS.items()
+                if (value := getattr(self, attr))}
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRecord:
+    """One instance on one target between runs (see the module docstring)."""
+
+    applied: str = ""  # the revision its live state corresponds to
+    applied_digest: str = ""  # digest of what it rendered there
+    last_good: str = ""  # the last revision it reconciled cleanly at
+    good_digest: str = ""
+    failed: FailedChange | None = None  # a change that failed (and was rolled back)
+
+    @classmethod
+    def from_json(cls, raw: object) -> InstanceRecord:
+        if not isinstance(raw, Mapping):
+            return cls()
+        values: dict[str, Any] = {attr: value for key, attr in _INSTANCE_KEYS.items()
+                                  if isinstance(value := raw.get(key), str)}
+        return cls(**values, failed=FailedChange.from_json(raw.get("failed")))
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {key: value for key, attr in _INSTANCE_KEYS.items()
+                               if (value := getattr(self, attr))}
+        if self.failed is not None:
+            out["failed"] = self.failed.to_json()
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,18 +109,27 @@ class TargetRecord:
     site: str = ""  # site path, as of the newest revision that described the target
     digest: str = ""  # digest of the status content (everything but lastChange)
     last_change: str = ""  # ISO time the status content last changed
+    instances: Mapping[str, InstanceRecord] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, raw: object) -> TargetRecord:
         if not isinstance(raw, Mapping):
             return cls()
+        found = raw.get("instances")
+        instances = {name: InstanceRecord.from_json(value) for name, value in
+                     (found.items() if isinstance(found, Mapping) else ())
+                     if isinstance(name, str)}
         return cls(**{attr: value for key, attr in _KEYS.items()
-                      if isinstance(value := raw.get(key), str)})
+                      if isinstance(value := raw.get(key), str)}, instances=instances)
 
-    def to_json(self) -> dict[str, str]:
-        out = {key: getattr(self, attr) for key, attr in _KEYS.items()}
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {key: getattr(self, attr) for key, attr in _KEYS.items()}
         # the site is written even when empty, as it always was; the rest only when known
-        return {k: v for k, v in out.items() if v or k == "site"}
+        out = {k: v for k, v in out.items() if v or k == "site"}
+        if self.instances:
+            out["instances"] = {name: rec.to_json()
+                                for name, rec in sorted(self.instances.items())}
+        return out
 
 
 class StateStore:
@@ -99,13 +172,35 @@ class StateStore:
         return list(dict.fromkeys(r.last_good for r in self._records.values() if r.last_good))
 
     def revisions_in_use(self) -> set[str]:
-        """The revisions some target is at or falls back to, and the last run's."""
+        """The revisions some target or instance is at or falls back to, and the last
+        run's."""
         used = {self.revision}
         for record in self._records.values():
             used.add(record.applied)
             used.add(record.last_good)
+            for inst in record.instances.values():
+                used.add(inst.applied)
+                used.add(inst.last_good)
         used.discard("")
         return used
+
+    def instance(self, name: str, instance: str) -> InstanceRecord:
+        """The record of ``instance`` on target ``name`` (an empty one when never seen)."""
+        return self.get(name).instances.get(instance) or InstanceRecord()
+
+    def set_instance(self, name: str, instance: str, record: InstanceRecord | None) -> bool:
+        """Replace (None: forget) the record of ``instance`` on target ``name``; True when
+        that changed anything."""
+        target = self.get(name)
+        if target.instances.get(instance) == record:
+            return False
+        instances = dict(target.instances)
+        if record is None:
+            instances.pop(instance, None)
+        else:
+            instances[instance] = record
+        self._records[name] = replace(target, instances=instances)
+        return True
 
     # -- changing ----------------------------------------------------------------------
     def reconciled(self, name: str, revision: str, *, newest: bool) -> TargetRecord:
@@ -141,6 +236,10 @@ class StateStore:
     def to_json(self) -> dict[str, Any]:
         return {"revision": self.revision,
                 "targets": {name: record.to_json() for name, record in self._records.items()}}
+
+    def flush(self) -> None:
+        """Write the file now, mid-run (a failed change before its rollback starts)."""
+        self.save(self.revision)
 
     def save(self, revision: str) -> None:
         """Write the file atomically with ``revision`` as the last run's; raises OSError

@@ -38,6 +38,8 @@ class Phase(enum.Enum):
     INVALID = "Invalid"  # the revision failed validation: nothing of it applied
     BLOCKED = "Blocked"  # the revision is not signed by a trusted key: nothing applied
     PENDING = "Pending"  # nothing known yet (no revision could be fetched)
+    ROLLED_BACK = "RolledBack"  # a change failed: an instance is back at its last good one
+    WAITING = "Waiting"  # a change waits for a maintenance window or a hold
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class TargetStatus:
     last_good_revision: str
     instances: Mapping[str, Any]
     errors: tuple[Mapping[str, Any], ...]
+    hold: Mapping[str, str] | None = None  # a local hold on the target (reconciler hold)
 
     def digest(self) -> str:
         """Identity of the meaningful content (everything but lastChange)."""
@@ -71,6 +74,8 @@ class TargetStatus:
             "lastChange": last_change,
             "instances": dict(self.instances),
         }
+        if self.hold:
+            doc["hold"] = dict(self.hold)
         if self.errors:
             doc["errors"] = list(self.errors)
         return doc
@@ -81,11 +86,12 @@ def status_path(site_path: str, target: str) -> str:
 
 
 def _instances(result: TargetResult | None, solutions: Mapping[str, str],
-               releases: Mapping[str, str]) -> dict[str, Any]:
+               releases: Mapping[str, str],
+               views: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    if result is None:
+    if result is None and not views:
         return out
-    for comp in result.components:
+    for comp in result.components if result is not None else ():
         if comp.phase is ComponentPhase.PRUNED:
             continue  # a prune is an event (logged), not a state: the component is gone
         inst = out.get(comp.instance)
@@ -111,7 +117,33 @@ def _instances(result: TargetResult | None, solutions: Mapping[str, str],
         if worst == ComponentPhase.SKIPPED.value:
             worst = "Failed"
         inst["phase"] = worst
-    return out
+    for name, view in views.items():
+        if not view or (name not in out and not view.get("phase")):
+            continue
+        inst = out.setdefault(name, {"solution": solutions.get(name, ""),
+                                     "phase": "Ready", "components": {}})
+        if releases.get(name):
+            inst.setdefault("release", releases[name])
+        # the instance's own phase (RolledBack, Waiting) unless a component failed now
+        phase = view.get("phase")
+        if phase and not (inst["phase"] == "Failed" and phase != "Failed"):
+            inst["phase"] = phase
+        inst.update({k: v for k, v in view.items() if k != "phase"})
+    return dict(sorted(out.items()))
+
+
+_INSTANCE_RANK = ("Failed", "RolledBack", "Progressing", "Degraded", "Waiting")
+
+
+def _instance_phase(instances: Mapping[str, Any]) -> tuple[Phase, str] | None:
+    """The target's phase from an instance that is RolledBack or Waiting (or Failed in its
+    rollback), None when every instance's phase comes from its components alone."""
+    marked = [(name, inst) for name, inst in instances.items()
+              if inst.get("message") and inst.get("phase") in _INSTANCE_RANK]
+    if not marked:
+        return None
+    name, inst = min(marked, key=lambda item: _INSTANCE_RANK.index(item[1]["phase"]))
+    return Phase(inst["phase"]), f"{name}: {inst['message']}"
 
 
 def _phase(result: TargetResult | None, errors: Sequence[Diagnostic], blocked: str,
@@ -150,13 +182,22 @@ def _phase(result: TargetResult | None, errors: Sequence[Diagnostic], blocked: s
 def build_status(*, target: str, site: str, observed: str, applied: str, last_good: str,
                  result: TargetResult | None, errors: Sequence[Diagnostic] = (),
                  blocked: str = "", solutions: Mapping[str, str] | None = None,
-                 failure: str = "", releases: Mapping[str, str] | None = None) -> TargetStatus:
+                 failure: str = "", releases: Mapping[str, str] | None = None,
+                 instances: Mapping[str, Mapping[str, Any]] | None = None,
+                 hold: Mapping[str, str] | None = None) -> TargetStatus:
     """The status of one target after a run. ``failure`` is an error of the target's run
     that no component result carries (its state could not be read or written, an
     unexpected error): the target is Failed with that message. ``solutions`` and
     ``releases`` map each instance to its solution and to the version of the solution's
     release it runs ("" or absent: the solution as at the revision)."""
     phase, message = _phase(result, errors, blocked, failure)
+    shown_instances = _instances(result, solutions or {}, releases or {}, instances or {})
+    marked = _instance_phase(shown_instances)
+    if marked is not None and phase in (Phase.READY, Phase.DEGRADED, Phase.PROGRESSING,
+                                        Phase.FAILED):
+        ranks = ("Failed", "RolledBack", "Progressing", "Degraded", "Waiting", "Ready")
+        if ranks.index(marked[0].value) <= ranks.index(phase.value):
+            phase, message = marked
     if phase in (Phase.INVALID, Phase.BLOCKED) and failure:
         message += f"; enforcing {applied[:12] or 'the last good revision'} failed: {failure}"
     elif phase in (Phase.INVALID, Phase.BLOCKED) and result is not None and result.failed:
@@ -168,7 +209,7 @@ def build_status(*, target: str, site: str, observed: str, applied: str, last_go
     if len(errors) > MAX_ERRORS:
         shown.append({"message": f"{len(errors) - MAX_ERRORS} more errors not shown"})
     return TargetStatus(target, site, phase, message, observed, applied, last_good,
-                        _instances(result, solutions or {}, releases or {}), tuple(shown))
+                        shown_instances, tuple(shown), hold)
 
 
 def render_status(status: TargetStatus, last_change: str) -> bytes:

@@ -4,7 +4,8 @@
 next to the status branches (``reconciler.gitops.fleet_status``). Every target the model
 defines gets a row, with a ``state``:
 
-* the phase its status file reports (``Ready``, ``Progressing``, ``Degraded``, ``Failed``,
+* the phase its status file reports (``Ready``, ``Progressing``, ``Waiting``, ``Degraded``,
+  ``RolledBack``, ``Failed``,
   ``Invalid``, ``Blocked``, ``Pending``), when the report is recent;
 * ``Stale`` when the site was last heard from longer ago than ``stale_after`` (its daemon
   refreshes a heartbeat every ``status.heartbeat``, so a live site is never that old), or
@@ -33,10 +34,10 @@ __all__ = ["STATES", "FleetView", "InstanceRollup", "SiteRollup", "TargetView", 
            "health", "join"]
 
 # from worst to best: roll-ups list states in this order, and a site's colour is its worst
-STATES = ("Failed", "Invalid", "Blocked", "Degraded", "Unreadable", "Stale", "Unknown",
-          "Orphaned", "Progressing", "Pending", "Ready")
+STATES = ("Failed", "RolledBack", "Invalid", "Blocked", "Degraded", "Unreadable", "Stale",
+          "Unknown", "Orphaned", "Progressing", "Waiting", "Pending", "Ready")
 _RANK = {state: rank for rank, state in enumerate(STATES)}
-_BAD = frozenset({"Failed", "Invalid", "Blocked", "Degraded", "Unreadable"})
+_BAD = frozenset({"Failed", "RolledBack", "Invalid", "Blocked", "Degraded", "Unreadable"})
 _SILENT = frozenset({"Stale", "Unknown", "Orphaned"})
 # states that say nothing about one instance on the target: the target's state stands
 _TARGET_WIDE = frozenset({"Stale", "Unknown", "Orphaned", "Unreadable", "Invalid", "Blocked",

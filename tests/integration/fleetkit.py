@@ -132,7 +132,8 @@ def solution(name: str, components: Sequence[Mapping[str, Any]],
 
 def instance(name: str, solution_name: str, *, names: Sequence[str] = (),
              selector: Mapping[str, Any] | None = None,
-             params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+             params: Mapping[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    """An Instance; ``extra`` are more spec keys (``onFailure="stay"``, ``windows=[...]``)."""
     targets: dict[str, Any] = {}
     if names:
         targets["names"] = list(names)
@@ -141,6 +142,7 @@ def instance(name: str, solution_name: str, *, names: Sequence[str] = (),
     spec: dict[str, Any] = {"solution": solution_name, "targets": targets}
     if params:
         spec["params"] = dict(params)
+    spec.update(extra)
     return doc("Instance", name, spec)
 
 

@@ -5,9 +5,10 @@ What an operator relies on, whatever goes wrong in one target:
 * every served target's status is written and pushed on every run: an error nobody planned
   for (the OS refusing to write a state file) makes that target ``Failed`` with the error and
   never costs another target its reconcile or its status;
-* a failed step (an apply, a health check) is never followed by a prune of that target, with
-  the file, script and Kubernetes providers alike, as in Flux: what is still applied stays
-  until a run of the target succeeds;
+* with ``onFailure: stay`` (``cell_fleet``'s instance), a failed step (an apply, a health
+  check) is never followed by a prune of that target, with the file, script and Kubernetes
+  providers alike, as in Flux: what is still applied stays until a run of the target
+  succeeds (the default, ``rollback``, is tested in ``test_rollback.py``);
 * a hand edit of a component is drift (logged ``drifted: true`` and counted in
   ``reconciler_components_drifted``) whichever commit last touched that component.
 
@@ -245,7 +246,7 @@ def kube_fleet(root: Path, kubeconfig: Path,
     repo.write("sites.yaml", [site("hq"), site("line-1", "hq")])
     repo.write("targets.yaml", [
         target(TARGET, "line-1", bindings=[file_binding(TARGET), binding]),
-        instance("app", "app", names=[TARGET])])
+        instance("app", "app", names=[TARGET], onFailure="stay")])
     repo.write("solutions/app.yaml", solution("app", components))
     repo.commit("initial fleet")
     return repo

@@ -90,7 +90,7 @@ def cell_fleet(root: Path, components: Sequence[Mapping[str, Any]],
     repo.write("sites.yaml", [site("hq"), site("line-1", "hq")])
     repo.write("targets.yaml", [
         target(TARGET, "line-1", bindings=[file_binding(TARGET), script_binding(TARGET)]),
-        instance("app", "app", names=[TARGET])])
+        instance("app", "app", names=[TARGET], onFailure="stay")])
     repo.write("solutions/app.yaml", solution("app", components))
     for name, text in (scripts or {}).items():
         repo.write(f"solutions/scripts/{name}", text, executable=True)

@@ -104,8 +104,10 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[FleetRepo, str]:
             file_component("conf", "robot.conf", "arm\n"),
             component("probe", "service", {"apply": ["fail.sh"]}, ["conf"])]),
         "solutions/fail.sh": FAIL_SH,
-        "instances.yaml": [instance("panels", "panel", selector={"matchLabels": {"role": "panel"}}),
-                           instance("robots", "robot", names=["robot-line-02"])],
+        "instances.yaml": [instance("panels", "panel", selector={"matchLabels": {"role": "panel"}},
+                                    onFailure="stay"),
+                           instance("robots", "robot", names=["robot-line-02"],
+                                    onFailure="stay")],
     })
     repo.write("solutions/fail.sh", FAIL_SH, executable=True)
     head = repo.commit("the failing script is executable")

@@ -53,7 +53,7 @@ TOKENS = {"github": "ghp_githubtoken111", "gitlab": "glpat-gitlabtoken222",
 def targets(exit_code: int) -> list[dict[str, Any]]:
     return [target("cell", "line-1", bindings=[script_binding("cell")],
                    params={"exitCode": exit_code}),
-            instance("starter", "starter", names=["cell"])]
+            instance("starter", "starter", names=["cell"], onFailure="stay")]
 
 
 def cell_fleet(root: Path) -> FleetRepo:

@@ -361,7 +361,7 @@ def test_failing_script_fails_its_target_after_retries_and_spares_the_others(
             target("broken", "line-1", bindings=[script_binding("broken")],
                    params={"exitCode": 78}),
             instance("panel", "panel", names=["hmi"]),
-            instance("starter", "starter", names=["flaky", "broken"]),
+            instance("starter", "starter", names=["flaky", "broken"], onFailure="stay"),
         ],
         "solutions/starter.yaml": starter,
         "solutions/panel.yaml": panel,

@@ -540,7 +540,8 @@ def test_secret_reaches_its_file_and_script_and_nothing_else(tmp_path: Path) -> 
     checked = reconciler("validate", str(repo.work), "--format", "json", log_level="debug")
     assert SECRET not in checked.stdout + checked.stderr
 
-    # a script that fails and quotes the secret on stderr: the Failed status quotes it masked
+    # a script that fails and quotes the secret on stderr: the status of the rollback quotes
+    # it masked
     repo.write("solutions/db.yaml", db_solution())
     repo.write("solutions/scripts/install.sh", INSTALL_SH + (
         'echo "login refused for app/$RECONCILER_PARAM_DBPASSWORD" >&2\nexit 1\n'),
@@ -549,8 +550,9 @@ def test_secret_reaches_its_file_and_script_and_nothing_else(tmp_path: Path) -> 
     failed = run_cli(s, "sync", "--once", log_level="debug")
     assert failed.returncode == 1, failed.describe()
     doc = status_of(repo.remote, LINE, "db-host")
-    assert doc["phase"] == "Failed", doc
+    assert doc["phase"] == "RolledBack", doc
     assert "login refused for app/***" in doc["message"], doc["message"]
+    assert "login refused for app/***" in doc["instances"]["db"]["rolledBack"]["error"]
     assert SECRET not in failed.stdout + failed.stderr
     assert_nowhere_in_git(repo.remote, SECRET)
 
