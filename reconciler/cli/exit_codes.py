@@ -70,6 +70,32 @@ EXIT_CODES: tuple[ExitCodes, ...] = (
         "no daemon is running on the config's state directory (said so; nothing signalled), "
         "missing or invalid config, not allowed to signal it"),
     ExitCodes(
+        "sync", "`sync --retry [--target T] --config FILE`",
+        "the running daemon took the retry and runs now (with `--once`: as `sync --once`)",
+        "no daemon is running (`--once --retry` works without one), a target it does not "
+        "serve, permission denied on its control socket (not root, not in its group), missing "
+        "or invalid config",
+        "usage: `--target` without `--retry`"),
+    ExitCodes(
+        "hold", "`hold [--target T] --until TIME\\|--for DURATION --reason TEXT`",
+        "the hold is set: by the running daemon, or written to the state directory when none "
+        "runs",
+        "the daemon refused it (a target it does not serve, named with what it serves), "
+        "permission denied (not root and not in the daemon's group; without a daemon, not "
+        "root), no state directory, missing or invalid config",
+        "usage: `--reason` missing or blank, neither or both of `--until` and `--for`, a TIME "
+        "or DURATION that cannot be read, a TIME not in the future"),
+    ExitCodes(
+        "unhold", "`unhold [--target T \\| --all]`",
+        "the hold ended, or there was none to end (said so)",
+        "a target the daemon does not serve and that has no hold, permission denied, missing "
+        "or invalid config",
+        "usage: both `--target` and `--all`"),
+    ExitCodes(
+        "holds", "`holds [--format json]`", "listed (also when there is none)",
+        "permission denied (daemon's socket, or the state directory without a daemon), "
+        "missing or invalid config"),
+    ExitCodes(
         "run", "`run --config FILE`", "stopped by SIGTERM or SIGINT",
         "another daemon holds the state directory", USAGE,
         "78 (`EX_CONFIG`): config missing or invalid, listen address cannot be bound; the "

@@ -2,8 +2,9 @@
 
 This module is the program itself: the command group, its global options and the exit code of
 usage errors. The commands live by what they work on: :mod:`~reconciler.cli.model` (validate,
-explain, plan), :mod:`~reconciler.cli.site` (run, sync, config check, providers) and
-:mod:`~reconciler.cli.fleet` (status, history, release, rollback); each imports the layers it
+explain, plan), :mod:`~reconciler.cli.site` (run, sync, config check, providers),
+:mod:`~reconciler.cli.holds` (hold, unhold, holds) and :mod:`~reconciler.cli.fleet` (status,
+history, release, rollback); each imports the layers it
 drives only when it runs, so that ``reconciler --help`` and ``validate`` start fast.
 
 Exit codes are a contract for scripts, listed per command in docs/cli.md: 0 success, 1 an
@@ -23,7 +24,7 @@ from typing import Any
 import click
 
 from reconciler import __version__
-from reconciler.cli import fleet, model, site
+from reconciler.cli import fleet, holds, model, site
 from reconciler.daemon.logs import configure_logging
 
 __all__ = ["main"]
@@ -86,5 +87,6 @@ def main(ctx: click.Context, log_level: str, log_format: str) -> None:
 
 for _command in (model.validate, model.explain, model.plan,
                  site.run, site.sync, site.config_group, site.providers,
+                 holds.hold, holds.unhold, holds.holds,
                  fleet.status, fleet.report, fleet.history, fleet.release, fleet.rollback):
     main.add_command(_command)

@@ -1,5 +1,10 @@
 """The commands of one site: ``run`` (the daemon), ``sync``, ``config check`` and ``providers``.
 
+``sync`` asks the running daemon to run: by SIGHUP where this user may signal it, otherwise
+through its control socket (members of the daemon's group); ``sync --retry`` always goes
+through the socket (:mod:`reconciler.cli.holds`), or, with ``--once``, asks the reconciler of
+this process before its run.
+
 ``run`` exits 78 (EX_CONFIG) on a bad config: the systemd unit does not restart on it.
 """
 
@@ -17,6 +22,7 @@ from reconciler.core import tables
 from reconciler.daemon.logs import configure_logging
 
 if TYPE_CHECKING:
+    from reconciler.daemon.config import DaemonConfig
     from reconciler.engine.pipeline import RunSummary
 
 __all__ = ["config_group", "providers", "run", "sync"]
@@ -48,25 +54,31 @@ def run(config_path: Path) -> None:
 @CONFIG
 @click.option("--once", is_flag=True,
               help="Run one full reconcile in this process (no daemon needed).")
+@click.option("--retry", is_flag=True,
+              help="Apply again the changes that failed and were rolled back. A failed "
+                   "change is otherwise not tried again until a new revision changes it.")
+@click.option("--target", "target", default="", metavar="TARGET",
+              help="With --retry: only on this target (default: every target).")
 @FORMAT
-def sync(config_path: Path, once: bool, fmt: str) -> None:
+def sync(config_path: Path, once: bool, retry: bool, target: str, fmt: str) -> None:
     """Reconcile now.
 
     With --once: fetch, validate, apply and push status in this process, then exit 0 when
     every target is Ready and 1 otherwise. Without it: ask the daemon running on this
-    config's state directory to run at once (exit 0), or say that none runs (exit 1).
+    config's state directory to run at once (exit 0), or say that none runs (exit 1); this
+    works as root, as the daemon's user, or as a member of the daemon's group.
+
+    With --retry, the run applies again the changes that failed and were rolled back (on
+    --target only, or on every target), once the cause is fixed at the site: a pump that
+    was offline, a full disk. A hold or a closed maintenance window still defers them.
     """
     from reconciler.core.errors import ReconcilerError
 
+    if target and not retry:
+        raise click.UsageError("--target goes with --retry (a run always covers every target)")
     config = load_config(config_path)
     if not once:
-        from reconciler.daemon.control import signal_daemon
-
-        try:
-            pid = signal_daemon(config.state_dir)
-        except ReconcilerError as exc:
-            fail(exc.message)
-        click.echo(f"asked daemon {pid} to reconcile now")
+        _ask_daemon_to_run(config, retry, target)
         return
 
     from reconciler.cli.progress import Progress, ProgressObserver
@@ -79,6 +91,8 @@ def sync(config_path: Path, once: bool, fmt: str) -> None:
         with StateLock(config.state_dir), Progress() as progress:
             reconciler = Reconciler(config.engine_settings(), ProviderRegistry.discover(),
                                     observer=ProgressObserver(progress, "sync"))
+            if retry:
+                reconciler.request_retry(target)
             summary = reconciler.run("sync")
             # a run without a revision has logged why, as an error; say why for the others
             nothing = why_nothing_served(reconciler, summary) \
@@ -87,6 +101,9 @@ def sync(config_path: Path, once: bool, fmt: str) -> None:
         fail(exc.message)
     if nothing:
         click.echo(f"error: {nothing}", err=True)
+    if target and summary.statuses and target not in {s.target for s in summary.statuses}:
+        click.echo(f"warning: no served target is named {target!r}: nothing was retried",
+                   err=True)
     if fmt == "json":
         click.echo(json.dumps({
             "revision": summary.revision, "statusCommit": summary.status_commit,
@@ -100,6 +117,40 @@ def sync(config_path: Path, once: bool, fmt: str) -> None:
             pushed = "pushed" if summary.status_pushed else "queued locally"
             click.echo(f"status commit {summary.status_commit[:12]} ({pushed})")
     sys.exit(0 if summary.statuses and summary.ok else 1)
+
+
+def _ask_daemon_to_run(config: DaemonConfig, retry: bool, target: str) -> None:
+    """``sync`` without ``--once``: the daemon runs now (and first takes the retry)."""
+    from reconciler.cli.holds import ask
+    from reconciler.core.errors import ReconcilerError
+    from reconciler.daemon.control import signal_daemon
+
+    if retry:
+        answer = ask(config, {"request": "retry", "target": target})
+        if answer is None:
+            fail(f"no daemon is running for {config.state_dir}; `reconciler sync --once "
+                 "--retry` retries without one")
+        what = f"target {target}" if target else "every target"
+        click.echo(f"asked daemon {answer.get('pid')} to apply again the failed changes on "
+                   f"{what} now")
+        if answer.get("note"):
+            click.echo(f"note: {answer['note']}")
+        return
+    pid: object
+    try:
+        pid = signal_daemon(config.state_dir)
+    except ReconcilerError as exc:
+        # not the daemon's user: its group may still reach it through the control socket
+        from reconciler.daemon.control import ask_daemon, socket_candidates
+
+        try:
+            answer = ask_daemon(socket_candidates(config.control_socket_path,
+                                                  explicit=config.control_socket_explicit),
+                                {"request": "sync"}, state_dir=config.state_dir)
+        except ReconcilerError:
+            fail(exc.message)
+        pid = answer.get("pid")
+    click.echo(f"asked daemon {pid} to reconcile now")
 
 
 def _status_table(summary: RunSummary) -> str:
