@@ -59,7 +59,8 @@ from reconciler.core.model import (
     StatusLayout,
     Target,
 )
-from reconciler.core.schema_messages import closest, field_path, schema_errors
+from reconciler.core.rollouts import Rollout, parse_rollout, rollout_problems
+from reconciler.core.schema_messages import closest, field_path, schema_errors, split_field
 from reconciler.core.schemas import PARAMETER_KEYS, document_schema
 from reconciler.core.windows import Window, parse_window, window_problems
 from reconciler.core.yamlio import DEFAULT_MAX_BYTES, YamlDocument, YamlFileError, read_documents
@@ -318,7 +319,8 @@ class _Loader:
                     d.name, labels, spec["solution"], spec.get("version"),
                     tuple(tsel.get("names") or ()), selector, spec.get("profile"),
                     dict(spec.get("params") or {}), bool(spec.get("suspend", False)), src,
-                    spec.get("onFailure", "rollback"), self.windows(d, spec))
+                    spec.get("onFailure", "rollback"), self.windows(d, spec),
+                    self.rollout(d, spec))
         return Fleet(self.root, settings, sites, targets, solutions, instances,
                      frozenset(broken))
 
@@ -334,6 +336,18 @@ class _Loader:
             if not problems:
                 out.append(parse_window(raw))
         return tuple(out)
+
+    def rollout(self, d: _Doc, spec: Mapping[str, Any]) -> Rollout | None:
+        """The Instance's ``spec.rollout``; None when it has none or it has a problem
+        (reported: the instance is then invalid and nothing of its change moves)."""
+        raw = spec.get("rollout")
+        if raw is None:
+            return None
+        problems = rollout_problems(raw)
+        for fld, message in problems:
+            path = ("spec", "rollout", *split_field(fld))
+            self.col.add(d.rel, d.doc.line_of(path), d.obj, f"spec.rollout.{fld}", message)
+        return None if problems else parse_rollout(raw)
 
     def build_solution(self, d: _Doc, labels: dict[str, str], spec: dict[str, Any],
                        src: Source) -> Solution | None:

@@ -14,6 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from reconciler.core.rollouts import Rollout
 from reconciler.core.windows import Window
 from reconciler.core.yamlio import line_at
 
@@ -175,6 +176,7 @@ class Instance:
     source: Source
     on_failure: str = "rollback"  # "rollback" | "stay": what a failed change leaves
     windows: tuple[Window, ...] = ()
+    rollout: Rollout | None = None  # waves across its targets (docs/rollouts.md)
 
 
 @dataclass(frozen=True)

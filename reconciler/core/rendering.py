@@ -24,6 +24,7 @@ from typing import Any
 from reconciler.core.errors import ReconcilerError, TemplateError
 from reconciler.core.model import Fleet, Instance, Solution, Source, Target
 from reconciler.core.provider_api import Component
+from reconciler.core.schema_messages import split_field
 from reconciler.core.secrets import is_secret_ref, secret_file
 from reconciler.core.templating import has_template, render_value
 
@@ -277,7 +278,7 @@ def render_placement(fleet: Fleet, instance: Instance, target: Target, solution:
         props = _render(comp.properties, context, where, found,
                         f"spec.components[{comp.index}].properties")
         for fld, message in found:
-            parts = _split_field(fld)
+            parts = split_field(fld)
             problems.append(RenderProblem(src.path, src.line_of(*parts),
                                           f"Solution/{solution.name}", fld, message))
         components.append(Component(
@@ -325,17 +326,3 @@ def render_fleet(fleet: Fleet, solutions: Mapping[str, Solution], *, revision: s
             pairs.append(placement)
     return Rendering({t: tuple(ps) for t, ps in by_target.items()}, tuple(pairs),
                      tuple(unplaced))
-
-
-def _split_field(fld: str) -> list[str | int]:
-    parts: list[str | int] = []
-    for chunk in fld.split("."):
-        while "[" in chunk:
-            head, _, rest = chunk.partition("[")
-            if head:
-                parts.append(head)
-            index, _, chunk = rest.partition("]")
-            parts.append(int(index))
-        if chunk:
-            parts.append(chunk)
-    return parts

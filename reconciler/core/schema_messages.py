@@ -17,7 +17,7 @@ from cerberus.errors import BasicErrorHandler
 
 from reconciler.core.schemas import PATTERN_HELP
 
-__all__ = ["closest", "field_path", "schema_errors"]
+__all__ = ["closest", "field_path", "schema_errors", "split_field"]
 
 _MESSAGES = BasicErrorHandler.messages
 _UNKNOWN_FIELD = 0x03  # cerberus' error code
@@ -78,3 +78,18 @@ def schema_errors(errors: Any, schema: Mapping[str, Any]
             yield path, message
         else:  # pragma: no cover - every cerberus code has a message
             yield path, f"invalid ({error.rule})"
+
+
+def split_field(fld: str) -> list[str | int]:
+    """``"a.b[2].c"`` -> ``["a", "b", 2, "c"]`` (the inverse of :func:`field_path`)."""
+    parts: list[str | int] = []
+    for chunk in fld.split("."):
+        while "[" in chunk:
+            head, _, rest = chunk.partition("[")
+            if head:
+                parts.append(head)
+            index, _, chunk = rest.partition("]")
+            parts.append(int(index))
+        if chunk:
+            parts.append(chunk)
+    return parts

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from reconciler.core.rollouts import ROLLOUT_SCHEMA
 from reconciler.core.windows import WINDOWS_SCHEMA
 
 __all__ = ["KIND_SCHEMAS", "PARAM_NAME", "PATTERN_HELP", "document_schema"]
@@ -113,6 +114,7 @@ _INSTANCE = {
     "suspend": {"type": "boolean"},
     "onFailure": {"type": "string", "allowed": ["rollback", "stay"]},
     "windows": WINDOWS_SCHEMA,
+    "rollout": ROLLOUT_SCHEMA,
     "description": {"type": "string"},
 }
 
