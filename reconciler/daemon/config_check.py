@@ -9,6 +9,7 @@ directory is not touched, so this is safe while the daemon runs) to check that `
 
 from __future__ import annotations
 
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,7 @@ def check_config(path: Path, *, offline: bool = False) -> ConfigCheck:
         problems.append(exc.message)
     problems += _named_path_problems(path)
     problems += _sink_file_problems(config)
+    problems += _control_socket_problems(config)
     served = "repository not checked (--offline)"
     if not offline:
         if any(p.startswith("repo.") for p in problems):
@@ -115,6 +117,23 @@ def _sink_file_problems(config: DaemonConfig) -> list[str]:
             if empty:
                 problems.append(f"notifications.sinks[{index}].{key}: {file} is empty")
     return problems
+
+
+def _control_socket_problems(config: DaemonConfig) -> list[str]:
+    """A directory for ``controlSocket`` that the daemon would refuse (it refuses to put
+    its socket where other users may write). One that does not exist yet is fine: systemd
+    makes the runtime directory when the service starts, the daemon makes any other."""
+    if not config.control_socket_explicit:
+        return []
+    directory = config.control_socket_path.parent
+    try:
+        mode = directory.stat().st_mode
+    except OSError:
+        return []
+    if mode & stat.S_IWOTH:
+        return [f"controlSocket: {directory} may be written by every user; the daemon will "
+                "not put its socket there (choose a directory only its user can write)"]
+    return []
 
 
 def _check_tracked_revision(config: DaemonConfig) -> tuple[list[str], str]:

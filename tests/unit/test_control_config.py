@@ -148,3 +148,20 @@ def test_zero_only_where_allowed() -> None:
 def test_format_duration() -> None:
     assert [format_duration(s) for s in (0, 45, 5400, 90000)] == ["0s", "45s", "1h30m",
                                                                   "1d1h"]
+
+
+# -- config check --------------------------------------------------------------------------
+
+def test_config_check_names_a_control_socket_directory_everyone_may_write(
+        tmp_path: Path) -> None:
+    from reconciler.daemon.config_check import check_config
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    load(tmp_path, f"controlSocket: {shared}/control.sock\n")  # loads: the daemon refuses it
+    found = check_config(tmp_path / "etc" / "config.yaml", offline=True).problems
+    assert found == (f"controlSocket: {shared} may be written by every user; the daemon will "
+                     "not put its socket there (choose a directory only its user can write)",)
+    load(tmp_path, f"controlSocket: {tmp_path}/run/control.sock\n")  # not made yet: fine
+    assert check_config(tmp_path / "etc" / "config.yaml", offline=True).problems == ()
