@@ -30,6 +30,7 @@ from tests.integration.fleetkit import (
     reconciler,
     reconciler_args,
     solution,
+    status_of,
     wait_for,
 )
 from tests.integration.fleetkit import clean_env as fleet_env
@@ -257,6 +258,9 @@ def test_a_change_held_back_is_applied_when_the_hold_ends_without_waiting_for_th
     assert s.file(TARGET, "app.conf").read_text() == "A\n"
     expect(cli(s, "hold", "--target", TARGET, "--for", "6s", "--reason", "short run"), 0)
     wait_for(lambda: "hold" in run_reasons(d), 60, "the run a hold triggers")
+    # the whole fleet sees the hold: who, until when and why
+    held = status_of(repo.remote, LINE, TARGET)["hold"]
+    assert (held["by"], held["reason"], held["target"]) == ("ann", "short run", TARGET)
 
     repo.write("solutions/app.yaml", solution("app", [file_component("conf", "app.conf",
                                                                      "B\n")]))
@@ -264,8 +268,11 @@ def test_a_change_held_back_is_applied_when_the_hold_ends_without_waiting_for_th
     expect(cli(s, "sync"), 0)
     wait_for(lambda: "SIGHUP" in run_reasons(d), 60, "the run sync asks for")
     assert s.file(TARGET, "app.conf").read_text() == "A\n"  # held back
+    assert status_of(repo.remote, LINE, TARGET)["phase"] == "Waiting"
     d.wait_event("wake_scheduled", 10)
 
     # the hold ends a few seconds later: the daemon runs then (the interval is an hour)
     wait_for(lambda: "window" in run_reasons(d), 60, "the run at the end of the hold")
     wait_for(lambda: s.file(TARGET, "app.conf").read_text() == "B\n", 30, "release B")
+    after = status_of(repo.remote, LINE, TARGET)
+    assert after["phase"] == "Ready" and "hold" not in after
