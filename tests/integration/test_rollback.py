@@ -275,3 +275,52 @@ def test_a_daemon_killed_in_the_middle_of_a_rollback_completes_it(tmp_path: Path
     status = status_of(repo.remote, LINE, TARGET)
     assert status["phase"] == "RolledBack", status
     assert status["instances"]["app"]["revision"] == good
+
+
+def test_kubernetes_components_roll_back_through_the_same_path(tmp_path: Path) -> None:
+    from tests.integration.test_engine_faults import NAMESPACE, configmap, deployment
+    from tests.kubeapi import KubeAPIServer
+
+    def cm(name: str, value: str) -> dict[str, Any]:
+        doc = configmap(name)
+        doc["data"] = {"VALUE": value}
+        return doc
+
+    def kube(name: str, *objects: dict[str, Any],
+             depends_on: Sequence[str] = ()) -> dict[str, Any]:
+        return component(name, "kubernetes", {"resources": list(objects)}, depends_on)
+
+    with KubeAPIServer(controller=False) as api:
+        api.add_objects({"apiVersion": "v1", "kind": "Namespace",
+                         "metadata": {"name": NAMESPACE}})
+        binding = {"role": "kubernetes", "provider": "kubernetes",
+                   "config": {"kubeconfig": str(api.write_kubeconfig(tmp_path / "kubeconfig")),
+                              "namespace": NAMESPACE}}
+        repo = FleetRepo(tmp_path / "fleet")
+        repo.write("reconciler.yaml", settings(("plant", "line")))
+        repo.write("sites.yaml", [site("hq"), site("line-1", "hq")])
+        repo.write("targets.yaml", [target(TARGET, "line-1", bindings=[binding]),
+                                    instance("app", "app", names=[TARGET])])
+        repo.write("solutions/app.yaml", solution("app", [kube("settings", cm("settings", "A"))]))
+        good = repo.commit("A")
+        s = make_site(tmp_path, "site", repo=repo.url, site=LINE)
+        sync(s)
+
+        # B changes the ConfigMap, adds another, and its Deployment is refused (422)
+        api.fail_next("PATCH", f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments", 422,
+                      times=5, body={"reason": "Invalid", "message": "spec.replicas: bad"})
+        repo.write("solutions/app.yaml", solution("app", [
+            kube("settings", cm("settings", "B")),
+            kube("extra", cm("extra", "B"), depends_on=["settings"]),
+            kube("web", deployment("web"), depends_on=["extra"])]))
+        repo.commit("B")
+        result = sync(s, expect=1)
+
+        live = api.get_object("v1", "ConfigMap", "settings", NAMESPACE)
+        assert live is not None and live["data"] == {"VALUE": "A"}, result.describe()
+        assert api.get_object("v1", "ConfigMap", "extra", NAMESPACE) is None
+        assert api.get_object("apps/v1", "Deployment", "web", NAMESPACE) is None
+        status = status_of(repo.remote, LINE, TARGET)
+        assert status["phase"] == "RolledBack", status
+        assert status["instances"]["app"]["rolledBack"]["component"] == "app/web"
+        assert status["instances"]["app"]["revision"] == good
