@@ -160,8 +160,8 @@ def _poke(config: DaemonConfig) -> str:
     try:
         pid = signal_daemon(config.state_dir)
     except ReconcilerError:
-        return ("no daemon is running: its next run (when it starts, or `reconciler sync "
-                "--once`) honours this")
+        return ("no daemon is running: the next run (when the daemon starts, or `reconciler "
+                "sync --once`) honours it")
     return f"asked daemon {pid} to run now"
 
 
@@ -237,9 +237,9 @@ def hold(target: str, until_text: str | None, for_text: str | None, reason: str,
     made = Hold(target, until, reason.strip(), _user(), now)
     _without_daemon(config, lambda store, at: store.add(made, at))
     click.echo(_hold_line(made.to_json(), now))
-    click.echo(f"written to {config.state_dir / 'holds.json'}"
-               + (" (the target name could not be checked without a daemon)" if target
-                  else "") + f"; {_poke(config)}")
+    click.echo(f"written to {config.state_dir / 'holds.json'}; {_poke(config)}")
+    if target:
+        click.echo("note: the target name could not be checked without a daemon to ask")
 
 
 @click.command()
