@@ -26,16 +26,21 @@ moves a target is :mod:`reconciler.engine.rollout_gate`.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from reconciler.core.windows import parse_duration
 
+if TYPE_CHECKING:  # model imports this module for Rollout
+    from reconciler.core.model import Instance, Solution
+
 __all__ = ["LAST_WAVE", "ROLLOUT_SCHEMA", "Rollout", "Wave", "assign_waves", "parse_rollout",
-           "rollout_problems"]
+           "release_id", "rollout_problems"]
 
 LAST_WAVE = "rest"  # the implicit wave of the targets no wave selects
 DEFAULT_STALE_AFTER = 3 * 3600
@@ -185,3 +190,55 @@ def _selected(wave: Wave, target: tuple[str, str, Mapping[str, str]]) -> bool:
             return True
     return bool(wave.match_labels) and all(labels.get(k) == v
                                            for k, v in wave.match_labels.items())
+
+
+def release_id(instance: Instance, solution: Solution, repo_root: Path) -> str:
+    """The release of ``instance`` that a rollout moves: its solution's ``version`` when the
+    instance pins one, otherwise ``r-`` and 12 hex digits of a digest of what it renders
+    from: the solution's definition (parameters, profiles, components), the content of the
+    repository files its components name (relative paths that exist, files or directories),
+    and the instance's solution, profile and parameters. The same on every site for the same
+    revision, since nothing of a site enters it: a change of a site's own parameters is not
+    a new release."""
+    if instance.version:
+        return instance.version
+    base = (solution.root or repo_root) / solution.directory \
+        if solution.directory else (solution.root or repo_root)
+    root = (solution.root or repo_root).resolve()
+    files: dict[str, str] = {}
+    for comp in solution.components:
+        for value in _strings(comp.properties):
+            if "://" in value or value.startswith("/") or "\n" in value or len(value) > 512:
+                continue
+            path = (base / value).resolve()
+            if path.is_relative_to(root) and path.exists() and value not in files:
+                files[value] = _tree(path)
+    body = {"solution": solution.name, "release": solution.release,
+            "parameters": {n: [dict(p.rules), p.editable_at, p.secret]
+                           for n, p in sorted(solution.parameters.items())},
+            "profiles": {n: dict(v) for n, v in sorted(solution.profiles.items())},
+            "components": [[c.name, c.type, c.depends_on, c.properties]
+                           for c in solution.components],
+            "files": files, "instance": [instance.solution, instance.profile,
+                                         dict(instance.params)]}
+    text = json.dumps(body, sort_keys=True, default=str)
+    return "r-" + hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Mapping):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list | tuple):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def _tree(path: Path) -> str:
+    digest = hashlib.sha256()
+    paths = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for item in paths:
+        digest.update(str(item.relative_to(path) if item != path else ".").encode() + b"\0")
+        digest.update(hashlib.sha256(item.read_bytes()).digest())
+    return digest.hexdigest()

@@ -48,6 +48,7 @@ class InstanceView:
     message: str = ""
     revision: str = ""  # the revision enforced
     details: Mapping[str, Any] = field(default_factory=dict)  # rolledBack / waiting
+    release: str = ""  # the release enforced (docs/rollouts.md)
 
     def as_status(self) -> dict[str, Any]:
         """The keys it adds to the instance in the status file."""
@@ -58,31 +59,37 @@ class InstanceView:
             out["message"] = self.message
         if self.revision:
             out["revision"] = self.revision
+        if self.release:
+            out["release"] = self.release
         out.update(self.details)
         return out
 
     def __hash__(self) -> int:  # compared as part of a status's inputs
-        return hash((self.phase, self.message, self.revision, repr(self.details)))
+        return hash((self.phase, self.message, self.revision, self.release,
+                     repr(self.details)))
 
 
 def _short(revision: str) -> str:
     return revision[:12] if revision else "nothing (no earlier good revision)"
 
 
-def _failed_view(failed: FailedChange, to: str) -> InstanceView:
+def _failed_view(failed: FailedChange, to: str, release: str) -> InstanceView:
     details: dict[str, Any] = {"failedRevision": failed.revision,
                                "component": failed.component, "error": failed.error,
                                "to": to}
+    if failed.release:
+        details["failedRelease"] = failed.release
     if failed.rollback_error:
         details["rollbackError"] = failed.rollback_error
         return InstanceView(
             "Failed", f"change {failed.revision[:12]} failed at {failed.component}: "
             f"{failed.error}; rolling back to {_short(to)} failed too: "
-            f"{failed.rollback_error}", to, {"rolledBack": details})
+            f"{failed.rollback_error}", to, {"rolledBack": details}, release)
     return InstanceView(
         "RolledBack", f"rolled back to {_short(to)}: change {failed.revision[:12]} failed "
         f"at {failed.component}: {failed.error}; not applied again until a revision renders "
-        "differently for it or `reconciler sync --retry`", to, {"rolledBack": details})
+        "differently for it or `reconciler sync --retry`", to, {"rolledBack": details},
+        release)
 
 
 def _error_of(outcome: InstanceOutcome) -> tuple[str, str]:
@@ -122,7 +129,7 @@ def _run(execution: Execution, step: InstanceStep, store: StateStore, target: st
     if step.step is Step.SKIP:
         _save(store, target, name, record)
         return InstanceView("Waiting", step.waiting, record.applied,
-                            {"waiting": _waiting(step)})
+                            {"waiting": _waiting(step)}, record.release)
     if step.step in (Step.WAIT, Step.KEEP) and step.placement is None:
         # nothing applied yet, or its revision is gone: nothing to enforce, nothing pruned
         _save(store, target, name, record)
@@ -133,9 +140,9 @@ def _run(execution: Execution, step: InstanceStep, store: StateStore, target: st
     if step.step is Step.WAIT:
         _save(store, target, name, record)
         return InstanceView("Waiting", step.waiting, step.revision,
-                            {"waiting": _waiting(step)})
+                            {"waiting": _waiting(step)}, record.release)
     if step.step is Step.KEEP:
-        return InstanceView(revision=step.revision)
+        return InstanceView(revision=step.revision, release=record.release)
     if step.step is Step.ROLLED_BACK:
         return _after_rollback(outcome, step, record, store, target)
     # APPLY
@@ -144,20 +151,22 @@ def _run(execution: Execution, step: InstanceStep, store: StateStore, target: st
             _save(store, target, name, None)
             return InstanceView()
         _save(store, target, name, InstanceRecord(step.revision, step.digest, step.revision,
-                                                  step.digest))
-        return InstanceView(revision=step.revision)
+                                                  step.digest, release=step.release,
+                                                  good_release=step.release))
+        return InstanceView(revision=step.revision, release=step.release)
     if outcome.failure is None or suspended:  # abandoned for a newer revision, or shutdown
         _save(store, target, name, record)
-        return InstanceView(revision=step.revision)
+        return InstanceView(revision=step.revision, release=step.release)
     changed = step.placement is not None and step.digest != record.good_digest
     # a state file the OS refuses is the site's fault, not the change's: no rollback
     local = outcome.failure.reason == "StateWriteFailed"
     if step.on_failure != "rollback" or not changed or local:
         _save(store, target, name, record)
-        return InstanceView(revision=step.revision)  # Failed, from its components
+        # Failed, from its components
+        return InstanceView(revision=step.revision, release=step.release)
     component, error = _error_of(outcome)
     failed = FailedChange(step.revision, step.digest, component, error,
-                          at=now().isoformat(timespec="seconds"))
+                          at=now().isoformat(timespec="seconds"), release=step.release)
     _save(store, target, name, replace(record, failed=failed))
     _log.warning("instance_rolling_back", instance=name, failed_revision=step.revision[:12],
                  to=record.last_good[:12] or None, component=component, error=error)
@@ -175,6 +184,7 @@ def _after_rollback(outcome: InstanceOutcome, step: InstanceStep, record: Instan
     if outcome.succeeded:
         failed = replace(failed, rollback_error="")
         record = replace(record, applied=step.revision, applied_digest=record.good_digest
+                         if step.revision else "", release=record.good_release
                          if step.revision else "", failed=failed)
     elif outcome.failure is not None:
         component, error = _error_of(outcome)
@@ -183,8 +193,9 @@ def _after_rollback(outcome: InstanceOutcome, step: InstanceStep, record: Instan
     _save(store, target, step.instance, record)
     if outcome.failure is None and not outcome.succeeded:  # interrupted: tried again
         return InstanceView("Progressing", "rollback interrupted", step.revision,
-                            {"rolledBack": {"failedRevision": failed.revision}})
-    return _failed_view(failed, step.revision)
+                            {"rolledBack": {"failedRevision": failed.revision}},
+                            record.good_release)
+    return _failed_view(failed, step.revision, record.good_release if step.revision else "")
 
 
 def _waiting(step: InstanceStep) -> dict[str, Any]:

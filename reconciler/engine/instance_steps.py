@@ -33,6 +33,7 @@ from reconciler.core.rendering import Placement
 from reconciler.core.windows import WindowState, window_state
 from reconciler.engine.holds import Hold
 from reconciler.engine.render_digest import RenderDigests
+from reconciler.engine.rollout_gate import GateVerdict
 from reconciler.engine.state_store import InstanceRecord
 
 __all__ = ["InstanceStep", "Step", "StepContext", "instance_steps"]
@@ -60,6 +61,7 @@ class InstanceStep:
     on_failure: str = "rollback"
     waiting: str = ""  # why a change waits
     wake_at: datetime | None = None  # when it may go
+    release: str = ""  # the release of the run's render of it
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,9 @@ class StepContext:
     repair_outside_windows: bool = True
     retry: bool = False
     present: frozenset[str] = frozenset()  # instances the target's inventory has
+    # the release of a placement, and the rollout gate of a new release (None: no gate)
+    release_of: Callable[[Placement], str] = lambda p: ""
+    gate: Callable[[Placement], GateVerdict | None] = lambda p: None
 
 
 def _bootstrap(ctx: StepContext, name: str) -> InstanceRecord:
@@ -138,14 +143,20 @@ def _step(ctx: StepContext, name: str, new: Placement | None) -> InstanceStep:
         good = _at(ctx, record.last_good, name)
         return InstanceStep(name, Step.ROLLED_BACK, record.last_good if good else "", good,
                             record, digest, record.good_digest, on_failure)
+    release = ctx.release_of(new) if new is not None else ""
     if digest != record.applied_digest or (new is not None and not record.applied):
         why, wake = _gate(ctx, state)
+        if not why and new is not None and release != record.release:
+            verdict = ctx.gate(new)  # a new release moves in its rollout's waves
+            if verdict is not None and not verdict.go:
+                why, wake = verdict.reason, verdict.wake_at
         if why:
             kept = _at(ctx, record.applied, name)
             return InstanceStep(name, Step.WAIT, record.applied if kept else "", kept,
-                                record, digest, record.applied_digest, on_failure, why, wake)
+                                record, digest, record.applied_digest, on_failure, why, wake,
+                                release)
     return InstanceStep(name, Step.APPLY, ctx.revision if new is not None else "", new,
-                        record, digest, digest, on_failure)
+                        record, digest, digest, on_failure, release=release)
 
 
 def _gate(ctx: StepContext, state: WindowState | None) -> tuple[str, datetime | None]:

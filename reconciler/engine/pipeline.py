@@ -36,7 +36,7 @@ from structlog.contextvars import bound_contextvars
 from reconciler.core.backoff import Backoff
 from reconciler.core.diagnostics import Diagnostic
 from reconciler.core.errors import SourceError
-from reconciler.core.model import Fleet, Target
+from reconciler.core.model import Fleet, StatusLayout, Target
 from reconciler.core.registry import ProviderRegistry
 from reconciler.core.secrets import SecretReader
 from reconciler.core.validation import Report
@@ -46,6 +46,7 @@ from reconciler.engine.executing import RetryPolicy, TargetResult
 from reconciler.engine.failures import describe
 from reconciler.engine.fetching import Fetcher
 from reconciler.engine.holds import HoldStore
+from reconciler.engine.peer_status import PeerStatuses
 from reconciler.engine.planning import TargetPlan
 from reconciler.engine.publishing import StatusPublishing, site_paths
 from reconciler.engine.reconciling import TargetReconciler
@@ -54,6 +55,7 @@ from reconciler.engine.run_observer import NO_OBSERVER, RunObserver, target_done
 from reconciler.engine.state_store import StateStore
 from reconciler.engine.status import Phase, StatusRenderer, TargetStatus
 from reconciler.gitops.source import GitSource, RefSpec
+from reconciler.gitops.status_branches import DEFAULT_SHARED_BRANCH, Layout
 from reconciler.gitops.verification import VerifyPolicy
 
 __all__ = ["EngineSettings", "Reconciler", "RunSummary"]
@@ -132,6 +134,9 @@ class Reconciler:
             s, registry, self.policy, reports=self.reports, store=self.store,
             cancellation=self.cancellation, renderer=renderer, observer=self.observer,
             now=now, holds=self.holds)
+        self.peers = PeerStatuses(self.source, layout=self._layout,
+                                  shared_branch=self._shared_branch)
+        self.targets.rollouts.peers = self.peers
         self.status = StatusPublishing(s, self.source.git_dir,
                                        stop=self.cancellation.stop_event, renderer=renderer)
         self._renderer = renderer
@@ -233,6 +238,7 @@ class Reconciler:
             served = self.served(fleet) if fleet is not None else []
             retries = self.take_retries()
             self.targets.wake_at = None
+            self.peers.begin_run()
             try:
                 for index, target in enumerate(served, 1):
                     status, result = self.targets.reconcile(
@@ -247,12 +253,14 @@ class Reconciler:
                     if result is not None:
                         results.append(result)
             finally:
+                self.peers.end_run()
                 state_error = self._save_state(commit)
                 status_commit, pushed = self.status.publish(
                     statuses, self.store, fleet, commit, offline=self.fetcher.offline)
             in_use = self.store.revisions_in_use() | {commit}
             self.source.prune_checkouts(in_use | self.revisions.releases.commits)
             self.targets.digests.keep(in_use)
+            self.targets.rollouts.keep(in_use)
             summary = RunSummary(commit, tuple(statuses), time.monotonic() - started,
                                  status_commit, pushed, fetched.error or newest.unusable,
                                  tuple(results), state_error=state_error, run_id=run_id,
@@ -279,6 +287,18 @@ class Reconciler:
             _log.error("state_write_failed", error=error)
             return error
         return ""
+
+    def _layout(self) -> Layout:
+        """The status layout the fleet's sites publish in (the other sites' too)."""
+        report = self.current_report()
+        layout = self.settings.status_layout or (
+            report.fleet.settings.status_layout if report else StatusLayout.PER_SITE)
+        return Layout.SHARED if layout is StatusLayout.SHARED else Layout.PER_SITE
+
+    def _shared_branch(self) -> str:
+        report = self.current_report()
+        return self.settings.status_branch or (report.fleet.settings.status_branch if report
+                                               else DEFAULT_SHARED_BRANCH)
 
     # -- plan --------------------------------------------------------------------------
     def plan(self) -> tuple[str, list[TargetPlan], list[Diagnostic]]:

@@ -44,6 +44,7 @@ from reconciler.engine.inventory import Inventory
 from reconciler.engine.planning import TargetPlan, plan_target
 from reconciler.engine.render_digest import RenderDigests
 from reconciler.engine.revisions import Basis, NewestRevision, ReportCache, choose_revision
+from reconciler.engine.rollouts import Rollouts
 from reconciler.engine.run_observer import NO_OBSERVER, RunObserver
 from reconciler.engine.state_store import StateStore
 from reconciler.engine.status import Phase, StatusRenderer, TargetStatus, build_status
@@ -73,6 +74,7 @@ class TargetReconciler:
         self.now = now
         self.holds = holds
         self.digests = RenderDigests(settings.state_dir, registry)
+        self.rollouts = Rollouts()  # its peers are set by the pipeline
         self.wake_at: datetime | None = None  # the earliest a waiting change may go
         # kept between runs (see execute): per target, its provider set and the revision
         # it serves, its inventory, and its last status with what it was built from
@@ -172,7 +174,10 @@ class TargetReconciler:
             digests=self.digests, hold=self.holds.active(target.name, now) if self.holds
             else None, now=now, repair_outside_windows=self.settings.repair_outside_windows,
             retry=retry, present=frozenset(e.key.partition("/")[0]
-                                           for e in inventory.entries.values())))
+                                           for e in inventory.entries.values()),
+            release_of=self.rollouts.release_of,
+            gate=lambda p: self.rollouts.gate(p, report.fleet, use, now)
+            if report is not None else None))
         execution = Execution(known, self.providers(target.name, use), inventory,
                               retry=policy, cancelled=self.cancellation.cancelled)
         views = run_steps(execution, steps, self.store, target.name, self.now, find)

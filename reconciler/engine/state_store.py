@@ -46,9 +46,11 @@ _KEYS = {"applied": "applied", "lastGood": "last_good", "site": "site", "digest"
 
 
 _INSTANCE_KEYS = {"applied": "applied", "appliedDigest": "applied_digest",
-                  "lastGood": "last_good", "goodDigest": "good_digest"}
+                  "lastGood": "last_good", "goodDigest": "good_digest", "release": "release",
+                  "goodRelease": "good_release"}
 _FAILED_KEYS = {"revision": "revision", "digest": "digest", "component": "component",
-                "error": "error", "rollbackError": "rollback_error", "at": "at"}
+                "error": "error", "rollbackError": "rollback_error", "at": "at",
+                "release": "release"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,7 @@ class FailedChange:
     error: str
     rollback_error: str = ""  # the rollback to the last good revision failed too
     at: str = ""  # ISO time of the failure
+    release: str = ""  # the release that failed (docs/rollouts.md)
 
     @classmethod
     def from_json(cls, raw: object) -> FailedChange | None:
@@ -83,6 +86,8 @@ class InstanceRecord:
     last_good: str = ""  # the last revision it reconciled cleanly at
     good_digest: str = ""
     failed: FailedChange | None = None  # a change that failed (and was rolled back)
+    release: str = ""  # the release (docs/rollouts.md) of the applied revision
+    good_release: str = ""  # the release of the last good revision
 
     @classmethod
     def from_json(cls, raw: object) -> InstanceRecord:

@@ -18,7 +18,7 @@ import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,6 +131,9 @@ class GitSource:
                         network_timeout=float(timeout), stop=stop)
         self._lock = threading.Lock()
         self._ready = False
+        # more refspecs fetched along with the tracked ref (status branches a rollout waits
+        # on: reconciler.engine.peer_status); set between runs
+        self.extra_specs: tuple[str, ...] = ()
 
     # -- git plumbing ------------------------------------------------------------------
     def env(self) -> dict[str, str]:
@@ -156,7 +159,7 @@ class GitSource:
         """Fetch the tracked branch and the tags; raises SourceError when unreachable (or
         stopped)."""
         with self._lock:
-            specs = ["+refs/tags/*:refs/tags/*"]
+            specs = ["+refs/tags/*:refs/tags/*", *self.extra_specs]
             if self.ref.kind in ("branch", "auto"):
                 specs.insert(0, f"+refs/heads/{self.ref.value}:refs/heads/{self.ref.value}")
             started = time.monotonic()
@@ -164,6 +167,13 @@ class GitSource:
                          *specs, remote=self.url)
             _log.debug("source_fetched", ref=self.ref.describe(),
                        seconds=round(time.monotonic() - started, 3))
+
+    def fetch_specs(self, specs: Sequence[str]) -> None:
+        """Fetch ``specs`` alone (patterns: a ref that does not exist is no error); raises
+        SourceError when unreachable."""
+        with self._lock:
+            self.git.run("fetch", "--no-write-fetch-head", "--quiet", self.url, *specs,
+                         remote=self.url)
 
     def _ref_commit(self, full: str) -> str | None:
         found = self.git.run("rev-parse", "--verify", "--quiet", f"{full}^{{commit}}",
