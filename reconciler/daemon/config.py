@@ -196,7 +196,8 @@ class DaemonConfig:
             verify_allowed_signers=self.verify_allowed_signers,
             verify_gpg_keyring=self.verify_gpg_keyring, status_layout=self.status_layout,
             status_branch=self.status_branch, status_push=self.status_push,
-            status_heartbeat=self.status_heartbeat, control_socket=self.control_socket_path,
+            # None: the default, <state_dir>/control.sock (served by the daemon, not the engine)
+            status_heartbeat=self.status_heartbeat, control_socket=self.control_socket,
             repair_outside_windows=self.repair_outside_windows)
 
 

@@ -38,12 +38,13 @@ def problems(tmp_path: Path, extra: str = "", env: dict[str, str] | None = None)
 def test_control_socket_defaults_to_the_state_directory(tmp_path: Path) -> None:
     cfg = load(tmp_path)
     assert cfg.control_socket_path == Path("/srv/state/control.sock")
-    assert cfg.engine_settings().control_socket == Path("/srv/state/control.sock")
+    assert cfg.engine_settings().control_socket is None  # the default, as in EngineSettings
 
 
 def test_under_systemd_the_socket_goes_to_the_runtime_directory(tmp_path: Path) -> None:
     cfg = load(tmp_path, env={"RUNTIME_DIRECTORY": "/run/reconciler"})
     assert cfg.control_socket_path == Path("/run/reconciler/control.sock")
+    assert cfg.engine_settings().control_socket == Path("/run/reconciler/control.sock")
     # several RuntimeDirectory= entries: systemd joins them with ':'; the first is ours
     cfg = load(tmp_path, env={"RUNTIME_DIRECTORY": "/run/reconciler:/run/other"})
     assert cfg.control_socket_path == Path("/run/reconciler/control.sock")
