@@ -5,7 +5,9 @@ revision is read. When the site's policy (local config ``verify:``) asks for sig
 revision must be a commit signed by a trusted key (mode ``commit``) or be pointed at by an
 annotated tag signed by a trusted key (mode ``tag``, for daemons that track release tags).
 Anything else raises :class:`reconciler.core.errors.VerificationError`, which the daemon reports as
-``Blocked`` without applying the revision.
+``Blocked`` without applying the revision. :func:`verify_tags` gives the same verdict on tag
+objects to callers that judge the signer themselves (wave approvals,
+``reconciler.gitops.approvals``).
 
 Verification is git's own (``git verify-commit --raw`` / ``git verify-tag --raw``), so the
 signature formats are exactly the ones git signs with:
@@ -43,7 +45,7 @@ from reconciler.core.processes import run as run_process
 from reconciler.gitops.gitrun import Git, GitErrors
 from reconciler.gitops.signatures import Signature, last_line, read_gpg, read_ssh, signature_method
 
-__all__ = ["Verified", "VerifyMode", "VerifyPolicy", "verify_revision"]
+__all__ = ["Verified", "VerifyMode", "VerifyPolicy", "verify_revision", "verify_tags"]
 
 log = structlog.get_logger(__name__)
 
@@ -154,7 +156,7 @@ def verify_revision(git_dir: Path, commit: str, *, policy: VerifyPolicy,
     if policy.mode is VerifyMode.NONE:
         return Verified(commit=full, mode=policy.mode)
     try:
-        with _trust_env(policy, full) as env:
+        with _trust_env(policy, f"commit {full[:_SHORT]}") as env:
             git.env = env
             if policy.mode is VerifyMode.COMMIT:
                 result = _verify_commit(git, full, policy)
@@ -166,6 +168,24 @@ def verify_revision(git_dir: Path, commit: str, *, policy: VerifyPolicy,
     bound.info("revision_verified", method=result.method, signer=result.signer, key=result.key,
                tag=result.tag)
     return result
+
+
+def verify_tags(git_dir: Path, tags: Sequence[str], *,
+                policy: VerifyPolicy) -> dict[str, Signature]:
+    """The verifier's verdict on each annotated tag object named in ``tags`` (object names).
+
+    The same checks as a release tag's under mode ``tag``, with the site's trust stores (the
+    policy's allowed signers and keyring, whatever its mode), for callers that decide
+    themselves what a good signature allows: approvals (``reconciler.gitops.approvals``). An
+    unsigned tag's verdict says ``unsigned``. Raises :class:`VerificationError` only when the
+    keyring cannot be loaded.
+    """
+    if not tags:
+        return {}
+    git = _Git(Path(git_dir), policy.allowed_signers)
+    with _trust_env(policy, f"tag {tags[0][:_SHORT]}") as env:
+        git.env = env
+        return {oid: _check(git, "tag", oid, policy) for oid in tags}
 
 
 def _verify_commit(git: _Git, full: str, policy: VerifyPolicy) -> Verified:
@@ -220,8 +240,9 @@ def _check(git: _Git, kind: str, oid: str, policy: VerifyPolicy) -> Signature:
 
 
 @contextmanager
-def _trust_env(policy: VerifyPolicy, full: str) -> Iterator[dict[str, str]]:
-    """What git's verifier runs with: a private GNUPGHOME holding the trusted keys.
+def _trust_env(policy: VerifyPolicy, subject: str) -> Iterator[dict[str, str]]:
+    """What git's verifier runs with: a private GNUPGHOME holding the trusted keys
+    (``subject``, "commit 0123abcd", names what is being verified in errors).
 
     The GNUPGHOME is always a fresh private directory, even without a configured keyring, so
     the daemon user's own ``~/.gnupg`` never adds trust.
@@ -229,12 +250,11 @@ def _trust_env(policy: VerifyPolicy, full: str) -> Iterator[dict[str, str]]:
     with tempfile.TemporaryDirectory(prefix="reconciler-gpg-") as home:
         Path(home, "gpg.conf").write_text("no-auto-key-retrieve\nno-autostart\n")
         if policy.gpg_home is not None:
-            _load_keyring(policy.gpg_home, Path(home), full)
+            _load_keyring(policy.gpg_home, Path(home), subject)
         yield {"GNUPGHOME": home}
 
 
-def _load_keyring(source: Path, home: Path, full: str) -> None:
-    short = full[:_SHORT]
+def _load_keyring(source: Path, home: Path, subject: str) -> None:
     try:
         if source.is_dir():
             copied = 0
@@ -243,7 +263,7 @@ def _load_keyring(source: Path, home: Path, full: str) -> None:
                     shutil.copyfile(source / name, home / name)
                     copied += name != "trustdb.gpg"
             if not copied:
-                raise VerificationError(f"commit {short}: verify.gpgKeyring {source} holds no "
+                raise VerificationError(f"{subject}: verify.gpgKeyring {source} holds no "
                                         "pubring.kbx or pubring.gpg")
             return
         env = {**os.environ, "GNUPGHOME": str(home), "LC_ALL": "C"}
@@ -251,16 +271,16 @@ def _load_keyring(source: Path, home: Path, full: str) -> None:
                            env={k: os.fsencode(v) for k, v in env.items()}, stdin=b"",
                            timeout=_TIMEOUT, what=f"importing verify.gpgKeyring {source}")
     except OSError as exc:
-        raise VerificationError(f"commit {short}: cannot read verify.gpgKeyring {source}: "
+        raise VerificationError(f"{subject}: cannot read verify.gpgKeyring {source}: "
                                 f"{exc.strerror or exc}") from exc
     except TransientError as exc:  # timed out
-        raise VerificationError(f"commit {short}: importing verify.gpgKeyring {source} "
+        raise VerificationError(f"{subject}: importing verify.gpgKeyring {source} "
                                 "timed out") from exc
     except PermanentError as exc:  # gpg is not installed
-        raise VerificationError(f"commit {short}: {exc.message}") from exc
+        raise VerificationError(f"{subject}: {exc.message}") from exc
     if done.returncode != 0:
         detail = last_line(done.stderr_text.splitlines())
-        raise VerificationError(f"commit {short}: verify.gpgKeyring {source} could not be "
+        raise VerificationError(f"{subject}: verify.gpgKeyring {source} could not be "
                                 f"imported ({detail})")
 
 
