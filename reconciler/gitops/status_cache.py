@@ -35,7 +35,7 @@ from reconciler.core.errors import SourceError
 
 __all__ = ["BlobFacts", "StatusCache", "default_cache_dir"]
 
-_LAYOUT = "5"  # changes whenever the tables or what a row means change
+_LAYOUT = "6"  # changes whenever the tables or what a row means change
 _MODELS_KEPT = 4  # fleet model indexes kept (the newest by use)
 _SCHEMA = """
 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -64,7 +64,7 @@ class BlobFacts:
     ``site`` and ``target`` are the file's own fields ("" when it has none); ``problem`` is
     what is wrong with the file ("" when nothing), ``fatal`` when it could not be read at all
     (the other fields are then empty); ``instances`` is a JSON
-    list of ``[name, solution, phase, release]``; ``errors`` counts the validation errors the
+    list of ``[name, solution, phase, release, failed release]``; ``errors`` counts the validation errors the
     file reports; ``document`` is the whole file as JSON when it was kept."""
 
     site: str = ""

@@ -31,6 +31,7 @@ class InstanceStatus:
     solution: str = ""
     phase: str = ""
     release: str = ""  # the solution's release the target runs ("" when not reported)
+    failed_release: str = ""  # the release it was rolled back from (docs/rollouts.md)
 
 
 @dataclass(frozen=True, slots=True)

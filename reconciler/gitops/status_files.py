@@ -102,8 +102,10 @@ def _instances(instances: Mapping[Any, Any]) -> list[list[str]]:
     out = []
     for name, item in instances.items():
         fields = item if isinstance(item, Mapping) else {}
+        rolled = fields.get("rolledBack")
+        failed = rolled.get("failedRelease") if isinstance(rolled, Mapping) else None
         out.append([str(name), _text(fields.get("solution")), _text(fields.get("phase")),
-                    _text(fields.get("release"))])
+                    _text(fields.get("release")), _text(failed)])
     return out
 
 
