@@ -117,6 +117,13 @@ EXIT_CODES: tuple[ExitCodes, ...] = (
         "no such release, uncommitted changes, the result would not validate, git failed",
         "usage: no such instance, not a git repository"),
     ExitCodes(
+        "approve", "`approve INSTANCE --wave W [--release R]`",
+        "approval tag created at HEAD (and pushed with `--push`)",
+        "the approval exists, signing failed, the push failed, git failed",
+        "usage: no such instance (with a did-you-mean), an instance without `spec.rollout`, "
+        "no such wave, no `--release` for an instance that pins no version, a release that "
+        "cannot be part of a tag name, no git identity, not a git repository"),
+    ExitCodes(
         "history", "`history [--solution S \\| --target T]`", "listed",
         "no status branches in the clone, `--target` names a target with no status on them "
         "(with a did-you-mean)",
