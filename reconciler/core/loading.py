@@ -59,6 +59,7 @@ from reconciler.core.model import (
     StatusLayout,
     Target,
 )
+from reconciler.core.projects import build_projects
 from reconciler.core.rollouts import Rollout, parse_rollout, rollout_problems
 from reconciler.core.schema_messages import closest, field_path, schema_errors, split_field
 from reconciler.core.schemas import PARAMETER_KEYS, document_schema
@@ -322,7 +323,7 @@ class _Loader:
                     spec.get("onFailure", "rollback"), self.windows(d, spec),
                     self.rollout(d, spec))
         return Fleet(self.root, settings, sites, targets, solutions, instances,
-                     frozenset(broken))
+                     frozenset(broken), build_projects(seen.values()))
 
     def windows(self, d: _Doc, spec: Mapping[str, Any]) -> tuple[Window, ...]:
         """The document's ``spec.windows``; a window with a problem (a schedule cron cannot

@@ -14,6 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from reconciler.core.projects import Project
 from reconciler.core.rollouts import Rollout
 from reconciler.core.windows import Window
 from reconciler.core.yamlio import line_at
@@ -37,7 +38,7 @@ __all__ = [
 ]
 
 API_VERSION = "reconciler/v1"
-KINDS = ("Settings", "Site", "Target", "Solution", "Instance")
+KINDS = ("Settings", "Site", "Target", "Solution", "Instance", "Project")
 
 FieldPath = tuple[str | int, ...]
 
@@ -192,6 +193,7 @@ class Fleet:
     # (kind, name) of documents that failed their schema: already reported, so references
     # to them are not reported a second time as unknown
     broken: frozenset[tuple[str, str]] = frozenset()
+    projects: Mapping[str, Project] = field(default_factory=dict)  # tenants (docs/tenancy.md)
 
     @cached_property
     def site_chains(self) -> Mapping[str, tuple[Site, ...]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from reconciler.core.projects import PROJECT_SCHEMA
 from reconciler.core.rollouts import ROLLOUT_SCHEMA
 from reconciler.core.windows import WINDOWS_SCHEMA
 
@@ -124,6 +125,7 @@ KIND_SCHEMAS: dict[str, dict[str, Any]] = {
     "Target": _TARGET,
     "Solution": _SOLUTION,
     "Instance": _INSTANCE,
+    "Project": PROJECT_SCHEMA,
 }
 
 
