@@ -164,23 +164,25 @@ class ApprovalCheck:
 
     @property
     def reason(self) -> str:
-        """One line for status: who approved, or what the wave waits for and why the
-        approvals found do not count."""
+        """One line for status, after "wave canary waits for approval of telemetry-agent
+        1.5.0: ": who approved, or that no approval exists yet (and the command that makes
+        one), or why each approval found does not count."""
         counted = [a for a in self.approvals if a.counts]
         if counted:
             first = counted[0]
             who = first.approver or first.signer or "an approval tag"
             text = f"approved by {who} (tag {first.tag})"
             return text + (" (advisory: verification is off)" if self.advisory else "")
-        text = (f"waits for an approval of release {self.release} for wave {self.wave} "
-                f"(reconciler approve {self.instance} --wave {self.wave} --release "
-                f"{self.release})")
         if self.problem:
-            return f"{text}: {self.problem}"
+            return self.problem
+        command = (f"reconciler approve {self.instance} --wave {self.wave} --release "
+                   f"{self.release}")
+        if not self.approvals:
+            return f"no approval yet ({command})"
         why = [a.reason for a in self.approvals[:_SHOWN]]
         if len(self.approvals) > _SHOWN:
             why.append(f"and {len(self.approvals) - _SHOWN} more that do not count")
-        return f"{text}: {'; '.join(why)}" if why else text
+        return f"no approval counts ({command}): {'; '.join(why)}"
 
 
 def approvals_for(git_dir: Path, instance: str, wave: str, release: str, *,
