@@ -24,7 +24,7 @@ from typing import Any
 import click
 
 from reconciler import __version__
-from reconciler.cli import approve, fleet, holds, model, site
+from reconciler.cli import approve, fleet, holds, model, rollout, site
 from reconciler.daemon.logs import configure_logging
 
 __all__ = ["main"]
@@ -91,3 +91,4 @@ for _command in (model.validate, model.explain, model.plan,
                  fleet.status, fleet.report, fleet.history, fleet.release, fleet.rollback):
     main.add_command(_command)
 main.add_command(approve.approve)
+main.add_command(rollout.rollout)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -35,7 +35,7 @@ from structlog.contextvars import bound_contextvars
 
 from reconciler.core.backoff import Backoff
 from reconciler.core.diagnostics import Diagnostic
-from reconciler.core.errors import SourceError
+from reconciler.core.errors import ReconcilerError, SourceError
 from reconciler.core.model import Fleet, StatusLayout, Target
 from reconciler.core.registry import ProviderRegistry
 from reconciler.core.secrets import SecretReader
@@ -54,6 +54,7 @@ from reconciler.engine.revisions import RevisionReader, serving_fleet
 from reconciler.engine.run_observer import NO_OBSERVER, RunObserver, target_done
 from reconciler.engine.state_store import StateStore
 from reconciler.engine.status import Phase, StatusRenderer, TargetStatus
+from reconciler.gitops.approvals import approvals_for
 from reconciler.gitops.source import GitSource, RefSpec
 from reconciler.gitops.status_branches import DEFAULT_SHARED_BRANCH, Layout
 from reconciler.gitops.verification import VerifyPolicy
@@ -137,6 +138,7 @@ class Reconciler:
         self.peers = PeerStatuses(self.source, layout=self._layout,
                                   shared_branch=self._shared_branch)
         self.targets.rollouts.peers = self.peers
+        self.targets.rollouts.approvals = self._approved
         self.status = StatusPublishing(s, self.source.git_dir,
                                        stop=self.cancellation.stop_event, renderer=renderer)
         self._renderer = renderer
@@ -287,6 +289,17 @@ class Reconciler:
             _log.error("state_write_failed", error=error)
             return error
         return ""
+
+    def _approved(self, instance: str, wave: str, release: str,
+                  approvers: Sequence[str]) -> tuple[bool, str]:
+        """Whether ``wave`` of ``instance`` is approved for ``release``: an approval tag
+        (fetched with the tags) signed by one of ``approvers`` under the site's policy."""
+        try:
+            check = approvals_for(self.source.git_dir, instance, wave, release,
+                                  policy=self.revisions.verify, approvers=approvers)
+        except ReconcilerError as exc:
+            return False, f"approvals cannot be checked: {exc.message}"
+        return check.approved, check.reason
 
     def _layout(self) -> Layout:
         """The status layout the fleet's sites publish in (the other sites' too)."""

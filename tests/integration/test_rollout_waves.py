@@ -9,6 +9,7 @@ target may move to a new release.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.integration.fleetkit import (
+    CliResult,
     DaemonProcess,
     FleetRepo,
     Site,
@@ -25,6 +27,7 @@ from tests.integration.fleetkit import (
     file_binding,
     instance,
     make_site,
+    reconciler,
     script_binding,
     settings,
     site,
@@ -89,6 +92,11 @@ def start(tmp_path: Path, url: str, lines: list[str],
     return sites
 
 
+def rollout_status(repo: FleetRepo, *args: str) -> CliResult:
+    return reconciler("rollout", "status", "panels", "--repo", str(repo.remote),
+                      "--cache-dir", str(repo.root / "status-cache"), *args)
+
+
 def screen(s: Site, line: str) -> str | None:
     path = s.file(f"panel-{line}", "screen.txt")
     return path.read_text().strip() if path.exists() else None
@@ -137,6 +145,16 @@ def test_a_failed_canary_halts_the_rollout_and_a_fixed_release_reaches_every_wav
         doc = status(repo, line)
         assert doc is not None and doc["phase"] == "Waiting", doc
         assert "halted: panel-line-01 in wave canary" in doc["message"], doc["message"]
+    # `rollout status` says the same, fleet-wide
+    shown = rollout_status(repo, "--format", "json")
+    assert shown.returncode == 2, shown.describe()
+    report = json.loads(shown.stdout)
+    assert [w["name"] for w in report["waves"]] == ["canary", "second", "rest"]
+    assert report["waves"][0]["haltedBy"] == ["panel-line-01"]
+    second = report["waves"][1]["targets"][0]
+    assert second["target"] == "panel-line-02" and "halted" in second["waitingFor"]
+    text = rollout_status(repo).stdout
+    assert "HALTED by panel-line-01" in text and "wave second: 0/1 Ready" in text
 
     # release C fixes it: the rollout starts again and reaches every wave, in order
     repo.write("solutions/panel.yaml", panel("C"))
@@ -145,6 +163,9 @@ def test_a_failed_canary_halts_the_rollout_and_a_fixed_release_reaches_every_wav
     times = [changed_at(repo, line) for line in LINES]
     assert times == sorted(times), times
     assert len({phase(repo, line)[1] for line in LINES}) == 1  # one release everywhere
+    done = rollout_status(repo, "--format", "json")
+    assert done.returncode == 0, done.describe()
+    assert json.loads(done.stdout)["complete"]
 
 
 def test_a_target_that_never_reported_blocks_its_successors(
