@@ -62,6 +62,10 @@ def approve(instance: str, wave: str, release: str | None, repo: Path, sign: boo
     except ReconcilerError as exc:
         raise click.UsageError(exc.message) from None
     found = loaded.fleet.instances.get(instance)
+    if found is None and ("Instance", instance) in loaded.fleet.broken:
+        problems = [d.format() for d in loaded.diagnostics if d.obj == f"Instance/{instance}"]
+        raise click.UsageError(f"Instance/{instance} is invalid at HEAD"
+                               + (f": {problems[0]}" if problems else ""))
     if found is None:
         near = difflib.get_close_matches(instance, sorted(loaded.fleet.instances), n=3,
                                          cutoff=0.5)
@@ -69,7 +73,7 @@ def approve(instance: str, wave: str, release: str | None, repo: Path, sign: boo
         raise click.UsageError(f"no Instance/{instance} in the repository at HEAD{hint}")
     if found.rollout is None:
         problems = [d.format() for d in loaded.diagnostics
-                    if d.path == found.source.path and "rollout" in d.format()]
+                    if d.obj == f"Instance/{instance}" and d.field.startswith("spec.rollout")]
         detail = f" ({problems[0]})" if problems else ""
         raise click.UsageError(f"Instance/{instance} has no spec.rollout, so no wave to "
                                f"approve{detail}")

@@ -33,7 +33,7 @@ TAG = "reconciler-approval/telemetry-eu/canary/1.5.0/admin@example.net"
 APPROVERS = ["alice@example.org"]
 ROLLOUT = {"approvers": APPROVERS,
            "waves": [{"name": "canary", "names": ["gw-1"], "approval": True},
-                     {"name": "eu", "sites": ["eu"]}]}
+                     {"name": "eu", "share": "10%"}]}
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +127,16 @@ def test_approve_names_what_is_wrong(repo: FleetRepo, args: list[str], expected:
     assert code == 2, err
     assert expected in err
     assert git(repo.work, "tag", "-l") == ""
+
+
+def test_approve_says_what_is_wrong_with_the_rollout_at_head(repo: FleetRepo) -> None:
+    repo.replace("instances.yaml", "share: 10%", "share: 0%")
+    repo.commit("a share of nothing")
+    code, _, err = approve(repo, "telemetry-eu", "--wave", "canary")
+    assert code == 2
+    assert ("Instance/telemetry-eu has no spec.rollout, so no wave to approve "
+            "(instances.yaml:") in err
+    assert "spec.rollout.waves[1].share: must be more than 0%" in err
 
 
 def test_approve_needs_a_release_when_the_instance_pins_none(repo: FleetRepo) -> None:
