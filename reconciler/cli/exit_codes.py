@@ -124,6 +124,12 @@ EXIT_CODES: tuple[ExitCodes, ...] = (
         "no such wave, no `--release` for an instance that pins no version, a release that "
         "cannot be part of a tag name, no git identity, not a git repository"),
     ExitCodes(
+        "rollout status", "`rollout status INSTANCE --repo URL\\|PATH`",
+        "every target of the instance runs its release and is Ready",
+        "the repository or its status branches cannot be read, no such instance",
+        "the rollout is under way, waiting (pause, approval, window, hold) or halted; or "
+        "usage errors"),
+    ExitCodes(
         "history", "`history [--solution S \\| --target T]`", "listed",
         "no status branches in the clone, `--target` names a target with no status on them "
         "(with a did-you-mean)",

@@ -92,5 +92,6 @@ class EngineSettings:
     #: Repair drift and run rollbacks outside maintenance windows (they restore the approved
     #: state); False: outside every window nothing is applied at all.
     repair_outside_windows: bool = True
-    #: The local channel of ``hold``, ``unhold`` and ``sync --retry`` (None: none is served).
+    #: The local channel of ``hold``, ``unhold`` and ``sync --retry``, served by the daemon
+    #: (None: ``<state dir>/control.sock``); the engine itself never reads it.
     control_socket: Path | None = None

@@ -22,9 +22,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from reconciler.core.statefiles import read_json, write_json
 
 __all__ = ["Hold", "HoldStore"]
+
+_log = structlog.get_logger(__name__)
 
 
 def _time(value: object) -> datetime | None:
@@ -91,6 +95,9 @@ class HoldStore:
 
     def _read(self) -> None:
         raw = read_json(self.path, {})
+        if not raw and self.path.exists() and self.path.stat().st_size:
+            # read_json counts an unreadable file as absent; say so, holds matter
+            _log.warning("holds_unreadable", path=str(self.path))
         items = raw.get("holds") if isinstance(raw, dict) else None
         holds = [h for item in (items if isinstance(items, list) else [])
                  if (h := Hold.from_json(item)) is not None]

@@ -204,6 +204,9 @@ def build_status(*, target: str, site: str, observed: str, applied: str, last_go
         bad = next(c for c in result.components if c.phase in (ComponentPhase.FAILED,
                                                                ComponentPhase.PRUNE_FAILED))
         message += f"; enforcing {applied[:12]} failed: {bad.key}: {bad.message}"
+    if hold and phase is Phase.READY:  # a held line says so in every listing
+        message += (f"; held by {hold.get('by') or 'unknown'} until {hold.get('until')}"
+                    + (f": {hold['reason']}" if hold.get("reason") else ""))
     shown = [{"file": d.path, "line": d.line, "object": d.obj, "field": d.field,
               "message": d.message} for d in errors[:MAX_ERRORS]]
     if len(errors) > MAX_ERRORS:
