@@ -207,3 +207,30 @@ def test_a_site_parameter_change_is_not_gated_by_waves(
     repo.commit("line-03 says hi")
     wait_for(lambda: screen(sites["line-03"], "line-03") == "A hi", 30, "line-03's greeting")
     assert phase(repo, "line-03") == ("Ready", release)
+
+
+def test_a_hold_on_a_wave_holds_the_waves_after_it(
+        tmp_path: Path, served: GitDaemon, daemons: list[DaemonProcess]) -> None:
+    repo = fleet(tmp_path / "fleet", ROLLOUT)
+    sites = start(tmp_path, served.url("remote.git"), LINES, daemons)
+    wait_for(lambda: all_on(repo, sites, "A"), 90, "release A on every line")
+    held = reconciler("hold", "--for", "2h", "--reason", "changeover",
+                      "--config", str(sites["line-02"].config), env={"SUDO_USER": "ann"})
+    assert held.returncode == 0, held.describe()
+
+    repo.write("solutions/panel.yaml", panel("B"))
+    repo.commit("release B")
+    wait_for(lambda: screen(sites["line-01"], "line-01") == "B", 60, "the canary to take B")
+    for d in daemons[1:]:
+        d.wait_runs(len(d.runs()) + 3, 30)
+    assert [screen(sites[line], line) for line in LINES] == ["B", "A", "A"]
+    second = status(repo, "line-02")
+    assert second is not None and "held by ann" in second["message"], second
+    third = status(repo, "line-03")
+    assert third is not None and "wave second: 0/1 targets Ready" in third["message"], third
+    report = json.loads(rollout_status(repo, "--format", "json").stdout)
+    assert "held by ann" in report["waves"][1]["targets"][0]["waitingFor"]
+
+    done = reconciler("unhold", "--config", str(sites["line-02"].config))
+    assert done.returncode == 0, done.describe()
+    wait_for(lambda: all_on(repo, sites, "B"), 60, "release B on every line")
