@@ -359,7 +359,7 @@ def chart_args(chart: ChartRef) -> list[str]:
 # --------------------------------------------------------------------------- argv builders
 
 
-def _conn_args(conn: Connection, namespace: str) -> list[str]:
+def conn_args(conn: Connection, namespace: str) -> list[str]:
     args = ["--namespace", namespace]
     if conn.context:
         args += ["--kube-context", conn.context]
@@ -372,7 +372,7 @@ def upgrade_argv(helm: HelmVersion, binary: str, spec: ReleaseSpec, conn: Connec
             "--install", helm.wait_flag, helm.rollback_flag,
             # without --reset-values an empty values file would make helm reuse the old values
             "--reset-values", "--values", values_file, "--timeout", spec.timeout,
-            *_conn_args(conn, spec.namespace)]
+            *conn_args(conn, spec.namespace)]
     if spec.create_namespace:
         argv.append("--create-namespace")
     if description:
@@ -384,14 +384,14 @@ def template_argv(binary: str, spec: ReleaseSpec, conn: Connection,
                   values_file: str) -> list[str]:
     # --no-hooks: `helm get manifest` holds no hooks either, so both sides compare alike
     return [binary, "template", spec.release, *chart_args(spec.chart), "--values", values_file,
-            "--no-hooks", *_conn_args(conn, spec.namespace)]
+            "--no-hooks", *conn_args(conn, spec.namespace)]
 
 
 def list_argv(helm: HelmVersion, binary: str, release: str, namespace: str,
               conn: Connection) -> list[str]:
     pattern = "^" + release.replace(".", r"\.") + "$"
     argv = [binary, "list", "--filter", pattern, "--output", "json",
-            *_conn_args(conn, namespace)]
+            *conn_args(conn, namespace)]
     if helm.major == 3:
         argv.append("--all")  # helm 3 hides pending releases otherwise
     return argv
@@ -399,17 +399,17 @@ def list_argv(helm: HelmVersion, binary: str, release: str, namespace: str,
 
 def get_values_argv(binary: str, release: str, namespace: str, conn: Connection) -> list[str]:
     # no --all: the user-supplied values are exactly what we set, chart defaults are not ours
-    return [binary, "get", "values", release, "--output", "json", *_conn_args(conn, namespace)]
+    return [binary, "get", "values", release, "--output", "json", *conn_args(conn, namespace)]
 
 
 def get_manifest_argv(binary: str, release: str, namespace: str, conn: Connection) -> list[str]:
-    return [binary, "get", "manifest", release, *_conn_args(conn, namespace)]
+    return [binary, "get", "manifest", release, *conn_args(conn, namespace)]
 
 
 def uninstall_argv(helm: HelmVersion, binary: str, release: str, namespace: str,
                    conn: Connection, timeout: str = DEFAULT_TIMEOUT) -> list[str]:
     return [binary, "uninstall", release, helm.wait_flag, "--timeout", timeout,
-            *_conn_args(conn, namespace)]
+            *conn_args(conn, namespace)]
 
 
 def helm_environment(state_dir: Path, kubeconfig: str | None,
