@@ -17,7 +17,8 @@ from typing import Any
 from tests.kubeapi.resources import ApiStatus, Cause, ResourceType
 
 __all__ = [
-    "apply_defaults", "initial_status", "validate", "validate_body_types", "validate_update",
+    "apply_defaults", "check_body", "initial_status", "validate", "validate_body_types",
+    "validate_update",
 ]
 
 _WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet", "Job")
@@ -177,6 +178,33 @@ def initial_status(rt: ResourceType) -> dict[str, Any] | None:
     if rt.kind == "Pod":
         return {"phase": "Pending", "qosClass": "BestEffort"}
     return {}
+
+
+def check_body(rt: ResourceType, body: Any, namespace: str, name: str | None) -> None:
+    """Reject a body that cannot be this object (400 BadRequest), as the real server does."""
+    if not isinstance(body, dict):
+        raise ApiStatus.bad_request("the body of the request must be a JSON object")
+    api_version, kind = body.get("apiVersion"), body.get("kind")
+    if api_version and api_version != rt.api_version:
+        raise ApiStatus.bad_request(
+            f"the API version in the data ({api_version}) does not match the expected API "
+            f"version ({rt.api_version})")
+    if kind and kind != rt.kind:
+        raise ApiStatus.bad_request(
+            f'{kind} in version "{rt.version}" cannot be handled as a {rt.kind}: the kind in '
+            f"the data ({kind}) does not match the expected kind ({rt.kind})")
+    meta = body.get("metadata") or {}
+    if not isinstance(meta, dict):
+        raise ApiStatus.bad_request("metadata must be an object")
+    if name is not None and meta.get("name") not in (None, name):
+        raise ApiStatus.bad_request(
+            f"the name of the object ({meta.get('name')}) does not match the name on the "
+            f"URL ({name})")
+    if rt.namespaced and meta.get("namespace") not in (None, "", namespace):
+        raise ApiStatus.bad_request(
+            "the namespace of the provided object does not match the namespace sent on the "
+            "request")
+    validate_body_types(rt, body)
 
 
 def validate_body_types(rt: ResourceType, obj: dict[str, Any]) -> None:

@@ -10,8 +10,8 @@ that do not depend on HTTP or storage:
 * :func:`field_set` computes the set of fields an object sets (what an applier owns);
 * :func:`encode_fields_v1` / :func:`decode_fields_v1` convert to and from the ``FieldsV1``
   trie (``f:`` / ``k:`` / ``v:`` / ``.`` keys);
-* :func:`apply_merge`, :func:`strategic_merge`, :func:`json_merge_patch` and
-  :func:`json_patch` produce the object a write asks for.
+* :func:`apply_merge` merges an applied configuration into the live object (the other
+  patch types are in ``tests.kubeapi.patches``).
 
 List semantics follow the built-in Kubernetes schemas for the lists a reconciler touches:
 containers, env, ports, volumes and their mounts are associative lists keyed by their merge
@@ -34,13 +34,13 @@ __all__ = [
     "decode_fields_v1",
     "encode_fields_v1",
     "field_set",
+    "find_item",
     "format_path",
     "get_at",
-    "json_merge_patch",
-    "json_patch",
+    "item_key",
     "list_keys",
+    "merge_lists",
     "remove_at",
-    "strategic_merge",
 ]
 
 PathElement = tuple[str, Any]
@@ -247,7 +247,7 @@ def format_path(path: FieldPath) -> str:
 # --- navigation --------------------------------------------------------------------------
 
 
-def _find_item(lst: list[Any], parent: FieldPath, e: PathElement) -> int:
+def find_item(lst: list[Any], parent: FieldPath, e: PathElement) -> int:
     kind, val = e
     if kind == "i":
         return int(val) if 0 <= int(val) < len(lst) else -1
@@ -272,7 +272,7 @@ def get_at(obj: Any, path: FieldPath) -> Any:
         else:
             if not isinstance(cur, list):
                 return MISSING
-            idx = _find_item(cur, path[:depth], e)
+            idx = find_item(cur, path[:depth], e)
             if idx < 0:
                 return MISSING
             cur = cur[idx]
@@ -289,7 +289,7 @@ def remove_at(obj: Any, path: FieldPath) -> None:
         if isinstance(parent, dict):
             parent.pop(e[1], None)
     elif isinstance(parent, list):
-        idx = _find_item(parent, path[:-1], e)
+        idx = find_item(parent, path[:-1], e)
         if idx >= 0:
             del parent[idx]
 
@@ -311,11 +311,11 @@ def apply_merge(live: Any, config: Any, path: FieldPath = ()) -> Any:
                 out[k] = copy.deepcopy(v)
         return out
     if isinstance(live, list) and isinstance(config, list):
-        return _merge_lists(live, config, path, apply_merge)
+        return merge_lists(live, config, path, apply_merge)
     return copy.deepcopy(config)
 
 
-def _merge_lists(live: list[Any], config: list[Any], path: FieldPath, merge: Any) -> list[Any]:
+def merge_lists(live: list[Any], config: list[Any], path: FieldPath, merge: Any) -> list[Any]:
     keys = list_keys(path, live + config)
     if keys is None:
         return copy.deepcopy(config)
@@ -329,159 +329,9 @@ def _merge_lists(live: list[Any], config: list[Any], path: FieldPath, merge: Any
     for item in config:
         key = item_key(keys, item)
         ip = (*path, ("k", key))
-        idx = _find_item(out, path, ("k", key))
+        idx = find_item(out, path, ("k", key))
         if idx >= 0:
             out[idx] = merge(out[idx], item, ip)
         else:
             out.append(merge({}, item, ip))
     return out
-
-
-def strategic_merge(live: Any, patch: Any, path: FieldPath = ()) -> Any:
-    """A strategic merge patch: JSON merge patch, with keyed lists merged by their keys.
-
-    Supports ``null`` deletion, ``$patch: delete`` on list items and ``$patch: replace``
-    on maps; ``$setElementOrder`` and ``$retainKeys`` directives are accepted and dropped.
-    """
-    if isinstance(patch, dict):
-        if patch.get("$patch") == "replace":
-            return {k: v for k, v in copy.deepcopy(patch).items() if k != "$patch"}
-        out = copy.deepcopy(live) if isinstance(live, dict) else {}
-        for k, v in patch.items():
-            if k.startswith("$setElementOrder/") or k in ("$retainKeys", "$patch"):
-                continue
-            p = (*path, ("f", k))
-            if v is None:
-                out.pop(k, None)
-            elif isinstance(v, list) and isinstance(out.get(k), list):
-                out[k] = _strategic_list(out[k], v, p)
-            elif isinstance(v, dict | list):
-                out[k] = strategic_merge(out.get(k), v, p)
-            else:
-                out[k] = v
-        return out
-    if isinstance(patch, list):
-        return [
-            strategic_merge(None, i, path) if isinstance(i, dict) else i
-            for i in patch
-            if not (isinstance(i, dict) and i.get("$patch") == "delete")
-        ]
-    return copy.deepcopy(patch)
-
-
-def _strategic_list(live: list[Any], patch: list[Any], path: FieldPath) -> list[Any]:
-    real_items = [p for p in patch if not isinstance(p, dict) or "$patch" not in p]
-    keys = list_keys(path, live + real_items)
-    if keys is None or keys == "set":
-        return _merge_lists(live, patch, path, strategic_merge)
-    assert isinstance(keys, tuple)
-    out = copy.deepcopy(live)
-    for item in patch:
-        key = item_key(keys, item)
-        idx = _find_item(out, path, ("k", key))
-        if item.get("$patch") == "delete":
-            if idx >= 0:
-                del out[idx]
-        elif idx >= 0:
-            out[idx] = strategic_merge(out[idx], item, (*path, ("k", key)))
-        else:
-            out.append(strategic_merge({}, item, (*path, ("k", key))))
-    return out
-
-
-def json_merge_patch(live: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    out = copy.deepcopy(live) if isinstance(live, dict) else {}
-    for k, v in patch.items():
-        if v is None:
-            out.pop(k, None)
-        else:
-            out[k] = json_merge_patch(out.get(k), v)
-    return out
-
-
-def _pointer(ptr: str) -> list[str]:
-    if ptr == "":
-        return []
-    if not ptr.startswith("/"):
-        raise ValueError(f"invalid JSON pointer {ptr!r}")
-    return [p.replace("~1", "/").replace("~0", "~") for p in ptr[1:].split("/")]
-
-
-def _container(doc: Any, tokens: list[str]) -> Any:
-    cur = doc
-    for t in tokens:
-        if isinstance(cur, dict):
-            if t not in cur:
-                raise ValueError(f"path element {t!r} not found")
-            cur = cur[t]
-        elif isinstance(cur, list):
-            cur = cur[int(t)]
-        else:
-            raise ValueError(f"cannot descend into {t!r}")
-    return cur
-
-
-def json_patch(doc: Any, ops: list[dict[str, Any]]) -> Any:
-    """RFC 6902 JSON patch; raises ValueError when an operation does not apply."""
-    out = copy.deepcopy(doc)
-    for op in ops:
-        name = op.get("op")
-        tokens = _pointer(str(op.get("path", "")))
-        if name == "test":
-            if _container(out, tokens) != op.get("value"):
-                raise ValueError(f"test operation failed at {op.get('path')!r}")
-            continue
-        if name in ("move", "copy"):
-            src = _pointer(str(op.get("from", "")))
-            value = copy.deepcopy(_container(out, src))
-            if name == "move":
-                _remove(out, src)
-            out = _add(out, tokens, value)
-        elif name == "add":
-            out = _add(out, tokens, copy.deepcopy(op.get("value")))
-        elif name == "remove":
-            _remove(out, tokens)
-        elif name == "replace":
-            _remove(out, tokens)
-            out = _add(out, tokens, copy.deepcopy(op.get("value")))
-        else:
-            raise ValueError(f"unknown JSON patch operation {name!r}")
-    return out
-
-
-def _add(doc: Any, tokens: list[str], value: Any) -> Any:
-    if not tokens:
-        return value
-    parent = _container(doc, tokens[:-1])
-    last = tokens[-1]
-    if isinstance(parent, dict):
-        parent[last] = value
-    elif isinstance(parent, list):
-        if last == "-":
-            parent.append(value)
-        else:
-            idx = int(last)
-            if not 0 <= idx <= len(parent):
-                raise ValueError(f"index {idx} out of range")
-            parent.insert(idx, value)
-    else:
-        raise ValueError(f"cannot add at {last!r}")
-    return doc
-
-
-def _remove(doc: Any, tokens: list[str]) -> None:
-    if not tokens:
-        raise ValueError("cannot remove the whole document")
-    parent = _container(doc, tokens[:-1])
-    last = tokens[-1]
-    if isinstance(parent, dict):
-        if last not in parent:
-            raise ValueError(f"path element {last!r} not found")
-        del parent[last]
-    elif isinstance(parent, list):
-        del parent[int(last)]
-    else:
-        raise ValueError(f"cannot remove {last!r}")

@@ -1,12 +1,13 @@
 """Resource types and API ``Status`` errors of the test API server.
 
 :class:`ResourceType` describes one served resource (group, version, plural, kind, scope,
-subresources); :data:`BUILTIN_TYPES` lists the built-in ones; :func:`crd_types` turns a
-CustomResourceDefinition into the types it serves. :class:`ApiStatus` is the failure a
-request handler raises to answer with a Kubernetes ``Status`` body; it never leaves the test
-server (it is the wire format, not a project error), and its constructors reproduce the
-kube-apiserver's messages (``deployments.apps "web" not found``, ``Deployment.apps "web" is
-invalid: ...``). Used by ``tests.kubeapi.store`` and ``tests.kubeapi.server``.
+subresources: status, scale); :data:`BUILTIN_TYPES` lists the built-in ones;
+:func:`crd_types` turns a CustomResourceDefinition into the types it serves.
+:class:`ApiStatus` is the failure a request handler raises to answer with a Kubernetes
+``Status`` body; it never leaves the test server (it is the wire format, not a project
+error), and its constructors reproduce the kube-apiserver's messages
+(``deployments.apps "web" not found``, ``Deployment.apps "web" is invalid: ...``).
+Used by ``tests.kubeapi.store`` and ``tests.kubeapi.server``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["BUILTIN_TYPES", "ApiStatus", "Cause", "ResourceType", "crd_types"]
+__all__ = ["BUILTIN_TYPES", "ApiStatus", "Cause", "ResourceType", "crd_types",
+           "established_status"]
 
 _ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
 
@@ -31,6 +33,10 @@ class ResourceType:
     has_status: bool = True
     has_generation: bool = False
     builtin: bool = True
+    # the scale subresource: where the object keeps its desired and observed replica counts
+    # (empty: no scale subresource)
+    spec_replicas: tuple[str, ...] = ()
+    status_replicas: tuple[str, ...] = ()
 
     @property
     def api_version(self) -> str:
@@ -67,7 +73,28 @@ class ResourceType:
                     "verbs": ["get", "patch", "update"],
                 }
             )
+        if self.spec_replicas:
+            entries.append(
+                {
+                    "name": f"{self.plural}/scale",
+                    "singularName": "",
+                    "namespaced": self.namespaced,
+                    "group": "autoscaling",
+                    "version": "v1",
+                    "kind": "Scale",
+                    "verbs": ["get", "patch", "update"],
+                }
+            )
         return entries
+
+
+_REPLICAS = ("spec", "replicas")
+_READY = ("status", "replicas")
+
+
+def _path(json_path: Any) -> tuple[str, ...]:
+    """``.spec.replicas`` -> ``("spec", "replicas")`` (a CRD's scale paths)."""
+    return tuple(p for p in str(json_path or "").split(".") if p)
 
 
 def _t(group: str, plural: str, kind: str, namespaced: bool = True, **kw: Any) -> ResourceType:
@@ -83,8 +110,10 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
     _t("", "pods", "Pod", short_names=("po",)),
     _t("", "persistentvolumeclaims", "PersistentVolumeClaim", short_names=("pvc",)),
     _t("", "serviceaccounts", "ServiceAccount", short_names=("sa",), has_status=False),
-    _t("apps", "deployments", "Deployment", short_names=("deploy",), has_generation=True),
-    _t("apps", "statefulsets", "StatefulSet", short_names=("sts",), has_generation=True),
+    _t("apps", "deployments", "Deployment", short_names=("deploy",), has_generation=True,
+       spec_replicas=_REPLICAS, status_replicas=_READY),
+    _t("apps", "statefulsets", "StatefulSet", short_names=("sts",), has_generation=True,
+       spec_replicas=_REPLICAS, status_replicas=_READY),
     _t("apps", "daemonsets", "DaemonSet", short_names=("ds",), has_generation=True),
     _t("batch", "jobs", "Job", has_generation=True),
     _t(
@@ -107,6 +136,7 @@ def crd_types(crd: dict[str, Any]) -> list[ResourceType]:
         if not v.get("served", True):
             continue
         subresources = v.get("subresources") or spec.get("subresources") or {}
+        scale = subresources.get("scale") or {}
         out.append(
             ResourceType(
                 group=str(spec.get("group", "")),
@@ -119,9 +149,29 @@ def crd_types(crd: dict[str, Any]) -> list[ResourceType]:
                 has_status="status" in subresources,
                 has_generation=True,
                 builtin=False,
+                spec_replicas=_path(scale.get("specReplicasPath")),
+                status_replicas=_path(scale.get("statusReplicasPath")),
             )
         )
     return out
+
+
+def established_status(crd: dict[str, Any], stamp: str) -> dict[str, Any]:
+    """The status of a CustomResourceDefinition whose names were accepted at ``stamp``."""
+    spec = crd.get("spec") or {}
+    names = dict(spec.get("names") or {})
+    names.setdefault("singular", str(names.get("kind", "")).lower())
+    names.setdefault("listKind", f"{names.get('kind', '')}List")
+    return {
+        "acceptedNames": names,
+        "conditions": [
+            {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts",
+             "message": "no conflicts found", "lastTransitionTime": stamp},
+            {"type": "Established", "status": "True", "reason": "InitialNamesAccepted",
+             "message": "the initial names have been accepted", "lastTransitionTime": stamp},
+        ],
+        "storedVersions": [v["name"] for v in spec.get("versions") or [] if v.get("storage")],
+    }
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,15 @@
 
 :class:`KubeAPIServer` serves plain HTTP on an ephemeral port from a background thread:
 discovery (``/version``, ``/api``, ``/apis``, ``/apis/<group>/<version>``) good enough for
-``kubernetes.dynamic.DynamicClient``, CRUD on collections and objects, every patch type
-including server-side apply with ``managedFields``, ``dryRun=All``, the ``status`` subresource,
+``kubernetes.dynamic.DynamicClient``, CRUD on collections and objects, lists with selectors
+and ``limit``/``continue`` paging, every patch type including server-side apply with
+``managedFields`` (ownership moved by every kind of writer as the real server moves it, see
+``tests.kubeapi.ownership``), ``dryRun=All``, the ``status`` and ``scale`` subresources,
 CustomResourceDefinitions that add their resources to discovery, and real ``Status`` error
-bodies. The semantics live in ``tests.kubeapi.store``; this module routes HTTP to it and
-offers the controls tests need: a request log, hand edits by another field manager, status
-writes, fault injection and an optional controller (``tests.kubeapi.controller``).
+bodies. The semantics live in ``tests.kubeapi.store``; this module routes HTTP to it
+(``tests.kubeapi.routes``, ``tests.kubeapi.transport``) and offers the controls tests need: a
+request log with each request's verb, hand edits by another field manager, status writes,
+fault injection and an optional controller (``tests.kubeapi.controller``).
 
 Used by the kubernetes provider's tests::
 
@@ -19,16 +22,10 @@ Used by the kubernetes provider's tests::
 
 from __future__ import annotations
 
-import contextlib
-import json
-import socket
-import struct
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -37,117 +34,23 @@ import structlog
 import yaml
 
 from tests.kubeapi.controller import Controller
+from tests.kubeapi.patches import APPLY, MERGE, patched
 from tests.kubeapi.resources import ApiStatus, ResourceType
-from tests.kubeapi.selectors import match_fields, match_labels
-from tests.kubeapi.store import APPLY, MERGE, Store
+from tests.kubeapi.routes import Route, discovery, list_page, route, verb
+from tests.kubeapi.store import Store
+from tests.kubeapi.transport import (
+    CONNECTION_RESET,
+    Fault,
+    Handler,
+    HTTPServer,
+    RecordedRequest,
+    fault_status,
+    parse_body,
+)
 
 __all__ = ["CONNECTION_RESET", "KubeAPIServer", "RecordedRequest"]
 
-CONNECTION_RESET = 0
-"""``fail_next(..., status_code=CONNECTION_RESET)`` drops the connection without answering."""
-
-_VERSION = {
-    "major": "1", "minor": "31", "gitVersion": "v1.31.0", "gitCommit": "kubeapi-test",
-    "gitTreeState": "clean", "buildDate": "2024-08-13T07:28:49Z", "goVersion": "go1.22.5",
-    "compiler": "gc", "platform": "linux/amd64",
-}
-_FAULT_REASONS = {
-    429: ("TooManyRequests", "Too many requests, please try again later."),
-    500: ("InternalError", "Internal error occurred: injected failure"),
-    503: ("ServiceUnavailable", "the server is currently unable to handle the request"),
-    504: ("Timeout", "Timeout: request did not complete within requested timeout"),
-}
-
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True)
-class RecordedRequest:
-    """One request the server received (after it was answered)."""
-
-    method: str
-    path: str
-    query: Mapping[str, str]
-    dry_run: bool
-    field_manager: str | None
-    content_type: str | None
-    status: int
-
-
-@dataclass
-class _Fault:
-    method: str | None
-    path_prefix: str
-    status_code: int
-    times: int
-    body: dict[str, Any] | None
-
-
-@dataclass(frozen=True)
-class _Route:
-    rt: ResourceType
-    namespace: str | None
-    name: str | None
-    subresource: str
-
-
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = True
-
-    def __init__(self, api: KubeAPIServer) -> None:
-        self.api = api
-        self.connections: set[socket.socket] = set()
-        self.connections_lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self.connections_lock:
-            self.connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self.connections_lock:
-            self.connections.discard(request)
-        super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        # Keep-alive connections would hold their handler threads in readline() forever.
-        with self.connections_lock:
-            for conn in list(self.connections):
-                with contextlib.suppress(OSError):
-                    conn.shutdown(socket.SHUT_RDWR)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    # answer in one segment: without this, each response waits ~40 ms for delayed ACKs
-    disable_nagle_algorithm = True
-    server: _HTTPServer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # requests are logged (and recorded) by KubeAPIServer
-
-    def do_GET(self) -> None:
-        self.server.api._serve(self)
-
-    do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
-
-    def send_json(self, code: int, body: Any, headers: Mapping[str, str] | None = None) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Cache-Control", "no-cache, private")
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(data)
-
-    def reset(self) -> None:
-        # SO_LINGER with a zero timeout makes close() send RST instead of FIN.
-        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self.close_connection = True
 
 
 class KubeAPIServer:
@@ -158,9 +61,9 @@ class KubeAPIServer:
         self._store = Store()
         self._controller = Controller(self._store, controller_delays) if controller else None
         self._requests: list[RecordedRequest] = []
-        self._faults: list[_Fault] = []
+        self._faults: list[Fault] = []
         self._log_lock = threading.Lock()
-        self._httpd: _HTTPServer | None = None
+        self._httpd: HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._log = log.bind(component="kubeapi")
@@ -168,7 +71,7 @@ class KubeAPIServer:
     # --- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> KubeAPIServer:
-        self._httpd = _HTTPServer(self)
+        self._httpd = HTTPServer(self)
         self._tmp = tempfile.TemporaryDirectory(prefix="kubeapi-")
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01},
@@ -265,13 +168,15 @@ class KubeAPIServer:
             self._requests.clear()
 
     def count(self, method: str | None = None, dry_run: bool | None = None,
-              path_prefix: str | None = None) -> int:
-        """How many recorded requests match every given criterion."""
+              path_prefix: str | None = None, verb: str | None = None) -> int:
+        """How many recorded requests match every given criterion (``verb``: ``get``,
+        ``list``, ``patch``... as :class:`RecordedRequest` names them)."""
         return sum(
             1 for r in self.requests
             if (method is None or r.method == method.upper())
             and (dry_run is None or r.dry_run == dry_run)
             and (path_prefix is None or r.path.startswith(path_prefix))
+            and (verb is None or r.verb == verb)
         )
 
     # --- test controls -----------------------------------------------------------------
@@ -310,12 +215,12 @@ class KubeAPIServer:
         ``Retry-After`` on 429) or, with :data:`CONNECTION_RESET`, drop the connection.
         ``method=None`` matches any method."""
         with self._log_lock:
-            self._faults.append(_Fault(method.upper() if method else None, path_prefix,
+            self._faults.append(Fault(method.upper() if method else None, path_prefix,
                                        status_code, times, body))
 
     # --- request handling --------------------------------------------------------------
 
-    def _take_fault(self, method: str, path: str) -> _Fault | None:
+    def _take_fault(self, method: str, path: str) -> Fault | None:
         with self._log_lock:
             for fault in self._faults:
                 if fault.method in (None, method) and path.startswith(fault.path_prefix):
@@ -325,7 +230,8 @@ class KubeAPIServer:
                     return fault
         return None
 
-    def _serve(self, h: _Handler) -> None:
+    def serve(self, h: Handler) -> None:
+        """Answer one request (called by the HTTP server's handler thread)."""
         started = time.monotonic()
         parts = urlsplit(h.path)
         path = parts.path.rstrip("/") or "/"
@@ -342,7 +248,7 @@ class KubeAPIServer:
         if fault is None or fault.status_code != CONNECTION_RESET:
             try:
                 if fault is not None:
-                    raise _fault_status(fault)
+                    raise fault_status(fault)
                 status, body = self._dispatch(method, path, query, content_type, raw,
                                               h.headers.get("User-Agent") or "")
                 reply = (status, body, None)
@@ -357,7 +263,10 @@ class KubeAPIServer:
         else:
             status = CONNECTION_RESET
         # logged before the answer leaves: a client that has its response has been counted
-        record = RecordedRequest(method, path, query, dry_run, manager, content_type, status)
+        found = route(self._store, [s for s in path.split("/") if s])
+        record = RecordedRequest(method, path, query, dry_run, manager, content_type, status,
+                                 verb(method, found, query),
+                                 found.subresource if found is not None else "")
         with self._log_lock:
             self._requests.append(record)
         if reply is None:
@@ -375,32 +284,35 @@ class KubeAPIServer:
         if path in ("/healthz", "/readyz", "/livez"):
             return 200, "ok"
         if method == "GET":
-            discovered = self._discovery(segs)
+            discovered = discovery(self._store, segs, f"127.0.0.1:{self.port}")
             if discovered is not None:
                 return 200, discovered
-        route = self._route(segs)
-        if route is None:
+        found = route(self._store, segs)
+        if found is None:
             raise ApiStatus.page_not_found()
         if "dryRun" in query and query["dryRun"] != "All":
             raise ApiStatus.bad_request(f'Invalid dry run value: "{query["dryRun"]}"')
-        body = _parse_body(raw, content_type) if raw else None
+        body = parse_body(raw, content_type) if raw else None
         dry_run = query.get("dryRun") == "All"
         manager = query.get("fieldManager") or agent.split("/")[0] or "unknown-manager"
-        rt, ns, name, sub = route.rt, route.namespace or "", route.name, route.subresource
+        rt, ns, name, sub = found.rt, found.namespace or "", found.name, found.subresource
         store = self._store
         with store.lock:
             if name is None:
                 if method == "GET":
                     if query.get("watch") in ("true", "1"):
                         raise ApiStatus.method_not_allowed("WATCH")
-                    return 200, self._list(rt, route.namespace, query)
-                if method == "POST" and (route.namespace is not None or not rt.namespaced):
+                    return 200, self._list(rt, found.namespace, query)
+                if method == "POST" and (found.namespace is not None or not rt.namespaced):
                     return 201, store.create(rt, ns, body, manager, dry_run)
                 if method == "DELETE":
-                    return 200, self._delete_collection(rt, route.namespace, query, dry_run)
+                    return 200, self._delete_collection(rt, found.namespace, query, dry_run)
                 raise ApiStatus.method_not_allowed(method)
-            if rt.namespaced and route.namespace is None:
+            if rt.namespaced and found.namespace is None:
                 raise ApiStatus.page_not_found()
+            if sub == "scale":
+                return 200, self._scale(method, found, query, content_type, body, manager,
+                                        dry_run)
             if method == "GET":
                 stored = store.lookup(rt, ns, name)
                 if stored is not None and self._controller is not None:
@@ -423,44 +335,31 @@ class KubeAPIServer:
                 return 200, store.delete(rt, ns, name, dry_run)
         raise ApiStatus.method_not_allowed(method)
 
-    def _route(self, segs: list[str]) -> _Route | None:
-        if segs[:2] == ["api", "v1"]:
-            group, version, rest = "", "v1", segs[2:]
-        elif len(segs) >= 3 and segs[0] == "apis":
-            group, version, rest = segs[1], segs[2], segs[3:]
-        else:
-            return None
-        namespace: str | None = None
-        if len(rest) >= 3 and rest[0] == "namespaces" and rest[2] not in ("status", "finalize"):
-            namespace, rest = rest[1], rest[2:]
-        if not rest or len(rest) > 3:
-            return None
-        rt = self._store.find_type(group, version, rest[0])
-        if rt is None or (namespace is not None and not rt.namespaced):
-            return None
-        sub = rest[2] if len(rest) == 3 else ""
-        if sub and (sub != "status" or not rt.has_status):
-            return None
-        return _Route(rt, namespace, rest[1] if len(rest) >= 2 else None, sub)
-
     def _list(self, rt: ResourceType, namespace: str | None,
               query: dict[str, str]) -> dict[str, Any]:
-        items = []
-        for stored in self._store.select(rt, namespace):
-            if self._controller is not None:
-                self._controller.on_read(stored)
-        for stored in self._store.select(rt, namespace):
-            obj = self._store.render(stored, rt)
-            if not match_labels(query.get("labelSelector", ""), obj):
-                continue
-            if not match_fields(query.get("fieldSelector", ""), obj):
-                continue
-            if rt.builtin:
-                # Typed lists of built-in kinds carry no per-item apiVersion/kind.
-                del obj["apiVersion"], obj["kind"]
-            items.append(obj)
-        return {"kind": f"{rt.kind}List", "apiVersion": rt.api_version,
-                "metadata": {"resourceVersion": self._store.resource_version()}, "items": items}
+        controller = self._controller
+        return list_page(self._store, rt, namespace, query,
+                         controller.on_read if controller is not None else None)
+
+    def _scale(self, method: str, found: Route, query: dict[str, str],
+               content_type: str | None, body: Any, manager: str,
+               dry_run: bool) -> dict[str, Any]:
+        """``GET``, ``PUT`` or ``PATCH`` of an object's ``scale`` subresource."""
+        rt, ns, name = found.rt, found.namespace or "", str(found.name)
+        store = self._store
+        if method == "GET":
+            return store.get_scale(rt, ns, name)
+        if method == "PATCH":
+            if content_type is None:
+                raise ApiStatus.unsupported_media("")
+            if content_type == APPLY:
+                raise ApiStatus.unsupported_media(content_type)  # not modelled here
+            if query.get("force"):
+                raise ApiStatus.bad_request("force is only allowed for apply patches")
+            body = patched(store.get_scale(rt, ns, name), content_type, body)
+        elif method != "PUT":
+            raise ApiStatus.method_not_allowed(method)
+        return store.write_scale(rt, ns, name, body, manager, dry_run)
 
     def _delete_collection(self, rt: ResourceType, namespace: str | None,
                            query: dict[str, str], dry_run: bool) -> dict[str, Any]:
@@ -469,62 +368,3 @@ class KubeAPIServer:
             meta = obj["metadata"]
             self._store.delete(rt, meta.get("namespace", ""), meta["name"], dry_run)
         return listed
-
-    def _discovery(self, segs: list[str]) -> Any:
-        types = self._store.types()
-        if segs == ["version"]:
-            return _VERSION
-        if segs == ["api"]:
-            return {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [
-                {"clientCIDR": "0.0.0.0/0", "serverAddress": f"127.0.0.1:{self.port}"}]}
-        if segs == ["api", "v1"]:
-            return _resource_list("v1", [t for t in types if t.group == ""])
-        groups: dict[str, list[str]] = {}
-        for t in types:
-            if t.group and t.version not in groups.setdefault(t.group, []):
-                groups[t.group].append(t.version)
-        if segs == ["apis"]:
-            return {"kind": "APIGroupList", "apiVersion": "v1",
-                    "groups": [_group(g, vs) for g, vs in groups.items()]}
-        if len(segs) == 2 and segs[0] == "apis" and segs[1] in groups:
-            return {"kind": "APIGroup", "apiVersion": "v1", **_group(segs[1], groups[segs[1]])}
-        if len(segs) == 3 and segs[0] == "apis" and segs[2] in groups.get(segs[1], []):
-            return _resource_list(f"{segs[1]}/{segs[2]}", [
-                t for t in types if t.group == segs[1] and t.version == segs[2]])
-        return None
-
-
-def _group(name: str, versions: Iterable[str]) -> dict[str, Any]:
-    entries = [{"groupVersion": f"{name}/{v}", "version": v} for v in versions]
-    return {"name": name, "versions": entries, "preferredVersion": entries[0]}
-
-
-def _resource_list(group_version: str, types: list[ResourceType]) -> dict[str, Any]:
-    resources: list[dict[str, Any]] = []
-    for t in types:
-        resources += t.discovery_entries()
-    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version,
-            "resources": resources}
-
-
-def _parse_body(raw: bytes, content_type: str | None) -> Any:
-    try:
-        if content_type == APPLY or (content_type or "").endswith("yaml"):
-            return yaml.safe_load(raw)
-        return json.loads(raw)
-    except (ValueError, yaml.YAMLError) as exc:
-        raise ApiStatus.bad_request(f"error decoding request body ({content_type}): {exc}") \
-            from exc
-
-
-def _fault_status(fault: _Fault) -> ApiStatus:
-    reason, message = _FAULT_REASONS.get(fault.status_code, ("InternalError", "injected"))
-    status = ApiStatus(fault.status_code, reason, message)
-    if fault.status_code == 429:
-        status.details = {"retryAfterSeconds": 1}
-        status.headers = {"Retry-After": "1"}
-    if fault.body is not None:
-        status.message = str(fault.body.get("message", message))
-        status.reason = str(fault.body.get("reason", reason))
-        status.details = dict(fault.body.get("details", status.details))
-    return status
