@@ -25,6 +25,7 @@ from tests.integration.fleetkit import (
     branch_head,
     component,
     file_binding,
+    git,
     instance,
     make_site,
     reconciler,
@@ -36,6 +37,7 @@ from tests.integration.fleetkit import (
     target,
     wait_for,
 )
+from tests.integration.signkit import NEEDS_SIGNING_TOOLS, Keys, made_keys
 from tests.integration.test_status_push import GitDaemon
 
 pytestmark = pytest.mark.timeout(240)
@@ -55,8 +57,11 @@ def panel(release: str, *, broken: bool = False) -> dict[str, Any]:
                   ["screen"])])
 
 
-def fleet(root: Path, rollout: dict[str, Any]) -> FleetRepo:
+def fleet(root: Path, rollout: dict[str, Any],
+          config: dict[str, str] | None = None) -> FleetRepo:
     repo = FleetRepo(root)
+    for key, value in (config or {}).items():  # e.g. commits signed by a trusted key
+        git(repo.work, "config", key, value)
     repo.write("reconciler.yaml", settings(("plant", "line")))
     repo.write("sites.yaml", [site("fab"), *(site(line, "fab") for line in LINES)])
     repo.write("targets.yaml", [
@@ -82,11 +87,12 @@ def served(tmp_path: Path) -> Iterator[GitDaemon]:
         daemon.stop()
 
 
-def start(tmp_path: Path, url: str, lines: list[str],
-          daemons: list[DaemonProcess]) -> dict[str, Site]:
+def start(tmp_path: Path, url: str, lines: list[str], daemons: list[DaemonProcess],
+          **config: Any) -> dict[str, Site]:
     sites = {}
     for line in lines:
-        s = make_site(tmp_path / "sites", line, repo=url, site=f"fab/{line}", interval=2)
+        s = make_site(tmp_path / "sites", line, repo=url, site=f"fab/{line}", interval=2,
+                      **config)
         sites[line] = s
         daemons.append(DaemonProcess(s, tmp_path / f"{line}.log").start())
     return sites
@@ -234,3 +240,48 @@ def test_a_hold_on_a_wave_holds_the_waves_after_it(
     done = reconciler("unhold", "--config", str(sites["line-02"].config))
     assert done.returncode == 0, done.describe()
     wait_for(lambda: all_on(repo, sites, "B"), 60, "release B on every line")
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keys]:
+    with made_keys(tmp_path_factory.mktemp("keys")) as made:
+        yield made
+
+
+@NEEDS_SIGNING_TOOLS
+def test_an_approval_gate_opens_only_for_a_signed_approval_by_an_approver(
+        tmp_path: Path, served: GitDaemon, daemons: list[DaemonProcess], keys: Keys) -> None:
+    gated = {"approvers": ["alice@example.org"],
+             "waves": [{"name": "canary", "names": ["panel-line-01"]},
+                       {"name": "second", "sites": ["fab/line-02"], "approval": True}]}
+    repo = fleet(tmp_path / "fleet", gated, {**keys.config("alice"), "commit.gpgsign": "true"})
+    sites = start(tmp_path, served.url("remote.git"), LINES, daemons,
+                  verify={"mode": "commit", "allowedSigners": str(keys.allowed_signers)})
+    wait_for(lambda: phase(repo, "line-01")[0] == "Ready", 60, "the canary")
+    release = phase(repo, "line-01")[1]
+    for d in daemons[1:]:
+        d.wait_runs(len(d.runs()) + 2, 30)
+    assert screen(sites["line-02"], "line-02") is None
+    doc = status(repo, "line-02")
+    assert doc is not None and "wave second waits for approval" in doc["message"], doc
+
+    def approve(who: str) -> None:
+        for key, value in keys.config(who).items():
+            git(repo.work, "config", key, value)
+        email = f"{who}@example.org"
+        done = reconciler("approve", "panels", "--wave", "second", "--release", release,
+                          "--repo", str(repo.work), "--push", str(repo.remote),
+                          env={"GIT_COMMITTER_EMAIL": email, "GIT_AUTHOR_EMAIL": email})
+        assert done.returncode == 0, done.describe()
+
+    # mallory's key is trusted by the sites, but mallory is no approver of panels
+    approve("mallory")
+    for d in daemons[1:2]:
+        d.wait_runs(len(d.runs()) + 3, 30)
+    assert screen(sites["line-02"], "line-02") is None
+    doc = status(repo, "line-02")
+    assert doc is not None and "mallory" in doc["message"], doc["message"]
+    assert "not an approver" in doc["message"] or "approver" in doc["message"]
+
+    approve("alice")
+    wait_for(lambda: all_on(repo, sites, "A"), 60, "the approved waves")
