@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DECLARATIONS_DIR", "FLEET_FILES", "NO_PLATFORM", "PROJECT_SCHEMA", "Member",
            "Ownership", "ParameterRole", "Project", "build_projects", "fingerprint_problem",
-           "glob_problem", "is_fleet_level", "normalize_ssh_key", "parse_project",
+           "glob_claims", "glob_problem", "is_fleet_level", "normalize_ssh_key", "parse_project",
            "project_policy", "ssh_key_problem"]
 
 DECLARATIONS_DIR = "projects"  # where Project documents live, at the repository root
@@ -160,6 +160,12 @@ def _glob_regex(pattern: str) -> re.Pattern[str] | None:
         out.append(text if last else text + "/")
     body = "".join(out)
     return re.compile(f"^{body}(?:/.*)?$") if body else None
+
+
+def glob_claims(pattern: str, path: str) -> bool:
+    """Whether one ``paths`` glob matches ``path`` (or a directory above it)."""
+    regex = _glob_regex(pattern)
+    return regex is not None and regex.match(path) is not None
 
 
 def is_fleet_level(path: str) -> bool:

@@ -4,11 +4,12 @@ The stages, in order:
 
 1. load (``reconciler.core.loading``): every document against its schema;
 2. check the documents (``reconciler.core.checks``): references and cycles, parameter names and
-   levels, templates as written, bindings and their providers;
+   levels, templates as written, bindings and their providers, projects and their bounds;
 3. render (``reconciler.core.rendering.render_fleet``): every (instance, target) pair, from the
    solution each instance pins (a release, or the head one);
 4. check the placements: resolved parameter values, what rendering could not resolve, the
-   providers' checks of rendered properties and the repository paths they name.
+   providers' checks of rendered properties and the repository paths they name, the bounds
+   of the instance's project.
 
 The :class:`Report` holds every diagnostic and the placements per target, which the planner
 and the executor use. Pure apart from reading the revision's files. Called by ``reconciler
@@ -25,6 +26,7 @@ from reconciler.core.checks import references
 from reconciler.core.checks.findings import Findings
 from reconciler.core.checks.parameters import ParameterChecks
 from reconciler.core.checks.paths import PathChecks
+from reconciler.core.checks.projects import ProjectChecks, check_projects
 from reconciler.core.checks.providers import ProviderChecks, check_bindings
 from reconciler.core.checks.references import ReleaseLookup
 from reconciler.core.checks.templates import TemplateChecks
@@ -111,15 +113,18 @@ def validate_fleet(
                    for name, inst in fleet.instances.items()}
         references.check_instances(fleet, checked, findings)
         parameters.check_instances(checked)
+        check_projects(fleet, loaded.manifest_files, findings)
         # the placements
         rendered = _rendered_solutions(fleet, pinned)
         rendering = render_fleet(fleet, rendered, revision=revision, secrets=secrets)
         references.check_unplaced(rendering.unplaced, findings)
         providers = ProviderChecks(registry, PathChecks(fleet, findings), findings)
+        projects = ProjectChecks(fleet, findings)
         for placement in rendering.pairs:
             parameters.check_placement(placement)
             templates.check_placement(placement)
             providers.check_placement(placement)
+            projects.check_placement(placement)
     return Report(fleet, findings.sorted(), rendering.placements, loaded.manifest_files)
 
 
