@@ -3,9 +3,10 @@
 This module is the program itself: the command group, its global options and the exit code of
 usage errors. The commands live by what they work on: :mod:`~reconciler.cli.model` (validate,
 explain, plan), :mod:`~reconciler.cli.site` (run, sync, config check, providers),
-:mod:`~reconciler.cli.holds` (hold, unhold, holds) and :mod:`~reconciler.cli.fleet` (status,
-history, release, rollback); each imports the layers it
-drives only when it runs, so that ``reconciler --help`` and ``validate`` start fast.
+:mod:`~reconciler.cli.holds` (hold, unhold, holds), :mod:`~reconciler.cli.fleet` (status,
+report, history, release, rollback), :mod:`~reconciler.cli.approve` (approve) and
+:mod:`~reconciler.cli.rollout` (rollout status); each imports the layers it drives only
+when it runs, so that ``reconciler --help`` and ``validate`` start fast.
 
 Exit codes are a contract for scripts, listed per command in docs/cli.md: 0 success, 1 an
 error or a failed check. ``plan`` and ``status`` give 2 an answer of its own (something would
