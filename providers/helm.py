@@ -152,6 +152,8 @@ class HelmProvider:
     # a chart directory is repository data (validation checks it stays inside the repository;
     # the loader does not read its templates as manifests); URLs and oci:// are skipped there
     path_properties: ClassVar[frozenset[str]] = frozenset({"chart"})
+    # what the record says of when, not of what: left out when the engine tells drift
+    volatile_record_keys: ClassVar[frozenset[str]] = frozenset({"revision", "history"})
 
     def __init__(self, config: Mapping[str, Any], context: ProviderContext) -> None:
         problems = config_problems(config, context.policy)

@@ -206,6 +206,9 @@ class Provider(Protocol):
     # first element when it contains '/'); validation checks they exist and stay inside the
     # repository, and the loader treats the files they name as data, not manifests
     path_properties: ClassVar[frozenset[str]]
+    # optional (read with getattr): keys of Record.data that change with every apply and say
+    # nothing of the state applied (a release revision); the engine ignores them when it
+    # tells a drift repair from a change
 
     def __init__(self, config: Mapping[str, Any], context: ProviderContext) -> None: ...
 

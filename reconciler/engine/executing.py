@@ -58,14 +58,17 @@ _HEALTH_PHASES = {Health.HEALTHY: ComponentPhase.READY,
                   Health.DEGRADED: ComponentPhase.DEGRADED}
 
 
-def _same_state(old: Record, new: Record, revisions: set[str]) -> bool:
+def _same_state(old: Record, new: Record, revisions: set[str],
+                volatile: frozenset[str] = frozenset()) -> bool:
     """True when an apply recorded what the previous apply recorded: the desired state did
     not change, so the difference the apply repaired was drift.
 
     The commit ids are left out of the comparison: a provider may record which commit it
     applied (the script provider does), which says when the state was applied, not what it
     is. What a provider applies shows in its record (file digests, rendered object digests,
-    input digests), so a change from the repository makes the records differ.
+    input digests), so a change from the repository makes the records differ. Keys of the
+    record's data the provider declares ``volatile_record_keys`` (what says when, not what:
+    the Helm provider's release revision and history) are left out too.
     """
     def plain(value: Any) -> Any:
         if isinstance(value, str):
@@ -76,7 +79,13 @@ def _same_state(old: Record, new: Record, revisions: set[str]) -> bool:
             return [plain(v) for v in value]
         return value
 
-    return bool(plain(old.to_dict()) == plain(new.to_dict()))
+    def kept(record: Record) -> Any:
+        data = record.to_dict()
+        if volatile and isinstance(data.get("data"), dict):
+            data["data"] = {k: v for k, v in data["data"].items() if k not in volatile}
+        return plain(data)
+
+    return bool(kept(old) == kept(new))
 
 
 def _asked_delay(exc: BaseException) -> float:
@@ -223,7 +232,8 @@ class _Runner:
                                        message, entry.revision)
             new_record = self.call("apply", provider.apply, comp, record)
             drifted = entry is not None and (entry.revision == revision or _same_state(
-                entry.record, new_record, {entry.revision, revision} - {""}))
+                entry.record, new_record, {entry.revision, revision} - {""},
+                getattr(provider, "volatile_record_keys", frozenset())))
             self.inventory.put(key, new_record, binding.config, revision, order)
             self.log.info("component_applied", instance=comp.instance, component=comp.name,
                           provider=provider_name, action="update" if obs.exists else "create",
