@@ -9,8 +9,9 @@ last heard from, the last change, the message and the validation errors; the rol
 instance; the rollouts; and the recent changes. Failed and Stale targets are flagged (a mark,
 a coloured edge, ``data-state``) so they stand out on screen and in print.
 
-Rollouts are described by :class:`RolloutProgress`; nothing makes one yet, so the section
-says none is in progress until the rollout feature hands its waves over.
+Rollouts are described by :class:`RolloutProgress` (made by ``reconciler.cli.fleet`` from
+``reconciler.cli.rollout_progress``): every instance with ``spec.rollout`` whose release has
+not reached all its targets yet.
 """
 
 from __future__ import annotations

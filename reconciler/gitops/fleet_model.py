@@ -18,7 +18,7 @@ from __future__ import annotations
 import multiprocessing
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -26,8 +26,10 @@ from typing import Any
 import structlog
 
 from reconciler.core.errors import ReconcilerError, SourceError
+from reconciler.core.model import Fleet, Instance
 from reconciler.core.rendering import select_targets
-from reconciler.core.validation import validate_repository
+from reconciler.core.rollouts import Rollout, Wave, assign_waves, release_id
+from reconciler.core.validation import Report, validate_repository
 from reconciler.gitops.fleet_status import order
 from reconciler.gitops.gitrun import Git
 from reconciler.gitops.releases import ReleaseResolver
@@ -38,7 +40,7 @@ __all__ = ["ExpectedTarget", "FleetIndex", "IndexJob", "InstanceInfo", "SiteInfo
            "index_revision"]
 
 MAX_TARGET_ERRORS = 20  # per target; the rest is counted
-_FORMAT = 2
+_FORMAT = 3
 
 log = structlog.get_logger(__name__)
 
@@ -58,6 +60,9 @@ class InstanceInfo:
     solution: str
     version: str  # the pinned release ("" : the solution as it is at the revision)
     suspended: bool = False
+    release: str = ""  # its release at the revision (docs/rollouts.md)
+    rollout: Rollout | None = None  # its waves' names, pauses, approvals (no selections)
+    waves: Mapping[str, str] = field(default_factory=dict)  # target -> its wave
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +90,8 @@ class FleetIndex:
             "sites": [[s.path, s.level, s.description] for s in self.sites],
             "targets": [[t.site, t.target, list(t.instances), list(t.errors), t.more_errors]
                         for t in self.targets],
-            "instances": [[i.name, i.solution, i.version, i.suspended]
+            "instances": [[i.name, i.solution, i.version, i.suspended, i.release,
+                           _rollout_json(i.rollout), dict(i.waves)]
                           for i in self.instances.values()],
             "errors": list(self.errors), "errorCount": self.error_count,
             "broken": list(self.broken),
@@ -104,7 +110,9 @@ class FleetIndex:
             targets=tuple(ExpectedTarget(share(site, site), target,
                                          share(tuple(insts), tuple(insts)), tuple(errors), more)
                           for site, target, insts, errors, more in data["targets"]),
-            instances={row[0]: InstanceInfo(*row) for row in data["instances"]},
+            instances={row[0]: InstanceInfo(row[0], row[1], row[2], row[3], row[4],
+                                            _rollout_of(row[5]), row[6])
+                       for row in data["instances"]},
             errors=tuple(data["errors"]), error_count=data["errorCount"],
             broken=tuple(data["broken"]))
 
@@ -126,6 +134,7 @@ def index_revision(git_dir: Path, commit: str) -> FleetIndex:
 
         report = validate_repository(exporter(commit), revision=commit,
                                      releases=ReleaseResolver(git_dir, exporter))
+        releases = _releases(report)  # while the files are there
     fleet = report.fleet
     if not fleet.targets and report.errors:  # no fleet to speak of: say why
         raise _NoFleet(f"no fleet at {commit[:12]}: {report.errors[0].format()}")
@@ -159,7 +168,9 @@ def index_revision(git_dir: Path, commit: str) -> FleetIndex:
     return FleetIndex(
         commit=commit, sites=sites,
         targets=tuple(sorted(targets, key=lambda t: order(t.site, t.target))),
-        instances={i.name: InstanceInfo(i.name, i.solution, i.version or "", i.suspend)
+        instances={i.name: InstanceInfo(i.name, i.solution, i.version or "", i.suspend,
+                                        releases.get(i.name, ""), i.rollout,
+                                        _waves(fleet, i))
                    for i in sorted(fleet.instances.values(), key=lambda i: i.name)},
         errors=tuple(general), error_count=len(report.errors),
         broken=tuple(sorted(name for kind, name in fleet.broken if kind == "Target")))
@@ -231,3 +242,37 @@ def _index_in_child(git_dir: Path, commit: str, send: Connection) -> None:
         send.send(("error", f"{failed}{type(exc).__name__}: {exc}"))
     finally:
         send.close()
+
+
+def _releases(report: Report) -> dict[str, str]:
+    """Each instance's release (the solution it renders from: a pinned one's release)."""
+    out: dict[str, str] = {}
+    solutions = {p.instance.name: p.solution for ps in report.placements.values() for p in ps}
+    for inst in report.fleet.instances.values():
+        solution = solutions.get(inst.name) or report.fleet.solutions.get(inst.solution)
+        if solution is not None:
+            out[inst.name] = release_id(inst, solution, report.fleet.root)
+    return out
+
+
+def _waves(fleet: Fleet, inst: Instance) -> dict[str, str]:
+    if inst.rollout is None:
+        return {}
+    return assign_waves(inst.name, inst.rollout, [
+        (t.name, fleet.site_path(t.site), fleet.target_labels(t))
+        for t in select_targets(fleet, inst)])
+
+
+def _rollout_json(rollout: Rollout | None) -> dict[str, Any] | None:
+    if rollout is None:
+        return None
+    return {"waves": [[w.name, w.pause, w.approval] for w in rollout.waves],
+            "approvers": list(rollout.approvers), "staleAfter": rollout.stale_after}
+
+
+def _rollout_of(raw: Any) -> Rollout | None:
+    if not isinstance(raw, dict):
+        return None
+    return Rollout(tuple(Wave(name, pause=pause, approval=approval)
+                         for name, pause, approval in raw["waves"]),
+                   tuple(raw["approvers"]), raw["staleAfter"])

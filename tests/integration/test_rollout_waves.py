@@ -161,6 +161,14 @@ def test_a_failed_canary_halts_the_rollout_and_a_fixed_release_reaches_every_wav
     assert second["target"] == "panel-line-02" and "halted" in second["waitingFor"]
     text = rollout_status(repo).stdout
     assert "HALTED by panel-line-01" in text and "wave second: 0/1 Ready" in text
+    # and the fleet report lists the rollout as halted
+    page = tmp_path / "fleet.html"
+    written = reconciler("report", "--repo", str(repo.remote), "--html", str(page))
+    assert written.returncode == 0, written.describe()
+    html = page.read_text()
+    rollouts = html[html.index('<section id="rollouts">'):html.index('<section id="history">')]
+    assert 'data-rollout="panels"' in rollouts and "Halted" in rollouts, rollouts
+    assert "halted by panel-line-01 in wave canary" in rollouts
 
     # release C fixes it: the rollout starts again and reaches every wave, in order
     repo.write("solutions/panel.yaml", panel("C"))
