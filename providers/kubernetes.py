@@ -24,22 +24,27 @@ returned record, flagged ``prunePending`` with the error, so they are never forg
 object whose ownership annotations name another instance or component (it moved) is not
 deleted.
 
-Requests: ``observe`` makes one GET and one dry-run apply per object. When it finds the
-component in sync, it keeps the objects it read, and the ``health`` call that follows it (the
-executor's next call for an in-sync component) judges health from them instead of reading
-every object again, so a no-op run costs one GET per object, not two. The kept objects are
-used once, only within a few seconds, and dropped by ``apply``/``delete``; health polling
-after an apply always reads afresh.
+Requests: ``observe`` reads the live objects from lists, one per kind and namespace per run
+(``kubernetes_lists.py``), and shows an object in sync without a request of its own when the
+object's desired state is the one our last apply made and the server's ``managedFields`` say
+nobody has changed our fields since (``kubernetes_proofs.py``); any doubt falls back to a
+dry-run apply of that object (and a GET for an object no list has). So an idle run costs one
+list per kind and namespace, not two requests per object. The inventory record keeps, per
+object, the digest of the desired object and of the field set our apply left us.
+``begin_run`` starts a run (the engine may call it; without it, observing a component twice
+starts one). When ``observe`` finds the component in sync, it keeps the objects it read, and
+the ``health`` call that follows it (the executor's next call for an in-sync component)
+judges health from them instead of reading every object again. The kept objects are used
+once, only within a few seconds, and dropped by ``apply``/``delete``; health polling after an
+apply always reads afresh.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import structlog
@@ -51,7 +56,6 @@ from reconciler.provider_api import (
     LocalPolicy,
     Observation,
     PermanentError,
-    PolicyError,
     Problem,
     ProviderContext,
     ProviderError,
@@ -61,103 +65,39 @@ from reconciler.provider_api import (
 
 from .kube_diff import compare, mask_values, strip_noise, unified
 from .kube_health import object_health, worst
-from .kube_manifests import duplicate, load_objects, manifest_path_problem
-from .kube_objects import (
-    ANNOTATION_COMPONENT,
-    ANNOTATION_INSTANCE,
-    ObjectRef,
-    apply_order,
-    get_pointer,
-    remove_pointer,
-    set_pointer,
-    stamp_ownership,
+from .kube_objects import ANNOTATION_COMPONENT, ANNOTATION_INSTANCE, ObjectRef
+from .kubernetes_checks import check_config, check_properties
+from .kubernetes_desired import (
+    CRD,
+    Desired,
+    Options,
+    crd_api_versions,
+    desired_objects,
+    record_refs,
+    with_ignored,
+)
+from .kubernetes_proofs import (
+    Proof,
+    desired_digest,
+    kept_proofs,
+    proof_of,
+    record_entry,
+    shows_in_sync,
 )
 
 if TYPE_CHECKING:  # the kubernetes client costs ~0.1 s to import: only when a target uses it
     from .kube_client import ResourceInfo
+    from .kubernetes_lists import ListingClient, RunLists
 
 __all__ = ["KubernetesProvider"]
 
 _log = structlog.get_logger(__name__)
+_Identity = tuple[str, str, str, str]
 
-_CONFIG_TYPES: dict[str, type] = {"kubeconfig": str, "context": str, "inCluster": bool,
-                                  "namespace": str}
-_PROPERTIES = ("manifests", "resources", "force", "ignore", "healthTimeout", "prune")
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_CRD = ("apiextensions.k8s.io", "CustomResourceDefinition")
 # how long apply waits for a CRD it just created to appear in discovery
 _CRD_WAIT_SECONDS = 5.0
 # how old the objects an in-sync observe read may be for the health check that follows it
 _SEEN_SECONDS = 5.0
-
-
-@dataclass(frozen=True)
-class _Options:
-    force: bool
-    prune: bool
-    ignore: tuple[str, ...]
-
-    @classmethod
-    def of(cls, properties: Mapping[str, Any]) -> _Options:
-        return cls(force=bool(properties.get("force", True)),
-                   prune=bool(properties.get("prune", True)),
-                   ignore=tuple(str(p) for p in properties.get("ignore") or ()))
-
-
-@dataclass(frozen=True)
-class _Desired:
-    ref: ObjectRef
-    body: dict[str, Any]
-    info: ResourceInfo | None  # None: a custom kind whose CRD is in this component, not yet served
-
-
-def _templated(value: Any) -> bool:
-    """True for a value still holding an expression (checked again once rendered)."""
-    return isinstance(value, str) and "${{" in value
-
-
-def _crd_kinds(objects: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], bool]:
-    """``(group, kind) -> namespaced`` for the CRDs among ``objects``."""
-    found: dict[tuple[str, str], bool] = {}
-    for obj in objects:
-        if (str(obj.get("apiVersion", "")).rpartition("/")[0], obj.get("kind")) != _CRD:
-            continue
-        spec = obj.get("spec") or {}
-        kind = str((spec.get("names") or {}).get("kind") or "")
-        found[(str(spec.get("group") or ""), kind)] = spec.get("scope", "Namespaced") != "Cluster"
-    return found
-
-
-def _crd_api_versions(obj: Mapping[str, Any]) -> list[str]:
-    spec = obj.get("spec") or {}
-    return [f"{spec.get('group')}/{v.get('name')}" for v in spec.get("versions") or []
-            if isinstance(v, Mapping)]
-
-
-def _with_ignored(body: Mapping[str, Any], live: Mapping[str, Any] | None,
-                  ignore: Sequence[str]) -> dict[str, Any]:
-    """The body to apply: ignored fields carry the live value, so we never fight over them."""
-    out = json.loads(json.dumps(body))
-    if live is None:
-        return dict(out)
-    for pointer in ignore:
-        found, value = get_pointer(live, pointer)
-        if found:
-            set_pointer(out, pointer, value)
-        else:
-            remove_pointer(out, pointer)
-    return dict(out)
-
-
-def _record_refs(record: Record | None) -> list[tuple[ObjectRef, bool]]:
-    """``(ref, prune_pending)`` for every object a record lists."""
-    if record is None:
-        return []
-    out = []
-    for raw in record.data.get("objects") or []:
-        if isinstance(raw, Mapping):
-            out.append((ObjectRef.from_dict(raw), bool(raw.get("prunePending"))))
-    return out
 
 
 class KubernetesProvider:
@@ -172,141 +112,43 @@ class KubernetesProvider:
     def __init__(self, config: Mapping[str, Any], context: ProviderContext) -> None:
         self._config = dict(config)
         self._context = context
-        from .kube_client import ClientSettings, KubeClient
+        from .kube_client import ClientSettings
+        from .kubernetes_lists import ListingClient, RunLists
 
-        self._client = KubeClient(ClientSettings(
+        self._client: ListingClient = ListingClient(ClientSettings(
             kubeconfig=config.get("kubeconfig") or None,
             context=config.get("context") or None,
             in_cluster=bool(config.get("inCluster", False))))
+        self._lists: RunLists = RunLists(self._client, context.target)
         self._log = _log.bind(provider=self.name, target=context.target,
                               binding=context.binding)
         # component key -> (when, live objects by identity) read by the last observe, if in sync
-        self._seen: dict[str, tuple[float, dict[tuple[str, str, str, str], dict[str, Any]]]] = {}
+        self._seen: dict[str, tuple[float, dict[_Identity, dict[str, Any]]]] = {}
+        # what showed each object in sync last (our apply, a dry-run, a proof that held)
+        self._proofs: dict[_Identity, Proof] = {}
+
+    def begin_run(self) -> None:
+        """A run starts: objects are read afresh (lists are kept for one run only)."""
+        self._lists.begin_run()
 
     # -- validation (pure) ------------------------------------------------------------------
 
     @classmethod
     def check_config(cls, config: Mapping[str, Any], policy: LocalPolicy) -> Sequence[Problem]:
-        problems: list[Problem] = []
-        for key, value in config.items():
-            expected = _CONFIG_TYPES.get(key)
-            if expected is None:
-                problems.append(Problem(key, "unknown key; expected one of "
-                                        + ", ".join(_CONFIG_TYPES)))
-            elif not isinstance(value, expected):
-                problems.append(Problem(key, f"must be a {expected.__name__}, "
-                                        f"not {type(value).__name__}"))
-        if config.get("inCluster") is True and config.get("kubeconfig"):
-            problems.append(Problem("inCluster", "cannot be combined with kubeconfig"))
-        namespace = config.get("namespace")
-        if isinstance(namespace, str):
-            if not _DNS_LABEL.match(namespace):
-                problems.append(Problem("namespace", f"{namespace!r} is not a valid namespace "
-                                        "name (lowercase DNS label)"))
-            elif policy.namespaces is not None and namespace not in policy.namespaces:
-                problems.append(Problem("namespace", f"namespace {namespace!r} is not allowed "
-                                        "by the local policy (allowed: "
-                                        f"{', '.join(sorted(policy.namespaces)) or 'none'})"))
-        return problems
+        return check_config(config, policy)
 
     @classmethod
     def check_properties(cls, properties: Mapping[str, Any]) -> Sequence[Problem]:
-        problems: list[Problem] = [
-            Problem(key, "unknown property; expected one of " + ", ".join(_PROPERTIES))
-            for key in properties if key not in _PROPERTIES]
-        if "manifests" not in properties and "resources" not in properties:
-            problems.append(Problem("manifests", "one of manifests or resources is required"))
-        manifests = properties.get("manifests")
-        if manifests is not None and not _templated(manifests):
-            items = [manifests] if isinstance(manifests, str) else manifests
-            if not isinstance(items, list):
-                problems.append(Problem("manifests", "must be a path or a list of paths"))
-            else:
-                for index, item in enumerate(items):
-                    field = "manifests" if isinstance(manifests, str) else f"manifests.{index}"
-                    problem = manifest_path_problem(item) if isinstance(item, str) else \
-                        "must be a path (string)"
-                    if problem is not None:
-                        problems.append(Problem(field, problem))
-        resources = properties.get("resources")
-        if resources is not None and not _templated(resources):
-            if not isinstance(resources, list):
-                problems.append(Problem("resources", "must be a list of Kubernetes objects"))
-            else:
-                for index, item in enumerate(resources):
-                    if not isinstance(item, Mapping):
-                        problems.append(Problem(f"resources.{index}",
-                                                "must be a Kubernetes object (a mapping)"))
-                    elif not item.get("apiVersion") or not item.get("kind"):
-                        problems.append(Problem(f"resources.{index}",
-                                                "apiVersion and kind are required"))
-        for key in ("force", "prune"):
-            value = properties.get(key)
-            if value is not None and not _templated(value) and not isinstance(value, bool):
-                problems.append(Problem(key, "must be true or false"))
-        ignore = properties.get("ignore")
-        if ignore is not None and not _templated(ignore):
-            if not isinstance(ignore, list):
-                problems.append(Problem("ignore", "must be a list of JSON pointers"))
-            else:
-                for index, pointer in enumerate(ignore):
-                    if not isinstance(pointer, str) or not pointer.startswith("/"):
-                        problems.append(Problem(f"ignore.{index}", "must be a JSON pointer "
-                                                "such as /spec/replicas"))
-        timeout = properties.get("healthTimeout")
-        if timeout is not None and not _templated(timeout) and (
-                isinstance(timeout, bool) or not isinstance(timeout, int | float)
-                or timeout <= 0):
-            problems.append(Problem("healthTimeout", "must be a positive number of seconds"))
-        return problems
+        return check_properties(properties)
 
     # -- desired state ----------------------------------------------------------------------
 
-    def _namespace_for(self, obj: Mapping[str, Any]) -> str:
-        given = (obj.get("metadata") or {}).get("namespace")
-        if given:
-            return str(given)
-        configured = self._config.get("namespace")
-        return str(configured) if configured else self._client.default_namespace
-
-    def _check_policy(self, ref: ObjectRef) -> None:
-        allowed = self._context.policy.namespaces
-        if allowed is None:
-            return
-        namespace = ref.name if (ref.group, ref.kind) == ("", "Namespace") else ref.namespace
-        if namespace and namespace not in allowed:
-            raise PolicyError(f"{ref}: namespace {namespace!r} is not allowed by the local "
-                              f"policy (allowed: {', '.join(sorted(allowed)) or 'none'})")
-
-    def _desired(self, component: Component) -> list[_Desired]:
-        objects = load_objects(component)
-        crds = _crd_kinds(objects)
-        desired: list[_Desired] = []
-        for obj in apply_order(objects):
-            body = stamp_ownership(obj, instance=component.instance, target=component.target,
-                                   component=component.name)
-            api_version, kind = str(body["apiVersion"]), str(body["kind"])
-            info = self._client.resource(api_version, kind)
-            namespaced = info.namespaced if info is not None else \
-                crds.get((api_version.rpartition("/")[0], kind))
-            if namespaced is None:
-                raise PermanentError(f"{ObjectRef.of(body)}: the API server does not know kind "
-                                     f"{kind} in {api_version}", reason="UnknownKind")
-            if namespaced:
-                body["metadata"]["namespace"] = self._namespace_for(body)
-            else:
-                body["metadata"].pop("namespace", None)
-            ref = ObjectRef.of(body)
-            self._check_policy(ref)
-            desired.append(_Desired(ref, body, info))
-        twice = duplicate([d.ref for d in desired])
-        if twice is not None:
-            raise PermanentError(f"component {component.name}: {twice} is defined twice",
-                                 reason="InvalidManifest")
-        return desired
+    def _desired(self, component: Component) -> list[Desired]:
+        return desired_objects(component, self._client, self._config.get("namespace") or None,
+                               self._context.policy)
 
     @staticmethod
-    def _digest(desired: Sequence[_Desired]) -> str:
+    def _digest(desired: Sequence[Desired]) -> str:
         canonical = json.dumps([d.body for d in desired], sort_keys=True, default=str)
         return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -318,46 +160,53 @@ class KubernetesProvider:
     # -- observe ----------------------------------------------------------------------------
 
     def observe(self, component: Component, record: Record | None) -> Observation:
-        """Compare by GET and dry-run apply: one GET per object, one dry-run per existing one."""
+        """Compare desired and live objects: live ones from this run's lists (a GET for one no
+        list has); an object whose proof holds is in sync, any other one is compared by a
+        dry-run apply (see the module docstring)."""
         log = self._log.bind(component=component.key)
         self._client.new_pass()
-        options = _Options.of(component.properties)
+        self._lists.observing(component.key)
+        lists_before = self._client.list_requests
+        options = Options.of(component.properties)
         desired = self._desired(component)
+        kept = kept_proofs((record.data.get("objects") or []) if record is not None else [])
         texts: list[str] = []
-        missing = changed = conflicts = 0
-        exists = False
+        counts = dict.fromkeys(("missing", "changed", "conflicts", "proven", "checked",
+                                "read"), 0)
         # only the component observed last is kept: the executor's health call follows its
         # observe at once, and a plan (observe only) must not hold every object it read
         self._seen.clear()
-        seen: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+        seen: dict[_Identity, dict[str, Any]] = {}
         for item in desired:
-            live = None if item.info is None else self._client.get(item.info, item.ref)
+            live = None if item.info is None else self._lists.find(item.info, item.ref)
+            if live is None and item.info is not None:
+                counts["read"] += 1
+                live = self._client.get(item.info, item.ref)
             if live is None or item.info is None:
-                missing += 1
+                counts["missing"] += 1
                 texts.append(unified(item.ref, None, strip_noise(item.body)))
                 continue
-            exists = True
             seen[item.ref.identity] = live
-            try:
-                result = self._client.apply(item.info, _with_ignored(item.body, live,
-                                                                     options.ignore),
-                                            force=options.force, dry_run=True)
-            except PermanentError as exc:
-                if exc.reason != "Conflict":
-                    raise
-                # force is off and someone else holds a field we set: apply will fail the
-                # same way, the plan says why
-                conflicts += 1
-                texts.append(f"conflict: {exc.message}\n")
+            digest = desired_digest(item.body, options.force, options.ignore)
+            proof = shows_in_sync(live, digest, options.ignore,
+                                  self._proofs.get(item.ref.identity),
+                                  kept.get(item.ref.identity))
+            if proof is not None:
+                self._proofs[item.ref.identity] = proof
+                counts["proven"] += 1
                 continue
-            diff = compare(live, result, ignore=options.ignore, desired=item.body)
-            if diff.changed:
-                changed += 1
-                texts.append(diff.text)
+            counts["checked"] += 1
+            outcome, text = self._dry_run(item, item.info, live, options)
+            if outcome == "in sync":
+                self._proofs[item.ref.identity] = proof_of(live, digest, options.ignore)
+            else:
+                counts[outcome] += 1
+                texts.append(text)
         wanted = {d.ref.identity for d in desired}
-        stale = [ref for ref, _ in _record_refs(record) if ref.identity not in wanted]
+        stale = [ref for ref, _ in record_refs(record) if ref.identity not in wanted]
         verb = "delete" if options.prune else "forget (prune is off)"
         texts.extend(f"will {verb}: {ref}\n" for ref in stale)
+        missing, changed, conflicts = counts["missing"], counts["changed"], counts["conflicts"]
         in_sync = not (missing or changed or conflicts or stale)
         parts = [f"{n} {label}" for n, label in ((missing, "to create"), (changed, "changed"),
                                                  (conflicts, "in conflict"),
@@ -365,15 +214,31 @@ class KubernetesProvider:
         message = ", ".join(parts) if parts else f"{len(desired)} objects in sync"
         if in_sync:
             self._seen[component.key] = (time.monotonic(), seen)
-        log.info("component_observed", in_sync=in_sync, objects=len(desired), missing=missing,
-                 changed=changed, conflicts=conflicts, stale=len(stale))
-        return Observation(exists=exists, in_sync=in_sync,
+        log.info("component_observed", in_sync=in_sync, objects=len(desired), stale=len(stale),
+                 listed=self._client.list_requests - lists_before, **counts)
+        return Observation(exists=bool(seen), in_sync=in_sync,
                            diff=mask_values("".join(texts), self._secrets(component)),
                            message=message)
 
+    def _dry_run(self, item: Desired, info: ResourceInfo, live: Mapping[str, Any],
+                 options: Options) -> tuple[str, str]:
+        """Compare ``live`` with a dry-run apply of the desired object: ``("in sync", "")``,
+        ``("changed", diff)`` or ``("conflicts", why)``."""
+        try:
+            result = self._client.apply(info, with_ignored(item.body, live, options.ignore),
+                                        force=options.force, dry_run=True)
+        except PermanentError as exc:
+            if exc.reason != "Conflict":
+                raise
+            # force is off and someone else holds a field we set: apply will fail the same
+            # way, the plan says why
+            return "conflicts", f"conflict: {exc.message}\n"
+        diff = compare(live, result, ignore=options.ignore, desired=item.body)
+        return ("changed", diff.text) if diff.changed else ("in sync", "")
+
     # -- apply ------------------------------------------------------------------------------
 
-    def _served(self, item: _Desired) -> ResourceInfo:
+    def _served(self, item: Desired) -> ResourceInfo:
         """The kind's resource, waiting briefly for a CRD applied in this pass to be served."""
         if item.info is not None:
             return item.info
@@ -393,20 +258,26 @@ class KubernetesProvider:
         log = self._log.bind(component=component.key)
         self._client.new_pass()
         self._seen.pop(component.key, None)
-        options = _Options.of(component.properties)
+        options = Options.of(component.properties)
         desired = self._desired(component)
+        objects: list[dict[str, Any]] = []
         for item in desired:
             info = self._served(item)
             live = self._client.get(info, item.ref) if options.ignore else None
-            self._client.apply(info, _with_ignored(item.body, live, options.ignore),
-                               force=options.force)
-            if (item.ref.group, item.ref.kind) == _CRD:
-                for api_version in _crd_api_versions(item.body):
+            self._lists.wrote(item.ref)
+            answer = self._client.apply(info, with_ignored(item.body, live, options.ignore),
+                                        force=options.force)
+            # what our apply left is what later runs compare with
+            proof = proof_of(answer, desired_digest(item.body, options.force, options.ignore),
+                             options.ignore)
+            self._proofs[item.ref.identity] = proof
+            objects.append(record_entry(item.ref, proof))
+            if (item.ref.group, item.ref.kind) == CRD:
+                for api_version in crd_api_versions(item.body):
                     self._client.forget(api_version)
             log.info("object_applied", object=str(item.ref))
-        objects: list[dict[str, Any]] = [d.ref.to_dict() for d in desired]
         wanted = {d.ref.identity for d in desired}
-        stale = [ref for ref, _ in _record_refs(record) if ref.identity not in wanted]
+        stale = [ref for ref, _ in record_refs(record) if ref.identity not in wanted]
         if options.prune:
             objects.extend(self._prune(stale, component.instance, component.name, log))
         else:
@@ -427,6 +298,8 @@ class KubernetesProvider:
         info = self._client.resource(ref.api_version, ref.kind)
         if info is None:  # the kind is gone (its CRD was removed), so is the object
             return False
+        self._lists.wrote(ref)
+        self._proofs.pop(ref.identity, None)
         live = self._client.get(info, ref)
         if live is None:
             return False
@@ -471,7 +344,7 @@ class KubernetesProvider:
         component = str(record.data.get("component") or "")
         self._seen.pop(f"{instance}/{component}", None)
         log = self._log.bind(component=f"{instance}/{component}")
-        for ref, _ in reversed(_record_refs(record)):
+        for ref, _ in reversed(record_refs(record)):
             try:
                 deleted = self._delete_one(ref, instance, component)
             except ProviderError as exc:
@@ -492,7 +365,7 @@ class KubernetesProvider:
         if time.monotonic() - when > _SEEN_SECONDS:
             seen = {}
         reports: list[tuple[str, HealthReport]] = []
-        for ref, pending in _record_refs(record):
+        for ref, pending in record_refs(record):
             if pending:
                 continue
             live = seen.get(ref.identity)
