@@ -4,9 +4,10 @@
 history. One ``ssh-keygen -Y`` process per commit costs 4-5 ms on a small edge box; 1,000 new
 commits would take seconds. So an Ed25519 signature — the kind ``ssh-keygen -t ed25519``
 makes, and most people sign with — is checked here, through the system's libcrypto (the
-OpenSSL library Python's own ``ssl`` module is built on), in about 0.1 ms. Every other key
-type (RSA, ECDSA, security keys), and every signature when libcrypto cannot be loaded, is
-left to ``ssh-keygen -Y check-novalidate`` by the caller.
+OpenSSL library Python's own ``ssl`` module is built on), in about 0.1 ms; so are ECDSA
+(nistp256/384/521) and RSA (``rsa-sha2-256``/``-512``) signatures. Security-key types
+(``sk-*``), SHA-1 RSA signatures, and every signature when libcrypto cannot be loaded, are left
+to ``ssh-keygen -Y check-novalidate`` by the caller.
 
 What is checked follows PROTOCOL.sshsig: the armored blob starts with ``SSHSIG`` and version
 1; the namespace is ``git``; the hash is sha256 or sha512; and the signature, made with the
@@ -33,6 +34,13 @@ _NAMESPACE = b"git"
 _HASHES = frozenset({b"sha256", b"sha512"})
 _ED25519 = b"ssh-ed25519"
 _NID_ED25519 = 1087  # OpenSSL's EVP_PKEY_ED25519
+# DER of the algorithm identifiers of a SubjectPublicKeyInfo, and the digest of each curve
+_EC_KEY = bytes.fromhex("06072a8648ce3d0201")
+_CURVES = {b"nistp256": (bytes.fromhex("06082a8648ce3d030107"), "sha256"),
+           b"nistp384": (bytes.fromhex("06052b81040022"), "sha384"),
+           b"nistp521": (bytes.fromhex("06052b81040023"), "sha512")}
+_RSA_KEY = bytes.fromhex("06092a864886f70d0101010500")
+_RSA_HASHES = {b"rsa-sha2-256": "sha256", b"rsa-sha2-512": "sha512"}
 
 
 class SshsigError(ValueError):
@@ -112,8 +120,48 @@ def _signed_data(sig: SshSignature, payload: bytes) -> bytes:
                                digest)))
 
 
+def _der(tag: int, body: bytes) -> bytes:
+    size = len(body)
+    length = bytes([size]) if size < 128 else (
+        bytes([0x80 | ((size.bit_length() + 7) // 8)])
+        + size.to_bytes((size.bit_length() + 7) // 8, "big"))
+    return bytes([tag]) + length + body
+
+
+def _der_int(mpint: bytes) -> bytes:
+    """An SSH mpint (minimal two's complement, like DER) as a DER INTEGER."""
+    return _der(0x02, mpint or b"\0")
+
+
+def _public_key_der(sig: SshSignature) -> tuple[bytes, str, bytes] | None:
+    """(SubjectPublicKeyInfo DER, digest, DER signature) of an ECDSA or RSA signature; None
+    for other types."""
+    kind, pos = _string(sig.key_blob, 0)
+    if kind.startswith(b"ecdsa-sha2-") and sig.sig_type == kind:
+        curve, pos = _string(sig.key_blob, pos)
+        point, end = _string(sig.key_blob, pos)
+        if curve not in _CURVES or kind != b"ecdsa-sha2-" + curve or end != len(sig.key_blob):
+            return None
+        oid, digest = _CURVES[curve]
+        r, rest = _string(sig.sig_blob, 0)
+        s_, end = _string(sig.sig_blob, rest)
+        if end != len(sig.sig_blob):
+            return None
+        spki = _der(0x30, _der(0x30, _EC_KEY + oid) + _der(0x03, b"\0" + point))
+        return spki, digest, _der(0x30, _der_int(r) + _der_int(s_))
+    if kind == b"ssh-rsa" and sig.sig_type in _RSA_HASHES:
+        e, pos = _string(sig.key_blob, pos)
+        n, end = _string(sig.key_blob, pos)
+        if end != len(sig.key_blob):
+            return None
+        rsa = _der(0x30, _der_int(n) + _der_int(e))
+        spki = _der(0x30, _der(0x30, _RSA_KEY) + _der(0x03, b"\0" + rsa))
+        return spki, _RSA_HASHES[sig.sig_type], sig.sig_blob
+    return None
+
+
 class _LibCrypto:
-    """The few libcrypto calls an Ed25519 check needs (OpenSSL 1.1.1 and later)."""
+    """The few libcrypto calls a signature check needs (OpenSSL 1.1.1 and later)."""
 
     def __init__(self, lib: ctypes.CDLL) -> None:
         vp, cp, sz = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t
@@ -129,14 +177,31 @@ class _LibCrypto:
         self.init.restype, self.init.argtypes = ctypes.c_int, [vp, vp, vp, vp, vp]
         self.verify = lib.EVP_DigestVerify
         self.verify.restype, self.verify.argtypes = ctypes.c_int, [vp, cp, sz, cp, sz]
+        self.d2i = lib.d2i_PUBKEY
+        self.d2i.restype, self.d2i.argtypes = vp, [vp, ctypes.POINTER(vp), ctypes.c_long]
+        self.digests = {}
+        for name in ("sha256", "sha384", "sha512"):
+            md = getattr(lib, f"EVP_{name}")
+            md.restype, md.argtypes = vp, []
+            self.digests[name] = md
 
     def ed25519(self, public: bytes, signature: bytes, data: bytes) -> bool:
-        key = self.new_key(_NID_ED25519, None, public, len(public))
+        return self._verify(self.new_key(_NID_ED25519, None, public, len(public)), None,
+                            signature, data)
+
+    def der(self, spki: bytes, digest: str, signature: bytes, data: bytes) -> bool:
+        """A signature by the key of a DER SubjectPublicKeyInfo (ECDSA, RSA PKCS#1 v1.5)."""
+        buffer = ctypes.create_string_buffer(spki, len(spki))
+        cursor = ctypes.c_void_p(ctypes.addressof(buffer))
+        key = self.d2i(None, ctypes.byref(cursor), len(spki))
+        return self._verify(key, self.digests[digest](), signature, data)
+
+    def _verify(self, key: int | None, md: int | None, signature: bytes, data: bytes) -> bool:
         if not key:
             return False
         ctx = self.new_ctx()
         try:
-            return bool(ctx) and self.init(ctx, None, None, None, key) == 1 and \
+            return bool(ctx) and self.init(ctx, None, md, None, key) == 1 and \
                 self.verify(ctx, signature, len(signature), data, len(data)) == 1
         finally:
             if ctx:
@@ -168,12 +233,19 @@ def _libcrypto() -> _LibCrypto | None:
 
 def verify_in_process(sig: SshSignature, payload: bytes) -> bool | None:
     """Whether ``sig`` is a good signature of ``payload`` by its own key; None when it cannot
-    be checked here (not an Ed25519 key, or no libcrypto): ask ssh-keygen."""
-    if sig.key_type != _ED25519.decode() or sig.sig_type != _ED25519:
-        return None
+    be checked here (a security key, a SHA-1 RSA signature, no libcrypto): ask ssh-keygen."""
     lib = _libcrypto()
     if lib is None:
         return None
+    if sig.key_type != _ED25519.decode() or sig.sig_type != _ED25519:
+        try:
+            found = _public_key_der(sig)
+        except SshsigError:
+            return False
+        if found is None:
+            return None
+        spki, digest, signature = found
+        return lib.der(spki, digest, signature, _signed_data(sig, payload))
     try:
         kind, pos = _string(sig.key_blob, 0)
         public, end = _string(sig.key_blob, pos)

@@ -58,6 +58,11 @@ def test_signers_of_every_kind(tmp_path: Path, people: People) -> None:
         assert not found[commit].ok, who
         assert "bad signature" in found[commit].problem or "not accepted" in \
             found[commit].problem, (who, found[commit].problem)
+    by_keygen = read_signers(Git(repo.path, working_copy=True),
+                             [*made.values(), *bad.values(), more], gpg_keyring=people.keyring,
+                             in_process=False)
+    assert {c: (s.ok, s.ssh_key) for c, s in by_keygen.items()} == \
+        {c: (s.ok, s.ssh_key) for c, s in found.items()}
 
 
 def test_malformed_signatures(tmp_path: Path, people: People) -> None:
@@ -105,7 +110,18 @@ def test_sshsig_in_process(tmp_path: Path, people: People) -> None:
     with pytest.raises(SshsigError, match="namespace 'file'"):
         parse_sshsig(_sign(tmp_path, people, "alice", "file"))
     ecdsa = parse_sshsig(_sign(tmp_path, people, "carol"))
-    assert verify_in_process(ecdsa, b"x") is None  # left to ssh-keygen
+    assert verify_in_process(ecdsa, b"tree 0000\n\nhello\n") is True
+    assert verify_in_process(ecdsa, b"x") is False
+    for kind in ("rsa", "ecdsa-384", "ecdsa-521"):
+        key_type, _, bits = kind.partition("-")
+        run(["ssh-keygen", "-q", "-t", key_type, *(["-b", bits] if bits else []), "-N", "",
+             "-f", str(tmp_path / kind)])
+        payload = tmp_path / f"{kind}.txt"
+        payload.write_bytes(b"payload")
+        run(["ssh-keygen", "-Y", "sign", "-n", "git", "-f", str(tmp_path / kind), str(payload)])
+        sig = parse_sshsig(Path(f"{payload}.sig").read_text())
+        assert verify_in_process(sig, b"payload") is True, kind
+        assert verify_in_process(sig, b"payloae") is False, kind
 
 
 def test_split_commit_as_git_cuts_it() -> None:
