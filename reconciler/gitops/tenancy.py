@@ -14,7 +14,9 @@ branches merges bring in, and the merges themselves):
   platform member: a commit never authorises itself (a key added and used in one commit does
   not count), and an unauthorised change to ``projects/`` is disregarded for every commit
   after it. Platform members sign fleet-level files and declarations, not a project's paths
-  unless they are its members too.
+  unless they are its members too;
+* and, when the project's roles leave the signer out, whether the change is one the signer's
+  roles allow (``reconciler.gitops.tenancy_roles``: solutions, parameters on instances).
 
 Merges: a path a merge takes unchanged from another parent, and that a commit the merge brings
 in changed, is vouched for by that commit, so an unsigned merge of signed commits passes.
@@ -47,6 +49,7 @@ from reconciler.gitops.commit_history import Commit, History, read_history, reso
 from reconciler.gitops.commit_signers import UNSIGNED, Signer, read_signers
 from reconciler.gitops.gitrun import Git, GitErrors
 from reconciler.gitops.tenancy_declarations import Declarations
+from reconciler.gitops.tenancy_roles import RoleQuestion, needs_role_check, role_problems
 
 __all__ = ["TenancyCheck", "Violation", "check_commits"]
 
@@ -144,6 +147,8 @@ def check_commits(git_dir: Path, old: str | None, new: str, *, gpg_keyring: Path
                                gpg_keyring=gpg_keyring)
         judge = _Judge(history, declarations, signers, signed_merges)
         judge.run()
+        for question, reason in role_problems(git, judge.questions):
+            judge.add_role(question, reason)
         violations = _mark_resolved(git, full_new, judge.found)
     check = TenancyCheck(full_old, full_new, len(history.commits), tuple(violations),
                          time.monotonic() - started)
@@ -170,6 +175,7 @@ class _Judge:
         self.trusted: dict[str, str] = {}  # commit -> tree of the declarations it is judged by
         self.vouched: dict[str, tuple[str, ...]] = {}  # paths a commit's own signature covers
         self.found: dict[tuple[str, str, str], tuple[Violation, str]] = {}  # -> before
+        self.questions: list[RoleQuestion] = []  # members a role may leave out
 
     def run(self) -> None:
         for commit in self.history.commits:
@@ -215,7 +221,13 @@ class _Judge:
         signer, bad = self._signer(commit.oid), set()
         for path in commit.paths:
             owners = own.owners(path)
-            if all(self._member(own, p, signer) is not None for p in owners):
+            members = {p: self._member(own, p, signer) for p in owners}
+            if all(members.values()):
+                self.questions.extend(
+                    RoleQuestion(commit.oid, commit.parents[0] if commit.parents else None,
+                                 path, own.projects[p], m.name)
+                    for p, m in members.items()
+                    if m is not None and needs_role_check(own.projects[p], m.name))
                 continue
             if path in taken:
                 continue  # vouched for by the commits the merge brings in
@@ -280,6 +292,13 @@ class _Judge:
         """The first project (and member) the signer's key belongs to."""
         return next(((p, m) for p in own.projects.values()
                      if (m := self._member(own, p.name, signer)) is not None), None)
+
+    def add_role(self, question: RoleQuestion, reason: str) -> None:
+        key = (question.commit, question.path, question.project.name)
+        signer = self._signer(question.commit)
+        self.found.setdefault(key, (Violation(
+            question.commit, question.path, question.project.name,
+            f"{question.member} ({signer.key})", reason), question.commit))
 
     def _becomes_member(self, commit: Commit, project: str, signer: Signer) -> bool:
         if not _touches_declarations(commit):

@@ -90,10 +90,13 @@ def made_people(root: Path) -> Iterator[People]:
             shutil.rmtree(home, ignore_errors=True)
 
 
-def project(people: People, name: str, members: Sequence[str] | None = None) -> str:
+def project(people: People, name: str, members: Sequence[str] | None = None,
+            roles: Mapping[str, object] | None = None) -> str:
     spec: dict[str, object] = {"paths": PATHS[name],
                                "members": [people.member(m) for m in
                                            (MEMBERS[name] if members is None else members)]}
+    if roles:
+        spec["roles"] = dict(roles)
     if name == "platform":
         spec["platform"] = True
     else:

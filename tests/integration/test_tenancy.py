@@ -230,6 +230,29 @@ def test_a_revert_resolves_a_violation(repo: Repo) -> None:
     assert [(v.commit, v.resolved) for v in check(repo, base).violations][-1] == (added, True)
 
 
+def test_roles_of_a_project(repo: Repo, people: People) -> None:
+    roles = {"solutions": ["alice"], "parameters": [{"members": ["dave"], "levels": ["instance"]}]}
+    repo.commit("pat", {"projects/line-ops.yaml": project(people, "line-ops", roles=roles)})
+    base = repo.head()
+    instance = "teams/line-ops/instance.yaml"
+    repo.commit("alice", edit(repo, LINE_OPS))  # alice writes solutions
+    repo.commit("dave", {instance: repo.read(instance) + "  params: {port: 1}\n"})
+    repo.commit("alice", {instance: repo.read(instance).replace("[t1]", "[t1, t2]")})
+    assert check(repo, base).violations == ()
+    solution = repo.commit("dave", edit(repo, LINE_OPS))
+    template = repo.commit("dave", {"teams/line-ops/conf.tmpl": "x\n"})
+    params = repo.commit("alice", {instance: repo.read(instance).replace("port: 1", "port: 2")})
+    found = check(repo, base)
+    assert brief(found) == [(solution, LINE_OPS, "line-ops", "dave"),
+                            (template, "teams/line-ops/conf.tmpl", "line-ops", "dave"),
+                            (params, instance, "line-ops", "alice")]
+    assert [v.reason for v in found.violations] == [
+        "dave may not change project 'line-ops''s solutions (roles.solutions: alice)",
+        "dave may not change project 'line-ops''s solutions (roles.solutions: alice)",
+        "alice may not set project 'line-ops''s parameters on instances (roles.parameters at "
+        "level instance: dave)"]
+
+
 def test_no_projects_no_tenancy(tmp_path: Path, people: People) -> None:
     repo = Repo(tmp_path / "plain", people)
     base = repo.commit(None, {"a.txt": "1\n"})
