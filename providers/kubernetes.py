@@ -1,5 +1,6 @@
 """The ``kubernetes`` provider: server-side apply of a component's manifests, with drift
-detection by dry-run, pruning from the inventory and built-in health rules.
+detection from managed fields and by dry-run, pruning from the inventory and built-in health
+rules.
 
 Registered under the entry point ``kubernetes`` (group ``reconciler.providers``); the core
 constructs one instance per target binding and calls it in the order the provider contract
@@ -13,8 +14,9 @@ pointers never diffed nor fought over: on an existing object the live value is a
 ``healthTimeout`` (used by the executor) and ``prune`` (default true).
 
 The inventory record (``Record.data``) holds ``objects``: the references applied, in apply
-order, plus ``instance``/``component``/``target`` (to recognise our objects when pruning) and a
-``digest`` of the rendered objects. Pruning is done from the inventory only: objects the
+order (each with the digests that prove it in sync later, see below), plus
+``instance``/``component``/``target`` (to recognise our objects when pruning) and a ``digest``
+of the rendered objects. Pruning is done from the inventory only: objects the
 previous record lists and the new manifests do not are deleted in reverse order. The first
 deletion that fails stops the pruning: that object and the ones not yet tried stay in the
 returned record, flagged ``prunePending`` with the error, so they are never forgotten;
@@ -26,23 +28,27 @@ deleted.
 
 Requests: ``observe`` reads the live objects from lists, one per kind and namespace per run
 (``kubernetes_lists.py``), and shows an object in sync without a request of its own when the
-object's desired state is the one our last apply made and the server's ``managedFields`` say
-nobody has changed our fields since (``kubernetes_proofs.py``); any doubt falls back to a
-dry-run apply of that object (and a GET for an object no list has). So an idle run costs one
-list per kind and namespace, not two requests per object. The inventory record keeps, per
-object, the digest of the desired object and of the field set our apply left us.
+object's desired state is the one our last apply made and our field manager's
+``managedFields`` entry still owns the fields that apply left it, holding the same values
+(``kubernetes_proofs.py``); any doubt falls back to a dry-run apply of that object (and a GET
+for an object no list has). So an idle run costs one list per kind and namespace, not two
+requests per object. The inventory record keeps, per object, the digests of the desired
+object, of the field set our apply left us and of the values there.
 ``begin_run`` starts a run (the engine may call it; without it, observing a component twice
 starts one). When ``observe`` finds the component in sync, it keeps the objects it read, and
 the ``health`` call that follows it (the executor's next call for an in-sync component)
 judges health from them instead of reading every object again. The kept objects are used
 once, only within a few seconds, and dropped by ``apply``/``delete``; health polling after an
-apply always reads afresh.
+apply always reads afresh. Components may be observed, applied and checked from several
+threads at once (the engine runs a dependency level concurrently): what the provider keeps
+between calls is guarded.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -83,6 +89,7 @@ from .kubernetes_proofs import (
     proof_of,
     record_entry,
     shows_in_sync,
+    verified,
 )
 
 if TYPE_CHECKING:  # the kubernetes client costs ~0.1 s to import: only when a target uses it
@@ -123,9 +130,21 @@ class KubernetesProvider:
         self._log = _log.bind(provider=self.name, target=context.target,
                               binding=context.binding)
         # component key -> (when, live objects by identity) read by the last observe, if in sync
+        # (components of one dependency level are observed from several threads at once)
         self._seen: dict[str, tuple[float, dict[_Identity, dict[str, Any]]]] = {}
+        self._seen_lock = threading.Lock()
         # what showed each object in sync last (our apply, a dry-run, a proof that held)
         self._proofs: dict[_Identity, Proof] = {}
+
+    def _forget_seen(self, key: str) -> None:
+        """Drop what observe kept of ``key``, and whatever is too old to be used: a plan
+        (observe only) must not hold every object it read."""
+        now = time.monotonic()
+        with self._seen_lock:
+            self._seen.pop(key, None)
+            for old in [k for k, (when, _) in self._seen.items()
+                        if now - when > _SEEN_SECONDS]:
+                del self._seen[old]
 
     def begin_run(self) -> None:
         """A run starts: objects are read afresh (lists are kept for one run only)."""
@@ -173,9 +192,7 @@ class KubernetesProvider:
         texts: list[str] = []
         counts = dict.fromkeys(("missing", "changed", "conflicts", "proven", "checked",
                                 "read"), 0)
-        # only the component observed last is kept: the executor's health call follows its
-        # observe at once, and a plan (observe only) must not hold every object it read
-        self._seen.clear()
+        self._forget_seen(component.key)
         seen: dict[_Identity, dict[str, Any]] = {}
         for item in desired:
             live = None if item.info is None else self._lists.find(item.info, item.ref)
@@ -196,9 +213,10 @@ class KubernetesProvider:
                 counts["proven"] += 1
                 continue
             counts["checked"] += 1
-            outcome, text = self._dry_run(item, item.info, live, options)
+            outcome, text, result = self._dry_run(item, item.info, live, options)
             if outcome == "in sync":
-                self._proofs[item.ref.identity] = proof_of(live, digest, options.ignore)
+                self._proofs[item.ref.identity] = verified(live, result, digest,
+                                                           options.ignore)
             else:
                 counts[outcome] += 1
                 texts.append(text)
@@ -213,7 +231,8 @@ class KubernetesProvider:
                                                  (len(stale), "to prune")) if n]
         message = ", ".join(parts) if parts else f"{len(desired)} objects in sync"
         if in_sync:
-            self._seen[component.key] = (time.monotonic(), seen)
+            with self._seen_lock:
+                self._seen[component.key] = (time.monotonic(), seen)
         log.info("component_observed", in_sync=in_sync, objects=len(desired), stale=len(stale),
                  listed=self._client.list_requests - lists_before, **counts)
         return Observation(exists=bool(seen), in_sync=in_sync,
@@ -221,9 +240,9 @@ class KubernetesProvider:
                            message=message)
 
     def _dry_run(self, item: Desired, info: ResourceInfo, live: Mapping[str, Any],
-                 options: Options) -> tuple[str, str]:
-        """Compare ``live`` with a dry-run apply of the desired object: ``("in sync", "")``,
-        ``("changed", diff)`` or ``("conflicts", why)``."""
+                 options: Options) -> tuple[str, str, dict[str, Any]]:
+        """Compare ``live`` with a dry-run apply of the desired object: ``"in sync"``,
+        ``"changed"`` (with the diff) or ``"conflicts"`` (with why), and the answer."""
         try:
             result = self._client.apply(info, with_ignored(item.body, live, options.ignore),
                                         force=options.force, dry_run=True)
@@ -232,9 +251,9 @@ class KubernetesProvider:
                 raise
             # force is off and someone else holds a field we set: apply will fail the same
             # way, the plan says why
-            return "conflicts", f"conflict: {exc.message}\n"
+            return "conflicts", f"conflict: {exc.message}\n", {}
         diff = compare(live, result, ignore=options.ignore, desired=item.body)
-        return ("changed", diff.text) if diff.changed else ("in sync", "")
+        return ("changed" if diff.changed else "in sync"), diff.text, result
 
     # -- apply ------------------------------------------------------------------------------
 
@@ -257,7 +276,7 @@ class KubernetesProvider:
     def apply(self, component: Component, record: Record | None) -> Record:
         log = self._log.bind(component=component.key)
         self._client.new_pass()
-        self._seen.pop(component.key, None)
+        self._forget_seen(component.key)
         options = Options.of(component.properties)
         desired = self._desired(component)
         objects: list[dict[str, Any]] = []
@@ -342,7 +361,7 @@ class KubernetesProvider:
         self._client.new_pass()
         instance = str(record.data.get("instance") or "")
         component = str(record.data.get("component") or "")
-        self._seen.pop(f"{instance}/{component}", None)
+        self._forget_seen(f"{instance}/{component}")
         log = self._log.bind(component=f"{instance}/{component}")
         for ref, _ in reversed(record_refs(record)):
             try:
@@ -361,7 +380,8 @@ class KubernetesProvider:
         (once) instead of reading them again; see the module docstring.
         """
         self._client.new_pass()
-        when, seen = self._seen.pop(component.key, (0.0, {}))
+        with self._seen_lock:
+            when, seen = self._seen.pop(component.key, (0.0, {}))
         if time.monotonic() - when > _SEEN_SECONDS:
             seen = {}
         reports: list[tuple[str, HealthReport]] = []

@@ -7,12 +7,14 @@ target's, in pages of :data:`PAGE`) and answers every later look-up of the run f
 Listed objects are kept without other managers' ``managedFields`` entries: the provider
 compares our fields only.
 
-A list is never older than the run that uses it:
+A list serves one run:
 
-* :meth:`RunLists.begin_run` (the provider's ``begin_run``) forgets every list;
+* :meth:`RunLists.begin_run` (the provider's ``begin_run``, for the engine to call when a
+  target's run starts) forgets every list;
 * so does the observation of a component already observed since the lists were taken (the
-  next run has begun, or an instance is being run again), and lists older than
-  :data:`RUN_SECONDS` are taken again;
+  next run has begun, or an instance is being run again), and a list older than
+  :data:`RUN_SECONDS` is taken again: without ``begin_run``, only a run that observes none
+  of the components the previous one did, within that time, may use the previous lists;
 * our own writes (apply, prune, delete) drop the list of the kind and namespace they wrote.
 
 An object that is not in a list is not known to be absent (someone may have removed our label):

@@ -8,6 +8,7 @@ that need the test server's request log or fault injection.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -258,3 +259,65 @@ def test_lists_page_and_are_taken_again_after_a_while(cluster: Cluster, repos: d
     assert lists.find(info, ref) is not None and client.list_requests == 4
     client.close()
 
+
+
+def test_a_field_someone_else_holds_at_our_value_is_checked_each_time_it_changes(
+        cluster: Cluster, repos: dict[str, Repo], tmp_path: Path) -> None:
+    kube = provider(cluster, tmp_path)
+    comp, record = applied(kube, cluster, {"base": repos["base"], "b": repos["b"]})["b"]
+    path = cluster.path("Deployment", "web")
+
+    def replicas(count: int) -> None:
+        def edit(obj: dict[str, Any]) -> None:
+            obj["spec"]["replicas"] = count
+        assert cluster.http.update(path, edit, "editor").ok
+
+    replicas(5)  # takes spec.replicas from us...
+    replicas(2)  # ...and sets it back to our value: still theirs, but no drift
+    run = idle_run(kube, comp, record, repair=False)
+    assert run.in_sync and run.stats["checked"] == 1, run.stats
+    # they still own the field: a change of it moves nothing, so only a dry-run can see it
+    replicas(7)
+    run = idle_run(kube, comp, record, repair=False)
+    assert not run.in_sync and "replicas: 7" in run.observation.diff
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["same provider", "after a restart"])
+def test_an_apply_under_our_field_manager_name_is_drift(cluster: Cluster,
+                                                        repos: dict[str, Repo],
+                                                        tmp_path: Path, restart: bool) -> None:
+    kube = provider(cluster, tmp_path)
+    comp, record = applied(kube, cluster, {"base": repos["base"], "b": repos["b"]})["b"]
+    path = cluster.path("Deployment", "web")
+    body = cluster.get("Deployment", "web")
+    ours = {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": cluster.namespace,
+                         "labels": body["metadata"]["labels"],
+                         "annotations": body["metadata"]["annotations"]},
+            "spec": {"replicas": 5, "selector": body["spec"]["selector"],
+                     "template": {"metadata": {"labels": {"app": "web"}}, "spec": {
+                         "containers": [{"name": "web", "image": "nginx:1.25"}]}}}}
+    # the same fields under our name, one value changed: ownership moves nowhere
+    assert cluster.http.apply(path, ours, "reconciler", force=True).ok
+    if restart:
+        kube = provider(cluster, tmp_path)
+    run = idle_run(kube, comp, record, repair=False)
+    assert not run.in_sync and "replicas: 5" in run.observation.diff
+
+
+def test_components_observed_at_once_share_the_runs_lists(cluster: Cluster,
+                                                          repos: dict[str, Repo],
+                                                          tmp_path: Path) -> None:
+    kube = provider(cluster, tmp_path)
+    parts = list(applied(kube, cluster, repos).values())
+    for _ in range(3):  # as the engine runs a dependency level: from several threads
+        if cluster.server is not None:
+            cluster.server.reset_requests()
+        kube.begin_run()
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            observed = list(pool.map(lambda part: kube.observe(*part), parts))
+            healthy = list(pool.map(lambda part: kube.health(*part), parts))
+        assert all(o.in_sync for o in observed), [o.message for o in observed]
+        assert all(h.state.value for h in healthy)
+        if cluster.server is not None:
+            assert cluster.server.count(verb="list") == 3 and cluster.per_object() == 0

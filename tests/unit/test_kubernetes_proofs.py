@@ -15,6 +15,7 @@ from reconciler_providers.kubernetes_proofs import (
     proof_of,
     record_entry,
     shows_in_sync,
+    verified,
 )
 
 OURS = {"f:metadata": {"f:labels": {"f:app": {}}},
@@ -24,19 +25,20 @@ DIGEST = desired_digest({"kind": "Deployment", "spec": {"replicas": 2}}, True, (
 
 
 def live(fields: dict[str, Any] | None = OURS, *, rv: str = "100", uid: str = "u-1",
-         time: str = "2024-05-01T10:00:00Z", **more: dict[str, Any]) -> dict[str, Any]:
-    entries = [{"manager": "kube-controller-manager", "operation": "Update",
-                "subresource": "status", "time": "2024-05-01T10:00:09Z",
-                "fieldsV1": {"f:status": {"f:replicas": {}}}}]
+         replicas: int = 2, image: str = "nginx:1.25", **more: dict[str, Any]) -> dict[str, Any]:
+    entries: list[dict[str, Any]] = [
+        {"manager": "kube-controller-manager", "operation": "Update", "subresource": "status",
+         "fieldsV1": {"f:status": {"f:replicas": {}}}}]
     if fields is not None:
-        entries.append({"manager": "reconciler", "operation": "Apply", "time": time,
-                        "fieldsV1": fields})
+        entries.append({"manager": "reconciler", "operation": "Apply", "fieldsV1": fields})
     for manager, owned in more.items():
-        entries.append({"manager": manager, "operation": "Update", "time": time,
-                        "fieldsV1": owned})
+        entries.append({"manager": manager, "operation": "Update", "fieldsV1": owned})
     return {"apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": "web", "uid": uid, "resourceVersion": rv,
-                         "managedFields": entries}}
+                         "labels": {"app": "web", "team": "ops"}, "managedFields": entries},
+            "spec": {"replicas": replicas, "minReadySeconds": 0, "template": {"spec": {
+                "containers": [{"name": "web", "image": image, "imagePullPolicy": "Always"}]}}},
+            "status": {"replicas": 1}}
 
 
 APPLIED = proof_of(live(), DIGEST, ())
@@ -52,22 +54,33 @@ def test_the_same_object_at_the_same_version_is_in_sync() -> None:
     assert shows_in_sync(live(), DIGEST, (), APPLIED, None) == APPLIED
 
 
+def changed_status() -> dict[str, Any]:
+    obj = live(rv="105")
+    obj["status"]["replicas"] = 2
+    obj["spec"]["minReadySeconds"] = 5  # not ours
+    return obj
+
+
 @pytest.mark.parametrize(("why", "obj", "expected"), [
-    ("a status write", live(rv="105"), True),
+    ("status and a field we do not own changed", changed_status(), True),
     ("another manager's field", live(rv="105", editor={"f:metadata": {"f:labels": {
         "f:team": {}}}}), True),
-    ("one of our fields taken", live(without_replicas(), rv="105"), False),
+    ("one of our fields taken", live(without_replicas(), rv="105", replicas=5), False),
+    ("one of our fields taken, value ours", live(without_replicas(), rv="105"), False),
     ("our entry gone (reset)", live(None, rv="105"), False),
-    ("applied under our name since", live(rv="105", time="2024-05-01T11:00:00Z"), False),
-    ("the object was recreated", live(rv="105", uid="u-2"), False),
+    ("one of our values changed, same owner", live(rv="105", image="nginx:1.26"), False),
+    ("the object was recreated as it was", live(rv="105", uid="u-2"), True),
 ])
-def test_a_newer_version_is_in_sync_only_when_our_field_set_is_intact(
+def test_a_newer_version_is_in_sync_only_when_our_fields_hold_our_values(
         why: str, obj: dict[str, Any], expected: bool) -> None:
-    proof = shows_in_sync(obj, DIGEST, (), APPLIED, None)
-    assert (proof is not None) is expected, why
-    if proof is not None:  # kept with the version it held for: the next run needs no more
-        assert proof.resource_version == "105"
-        assert shows_in_sync(obj, DIGEST, (), proof, None) == proof
+    kept = kept_proofs([record_entry(ObjectRef("apps/v1", "Deployment", "ns", "web"),
+                                     APPLIED)])[("apps", "Deployment", "ns", "web")]
+    for memo, record in ((APPLIED, None), (None, kept)):  # in memory, or after a restart
+        proof = shows_in_sync(obj, DIGEST, (), memo, record)
+        assert (proof is not None) is expected, why
+        if proof is not None:  # kept with the version it held for: the next run needs less
+            assert (proof.uid, proof.resource_version) == (obj["metadata"]["uid"], "105")
+            assert shows_in_sync(obj, DIGEST, (), proof, None) == proof
 
 
 def test_another_desired_object_is_never_proved() -> None:
@@ -77,33 +90,35 @@ def test_another_desired_object_is_never_proved() -> None:
     assert desired_digest({"a": 1}, True, ()) != desired_digest({"a": 1}, True, ("/a",))
 
 
-def test_the_record_proves_after_a_restart_by_field_set_alone() -> None:
-    kept = kept_proofs([record_entry(ObjectRef("apps/v1", "Deployment", "ns", "web"),
-                                     APPLIED)])
-    proof = kept[("apps", "Deployment", "ns", "web")]
-    assert (proof.uid, proof.resource_version, proof.time) == ("", "", "")
-    found = shows_in_sync(live(rv="200", uid="u-9"), DIGEST, (), None, proof)
-    assert found is not None and (found.uid, found.resource_version) == ("u-9", "200")
-    assert shows_in_sync(live(without_replicas()), DIGEST, (), None, proof) is None
-    assert shows_in_sync(live(None), DIGEST, (), None, proof) is None
+def test_the_record_holds_what_the_desired_state_determines() -> None:
+    entry = record_entry(ObjectRef("apps/v1", "Deployment", "ns", "web"), APPLIED)
+    assert set(entry) == {"apiVersion", "kind", "namespace", "name", "digest", "fields",
+                          "values"}
+    # another apply of the same desired object leaves the same record
+    again = proof_of(live(rv="300", uid="u-7"), DIGEST, ())
+    assert record_entry(ObjectRef("apps/v1", "Deployment", "ns", "web"), again) == entry
 
 
-def test_what_memory_knows_beats_the_record() -> None:
-    # the record says the set is intact, but the entry's time moved since our apply: doubt
-    kept = Proof(DIGEST, APPLIED.fields)
-    moved = live(rv="105", time="2024-05-01T11:00:00Z")
-    assert shows_in_sync(moved, DIGEST, (), APPLIED, kept) is None
-    assert shows_in_sync(moved, DIGEST, (), None, kept) is not None
-
-
-def test_ignored_fields_are_left_out_of_the_field_set() -> None:
+def test_ignored_fields_are_left_out() -> None:
     ignore = ("/spec/replicas",)
     applied = proof_of(live(), DIGEST, ignore)
-    assert shows_in_sync(live(without_replicas(), rv="105"), DIGEST, ignore, applied,
-                         None) is not None
+    autoscaled = live(without_replicas(), rv="105", replicas=7, hpa={"f:spec": {
+        "f:replicas": {}}})
+    assert shows_in_sync(autoscaled, DIGEST, ignore, applied, None) is not None
+    assert shows_in_sync(autoscaled, DIGEST, (), APPLIED, None) is None
     # a pointer through a list item cannot be matched to the field set: it stays in
     listed = ("/spec/template/spec/containers/0/image",)
     assert proof_of(live(), DIGEST, listed).fields == APPLIED.fields
+
+
+def test_a_dry_run_proves_more_than_its_version_only_when_we_own_all_we_set() -> None:
+    full = verified(live(rv="105"), live(rv="105"), DIGEST, ())
+    assert (full.fields, full.values) == (APPLIED.fields, APPLIED.values)
+    held = verified(live(without_replicas(), rv="105"), live(rv="105"), DIGEST, ())
+    assert (held.fields, held.values, held.resource_version) == ("", "", "105")
+    assert shows_in_sync(live(without_replicas(), rv="105"), DIGEST, (), held, None) == held
+    assert shows_in_sync(live(without_replicas(), rv="106", replicas=7), DIGEST, (), held,
+                         None) is None
 
 
 def test_two_entries_of_ours_or_odd_shapes_are_doubt() -> None:
@@ -111,14 +126,16 @@ def test_two_entries_of_ours_or_odd_shapes_are_doubt() -> None:
     twice["metadata"]["managedFields"].append(dict(twice["metadata"]["managedFields"][-1]))
     assert shows_in_sync(twice, DIGEST, (), APPLIED, None) is None
     assert proof_of({"metadata": {}}, DIGEST, ()) == Proof(DIGEST, "", "", "", "")
-    assert shows_in_sync({"metadata": {}}, DIGEST, (), Proof(DIGEST, ""), None) is None
+    assert shows_in_sync({"metadata": {}}, DIGEST, (), Proof(DIGEST, "", ""), None) is None
+    assert shows_in_sync(live({}, rv="105"), DIGEST, (), proof_of(live({}), DIGEST, ()),
+                         None) is None
 
 
-def test_kept_proofs_skip_pending_prunes_and_old_records() -> None:
+def test_kept_proofs_skip_pending_prunes_and_older_records() -> None:
     ref = ObjectRef("v1", "ConfigMap", "ns", "cm")
     entries = [record_entry(ref, APPLIED),
                {**ref.to_dict(), "name": "old"},
-               {**ref.to_dict(), "name": "pending", "prunePending": True, "digest": "d",
-                "fields": "f"},
+               {**ref.to_dict(), "name": "older", "digest": "d", "fields": "f"},
+               {**record_entry(ref, APPLIED), "name": "pending", "prunePending": True},
                "junk"]
     assert list(kept_proofs(entries)) == [("", "ConfigMap", "ns", "cm")]
