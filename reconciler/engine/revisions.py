@@ -10,17 +10,23 @@ One target's invalid instance never holds back another target.
 site asks for one (an untrusted revision is *blocked*), checks it out and validates it (one
 that cannot be is *unusable*); neither is an error of the run. Its :class:`ReportCache`
 validates each revision once and keeps the reports of the revisions still in use (the
-newest, and every target's applied and last good one). :func:`serving_fleet` says which
-fleet tells the daemon what it serves: the newest revision's, unless that cannot be read or
-has errors that concern every target, then a last good revision's. Used by the pipeline.
+newest, and every target's applied and last good one). Each validation is also kept on disk
+(``revision_cache``): a new process (``sync --once``, a restart) reads an unchanged revision's
+report back instead of validating it again, once it has checked that nothing else the
+validation read (secrets it could not read, release tags) changed. :func:`serving_fleet`
+says which fleet tells the daemon what it serves: the newest revision's, unless that cannot
+be read or has errors that concern every target, then a last good revision's. Used by the
+pipeline.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable
+import hashlib
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 
 import structlog
 
@@ -32,6 +38,15 @@ from reconciler.core.registry import ProviderRegistry
 from reconciler.core.secrets import SecretReader
 from reconciler.core.validation import Report, validate_repository
 from reconciler.engine.failures import describe
+from reconciler.engine.revision_cache import (
+    Inputs,
+    RecordingReleases,
+    RecordingSecrets,
+    RevisionCache,
+    context_digest,
+    secret_digest,
+)
+from reconciler.gitops.gitrun import Git
 from reconciler.gitops.releases import ReleaseResolver
 from reconciler.gitops.source import GitSource, Revision
 from reconciler.gitops.verification import VerifyMode, VerifyPolicy, verify_revision
@@ -40,6 +55,7 @@ __all__ = ["Basis", "NewestRevision", "ReportCache", "RevisionChoice", "Revision
            "choose_revision", "serving_fleet"]
 
 _log = structlog.get_logger(__name__)
+_UNLISTED = "unlisted"  # the release tags could not be listed: a stored report is not used
 
 
 class Basis(enum.Enum):
@@ -144,6 +160,13 @@ class RevisionReader:
         self.secrets = secrets
         self.releases = ReleaseResolver(source.git_dir, source.checkout)
         self.reports = ReportCache(self._validate, in_use)
+        self.in_use = in_use
+
+    @cached_property
+    def cache(self) -> RevisionCache:
+        """Validated revisions on disk, for the next process (see ``revision_cache``)."""
+        return RevisionCache(self.source.checkouts.parent / "revisions",
+                             context_digest(self.registry, self.policy, self.secrets.directory))
 
     def newest(self, revision: Revision) -> NewestRevision:
         """Read the run's newest revision (see the module docstring); never raises."""
@@ -169,9 +192,60 @@ class RevisionReader:
                                                          f"used: {describe(exc)}")
 
     def _validate(self, commit: str) -> Report:
-        return validate_repository(self.source.checkout(commit), registry=self.registry,
-                                   policy=self.policy, revision=commit, secrets=self.secrets,
-                                   releases=self.releases)
+        """The report of ``commit``: the one on disk when what it depended on is unchanged,
+        else a new validation (written to disk for the next process)."""
+        root = self.source.checkout(commit)
+        cached = self.cache.load(commit, self._unchanged)
+        if cached is not None and cached.fleet.root == root.resolve():
+            _log.debug("revision_cache_used", revision=commit[:12])
+            return cached
+        inputs = Inputs()
+        report = validate_repository(
+            root, registry=self.registry, policy=self.policy, revision=commit,
+            secrets=RecordingSecrets(self.secrets, inputs),
+            releases=RecordingReleases(self.releases, inputs, self._release_tags))
+        inputs.checkouts = _release_checkouts(report, self.source.checkouts)
+        self.cache.store(commit, report, inputs, keep=self.in_use())
+        return report
+
+    def _unchanged(self, inputs: Inputs) -> bool:
+        """Whether what a stored validation read is still what it was: each secret it could
+        not read, and the release tags of each solution it looked up; the checkouts of the
+        releases it rendered are exported again when they were pruned."""
+        if any(secret_digest(self.secrets, name) != digest
+               for name, digest in inputs.secrets.items()):
+            return False
+        if inputs.releases:
+            now = self._release_tags(inputs.releases)
+            if now != inputs.releases or _UNLISTED in now.values():
+                return False
+        for commit in inputs.checkouts:
+            self.source.checkout(commit)
+            self.releases.commits.add(commit)
+        return True
+
+    def _release_tags(self, solutions: Collection[str]) -> dict[str, str]:
+        """Solution -> a digest of its release tags (names and the objects they name), one
+        ``git for-each-ref`` for all of them (:data:`_UNLISTED` when that fails)."""
+        listed = Git(self.source.git_dir).run(
+            "for-each-ref", "--format=%(refname) %(objectname)",
+            *(f"refs/tags/{name}" for name in sorted(solutions)), check=False)
+        if not listed.ok:
+            return dict.fromkeys(solutions, _UNLISTED)
+        lines: dict[str, list[str]] = {name: [] for name in solutions}
+        for line in listed.text.splitlines():
+            solution = line.removeprefix("refs/tags/").partition("/")[0]
+            if solution in lines:
+                lines[solution].append(line)
+        return {name: hashlib.sha256("\n".join(sorted(found)).encode()).hexdigest()
+                for name, found in lines.items()}
+
+
+def _release_checkouts(report: Report, checkouts: Path) -> list[str]:
+    """The commits of the release checkouts the report's placements render from."""
+    found = {p.solution.root for placements in report.placements.values()
+             for p in placements if p.solution.release and p.solution.root is not None}
+    return sorted(root.name for root in found if root.parent == checkouts)
 
 
 def serving_fleet(report: Report | None, last_good: Iterable[str],
