@@ -74,6 +74,11 @@ class History:
                 side |= ancestors[j]
         return side & ~mainline
 
+    def is_ancestor(self, ancestor: str, commit: str) -> bool:
+        """Whether ``ancestor`` is ``commit`` or one of its ancestors (both in the range)."""
+        ancestors, _ = self._bits()
+        return bool(ancestors[self.index[commit]] >> self.index[ancestor] & 1)
+
     def touched_by(self, path: str, commits: int) -> bool:
         """Whether one of ``commits`` (bits) changed ``path``."""
         _, touched = self._bits()

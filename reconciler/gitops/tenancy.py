@@ -27,7 +27,8 @@ merge's first parent declares (a member removed since the branch started no long
 With ``signed_merges`` a merge must be signed by a member for every project path it changes.
 
 A :class:`Violation` names the commit, the path, the project and the signer; it no longer
-blocks once the path holds again at ``new`` what it held before the commit (a revert). The
+blocks once a later commit that was allowed to change the path gave it back what it held
+before the commit (a revert); what comes after builds on that. The
 check reads history with a few batched git calls and checks signatures in bulk
 (``reconciler.gitops.commit_signers``); its failure is a :class:`VerificationError`.
 """
@@ -68,7 +69,7 @@ class Violation:
     reason: str
     platform: bool = False  # a fleet-level path: every instance is concerned
     merge: str = ""  # set when found again where this merge brings the commit in
-    resolved: bool = False  # the path holds again at ``new`` what it held before
+    resolved: bool = False  # a later allowed commit gave the path back what it held before
 
     def describe(self) -> str:
         return (f"commit {self.commit[:12]} changes {self.path} of project {self.project}: "
@@ -149,7 +150,7 @@ def check_commits(git_dir: Path, old: str | None, new: str, *, gpg_keyring: Path
         judge.run()
         for question, reason in role_problems(git, judge.questions):
             judge.add_role(question, reason)
-        violations = _mark_resolved(git, full_new, judge.found)
+        violations = _mark_resolved(git, history, judge.found)
     check = TenancyCheck(full_old, full_new, len(history.commits), tuple(violations),
                          time.monotonic() - started)
     log.info("tenancy_checked", old=(full_old or "")[:12], new=full_new[:12],
@@ -307,27 +308,34 @@ class _Judge:
         return self._member(after, project, signer) is not None
 
 
-def _mark_resolved(git: Git, new: str,
+def _mark_resolved(git: Git, history: History,
                    found: Mapping[tuple[str, str, str], tuple[Violation, str]]
                    ) -> list[Violation]:
-    """The violations, each marked resolved when ``new`` holds the path as it was before the
-    commit (before the merge, for a commit found again where a merge brings it in)."""
-    items = [(v, before) for v, before in found.values()]
-    asks = [(f"{new}:{v.path}", f"{before}^1:{v.path}") for v, before in items
-            if "\n" not in v.path]
-    if not asks:
-        return [v for v, _ in items]
-    lines = "".join(f"{a}\n{b}\n" for a, b in asks).encode()
-    out = git.run("cat-file", "--batch-check=%(objectname)", input=lines,
-                  context="checking reverted changes").text.splitlines()
-    answers = iter(out)
-    result = []
-    for violation, _ in items:
+    """The violations, each marked resolved when a later commit of the range, allowed to
+    change the path, gave it back what it held before the commit (before the merge, for a
+    commit found again where a merge brings it in): a revert."""
+    bad = {(v.commit, v.path) for v, _ in found.values()}
+    asks: dict[tuple[str, str], list[str]] = {}  # (before, path) -> commits that may revert
+    for violation, anchor in found.values():
         if "\n" in violation.path:
-            result.append(violation)
             continue
-        now, then = next(answers), next(answers)
-        gone = now.endswith(" missing") and then.endswith(" missing")
-        result.append(replace(violation, resolved=gone or (
-            not now.endswith(" missing") and now == then)))
+        asks[(anchor, violation.path)] = [
+            c.oid for c in history.commits
+            if c.oid != anchor and violation.path in c.paths
+            and (c.oid, violation.path) not in bad and history.is_ancestor(anchor, c.oid)]
+    specs = sorted({f"{anchor}^1:{path}" for (anchor, path), later in asks.items() if later}
+                   | {f"{c}:{path}" for (_, path), later in asks.items() for c in later})
+    objects: dict[str, str] = {}
+    if specs:
+        out = git.run("cat-file", "--batch-check=%(objectname)",
+                      input="".join(f"{s}\n" for s in specs).encode(),
+                      context="checking reverted changes").text.splitlines()
+        objects = {spec: ("" if line.endswith(" missing") else line)
+                   for spec, line in zip(specs, out, strict=True)}
+    result = []
+    for violation, anchor in found.values():
+        later = asks.get((anchor, violation.path), [])
+        before = objects.get(f"{anchor}^1:{violation.path}")
+        reverted = any(objects.get(f"{c}:{violation.path}") == before for c in later)
+        result.append(replace(violation, resolved=reverted) if reverted else violation)
     return result
