@@ -41,6 +41,7 @@ _CURVES = {b"nistp256": (bytes.fromhex("06082a8648ce3d030107"), "sha256"),
            b"nistp521": (bytes.fromhex("06052b81040023"), "sha512")}
 _RSA_KEY = bytes.fromhex("06092a864886f70d0101010500")
 _RSA_HASHES = {b"rsa-sha2-256": "sha256", b"rsa-sha2-512": "sha512"}
+_RSA_MINIMUM_BITS = 1024
 
 
 class SshsigError(ValueError):
@@ -152,8 +153,8 @@ def _public_key_der(sig: SshSignature) -> tuple[bytes, str, bytes] | None:
     if kind == b"ssh-rsa" and sig.sig_type in _RSA_HASHES:
         e, pos = _string(sig.key_blob, pos)
         n, end = _string(sig.key_blob, pos)
-        if end != len(sig.key_blob):
-            return None
+        if end != len(sig.key_blob) or len(n.lstrip(b"\0")) * 8 < _RSA_MINIMUM_BITS:
+            return None  # ssh-keygen refuses keys under 1024 bits: let it say so
         rsa = _der(0x30, _der_int(n) + _der_int(e))
         spki = _der(0x30, _der(0x30, _RSA_KEY) + _der(0x03, b"\0" + rsa))
         return spki, _RSA_HASHES[sig.sig_type], sig.sig_blob
