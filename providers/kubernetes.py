@@ -283,9 +283,10 @@ class KubernetesProvider:
         for item in desired:
             info = self._served(item)
             live = self._client.get(info, item.ref) if options.ignore else None
-            self._lists.wrote(item.ref)
+            self._lists.wrote(item.ref, None)
             answer = self._client.apply(info, with_ignored(item.body, live, options.ignore),
                                         force=options.force)
+            self._lists.wrote(item.ref, answer)
             # what our apply left is what later runs compare with
             proof = proof_of(answer, desired_digest(item.body, options.force, options.ignore),
                              options.ignore)
@@ -317,7 +318,7 @@ class KubernetesProvider:
         info = self._client.resource(ref.api_version, ref.kind)
         if info is None:  # the kind is gone (its CRD was removed), so is the object
             return False
-        self._lists.wrote(ref)
+        self._lists.wrote(ref, None)
         self._proofs.pop(ref.identity, None)
         live = self._client.get(info, ref)
         if live is None:

@@ -15,7 +15,8 @@ A list serves one run:
   next run has begun, or an instance is being run again), and a list older than
   :data:`RUN_SECONDS` is taken again: without ``begin_run``, only a run that observes none
   of the components the previous one did, within that time, may use the previous lists;
-* our own writes (apply, prune, delete) drop the list of the kind and namespace they wrote.
+* our own writes (apply, prune, delete) put what the server answered in the list (a deleted
+  object, or one whose write failed, leaves it), so no list hides our own changes.
 
 An object that is not in a list is not known to be absent (someone may have removed our label):
 :meth:`RunLists.find` answers None and the provider reads it with a GET. A kind the server
@@ -118,12 +119,18 @@ class RunLists:
                 self._forget()
             self._observed.add(component)
 
-    def wrote(self, ref: ObjectRef) -> None:
-        """We wrote (or deleted) ``ref``: its list no longer says how it is."""
+    def wrote(self, ref: ObjectRef, answer: dict[str, Any] | None) -> None:
+        """We wrote ``ref`` and the server answered ``answer`` (the object as it is now),
+        or None: a delete, or a write whose outcome is unknown (read it with a GET)."""
         with self._lock:
-            for key in [k for k in self._lists if k[1:] == (ref.kind, ref.namespace)
-                        and k[0].rpartition("/")[0] == ref.group]:
-                del self._lists[key]
+            for key, listed in self._lists.items():
+                if listed is None or key[1:] != (ref.kind, ref.namespace) \
+                        or key[0].rpartition("/")[0] != ref.group:
+                    continue
+                if answer is not None and key[0] == ref.api_version:
+                    listed[ref.name] = _trimmed(answer)
+                else:
+                    listed.pop(ref.name, None)
 
     def find(self, info: ResourceInfo, ref: ObjectRef) -> dict[str, Any] | None:
         """The live object as this run's list of its kind and namespace has it; None when

@@ -128,8 +128,8 @@ def test_a_component_observed_again_starts_a_new_run(cluster: Cluster,
     assert "LINE: L9" in results["b"].observation.diff
 
 
-def test_our_own_writes_drop_the_lists_they_touch(cluster: Cluster, repos: dict[str, Repo],
-                                                  tmp_path: Path) -> None:
+def test_our_own_writes_update_the_runs_lists(cluster: Cluster, repos: dict[str, Repo],
+                                              tmp_path: Path) -> None:
     api = cluster.api
     kube = provider(cluster, tmp_path)
     parts = applied(kube, cluster, repos)
@@ -141,10 +141,30 @@ def test_our_own_writes_drop_the_lists_they_touch(cluster: Cluster, repos: dict[
     assert run.applied and not run.in_sync
     comp_b, record_b = parts["b"]
     assert idle_run(kube, comp_b, record_b, new_run=False).in_sync
-    # the ConfigMaps were listed again after the apply wrote some
-    paths = [r.path for r in api.requests if r.verb == "list"]
-    assert sum(p.endswith("/configmaps") for p in paths) == 2
-    assert sum(p.endswith("/deployments") for p in paths) == 1
+    # what our apply answered replaced what the list said: nothing is listed twice
+    assert sorted(r.path.rsplit("/", 1)[-1] for r in api.requests if r.verb == "list") == [
+        "configmaps", "deployments"]
+
+
+def test_an_object_moving_between_components_in_one_run(cluster: Cluster,
+                                                        repos: dict[str, Repo],
+                                                        tmp_path: Path) -> None:
+    kube = provider(cluster, tmp_path)
+    parts = applied(kube, cluster, repos)
+    # the next revision moves ConfigMap a2 from component a to component b
+    repos["a"].write({"cm.yaml": configmaps("a1")})
+    repos["b"].write({"cm.yaml": configmaps("b1", "b2", "a2"), "web.yaml": DEPLOYMENT})
+    kube.begin_run()
+    first = idle_run(kube, parts["a"][0], parts["a"][1], new_run=False)  # prunes a2
+    assert first.observation.message == "1 to prune" and first.applied
+    second = idle_run(kube, parts["b"][0], parts["b"][1], new_run=False)
+    assert second.observation.message == "1 to create", second.observation.diff
+    moved = cluster.get("ConfigMap", "a2")
+    assert moved["metadata"]["annotations"]["reconciler.io/component"] == "b"
+    for name in ("a", "b"):
+        comp = component(repos[name], cluster, name=name)
+        record = second.record if name == "b" else first.record
+        assert idle_run(kube, comp, record).stats["checked"] == 0
 
 
 def test_a_kind_the_server_refuses_to_list_is_read_object_by_object(
@@ -253,8 +273,14 @@ def test_lists_page_and_are_taken_again_after_a_while(cluster: Cluster, repos: d
     lists = RunLists(client, "berlin-l1", clock=lambda: now[0])
     ref = next(r for r in map(ObjectRef.from_dict, parts["a"][1].data["objects"])
                if r.name == "a1")
-    assert lists.find(info, ref) is not None and client.list_requests == 3
-    assert lists.find(info, ref) is not None and client.list_requests == 3
+    found = lists.find(info, ref)
+    assert found is not None and client.list_requests == 3
+    assert lists.find(info, ref) is found and client.list_requests == 3
+    written = {**found, "data": {"LINE": "L7"}}
+    lists.wrote(ref, written)  # our apply answered this: the list has it now
+    assert lists.find(info, ref) == written
+    lists.wrote(ref, None)  # a write that failed, or a delete: read it with a GET
+    assert lists.find(info, ref) is None and client.list_requests == 3
     now[0] = 11.0
     assert lists.find(info, ref) is not None and client.list_requests == 4
     client.close()
