@@ -15,15 +15,11 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
 from reconciler.cli.common import FORMAT, fail
 from reconciler.core import tables
-
-if TYPE_CHECKING:  # imported when the report runs, not when the CLI starts
-    from reconciler.cli.report_html import RolloutProgress
 
 __all__ = ["history", "release", "report", "rollback", "status"]
 
@@ -164,6 +160,7 @@ def report(repo: str, shared_branch: str, ref: str, stale_after: float, html: Pa
 
     from reconciler.cli.progress import Progress
     from reconciler.cli.report_html import render_report
+    from reconciler.cli.rollout_progress import unfinished
     from reconciler.core.errors import ReconcilerError
     from reconciler.gitops.fleet_history import recent_changes
     from reconciler.gitops.fleet_status import STATUS_REFS
@@ -180,7 +177,7 @@ def report(repo: str, shared_branch: str, ref: str, stale_after: float, html: Pa
                 progress.report("reading the history")
                 changes = recent_changes(read.reader.git, STATUS_REFS, limit=history,
                                          sites=view.site_paths(site) if site else None)
-                rollouts = _rollouts(read)
+                rollouts = unfinished(read.index, read.status, read.reader.cache.git_dir)
                 progress.report("writing the page")
                 page = render_report(view, source=read.status.source, ref=ref,
                                      history=changes, rollouts=rollouts,
@@ -217,33 +214,6 @@ def _check_site(read: _FleetRead, site: str) -> None:
     if not any(s.path == p or s.path.startswith(p + "/")
                for s in read.index.sites for p in paths):
         fail(f"no site {site!r} in the fleet at {read.view.revision[:12]}")
-
-
-def _rollouts(read: _FleetRead) -> list[RolloutProgress]:
-    """The rollouts not yet complete, for the report (docs/rollouts.md)."""
-    import datetime as dt
-
-    from reconciler.cli.report_html import RolloutProgress
-    from reconciler.cli.rollout_progress import approvals_in, instance_progress, state_of
-
-    if read.index is None:
-        return []
-    out = []
-    now = dt.datetime.now(dt.UTC)
-    for info in read.index.instances.values():
-        if info.rollout is None:
-            continue
-        progress = instance_progress(read.index, read.status, info, approvals_in(
-            read.reader.cache.git_dir, info.name, info.release, info.rollout), now)
-        if progress["complete"]:
-            continue
-        state, message = state_of(progress)
-        waves = progress["waves"]
-        out.append(RolloutProgress(
-            info.name, info.solution, info.release, state,
-            sum(1 for w in waves if w["ready"] == w["total"]), len(waves),
-            progress["readyTargets"], progress["targets"], message))
-    return out
 
 
 def _quiet(stage: str) -> None:

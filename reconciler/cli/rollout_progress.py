@@ -15,12 +15,14 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from reconciler.cli.report_html import RolloutProgress
 from reconciler.core.rollouts import LAST_WAVE, Rollout, Wave
 from reconciler.engine.rollout_gate import PeerStatus, rollout_gate, wave_progress
 from reconciler.gitops.fleet_model import FleetIndex, InstanceInfo
 from reconciler.gitops.fleet_status import FleetStatus
 
-__all__ = ["Approved", "approvals_in", "instance_progress", "peers_of"]
+__all__ = ["Approved", "approvals_in", "instance_progress", "peers_of", "state_of",
+           "unfinished"]
 
 # wave -> (approved, why not)
 Approved = Callable[[str], tuple[bool, str]]
@@ -120,3 +122,26 @@ def state_of(progress: Mapping[str, Any]) -> tuple[str, str]:
             if row["waitingFor"] and row["phase"] != "Ready":
                 return "Progressing", f"{row['target']}: {row['waitingFor']}"
     return "Progressing", ""
+
+
+def unfinished(index: FleetIndex | None, status: FleetStatus,
+               git_dir: Path) -> list[RolloutProgress]:
+    """The rollouts whose release has not reached all their targets, for the report."""
+    if index is None:
+        return []
+    out = []
+    now = dt.datetime.now(dt.UTC)
+    for info in index.instances.values():
+        if info.rollout is None:
+            continue
+        progress = instance_progress(index, status, info, approvals_in(
+            git_dir, info.name, info.release, info.rollout), now)
+        if progress["complete"]:
+            continue
+        state, message = state_of(progress)
+        waves = progress["waves"]
+        out.append(RolloutProgress(
+            info.name, info.solution, info.release, state,
+            sum(1 for w in waves if w["ready"] == w["total"]), len(waves),
+            progress["readyTargets"], progress["targets"], message))
+    return out

@@ -31,10 +31,9 @@ from reconciler.core.loading import _schema_errors, field_path
 from reconciler.core.model import Fleet, StatusLayout
 from reconciler.core.provider_api import SHUTDOWN_GRACE, LocalPolicy
 from reconciler.core.yamlio import YamlFileError, read_documents
-from reconciler.daemon.control import check_socket_path
-from reconciler.daemon.durations import check_duration, parse_duration
+from reconciler.daemon.config_schema import SCHEMA as _SCHEMA
+from reconciler.daemon.durations import parse_duration
 from reconciler.daemon.notification_settings import (
-    NOTIFICATIONS_SCHEMA,
     NotificationSettings,
     build_notifications,
 )
@@ -48,69 +47,6 @@ DEFAULT_CONFIG = Path("/etc/reconciler/config.yaml")
 ENV_PREFIX = "RECONCILER_"
 CONTROL_SOCKET = "control.sock"  # in $RUNTIME_DIRECTORY, else in stateDir
 
-_STR = {"type": "string"}
-_SCHEMA: dict[str, Any] = {
-    "repo": {"type": "dict", "required": True, "schema": {
-        "url": {"type": "string", "required": True, "empty": False},
-        "ref": {"type": "string", "empty": False},
-        "sshKey": _STR,
-        "tokenFile": _STR,
-        "timeout": {"type": "integer", "min": 1},
-    }},
-    "site": {"type": "string", "required": True, "empty": False},
-    "targets": {"type": "list", "schema": _STR},
-    "stateDir": _STR,
-    "interval": {"type": "integer", "min": 1},
-    "jitter": {"type": "integer", "min": 0},
-    "retries": {"type": "dict", "schema": {
-        "count": {"type": "integer", "min": 0, "max": 100},
-        "delay": {"type": "number", "min": 0},
-        "maxDelay": {"type": "number", "min": 0},
-    }},
-    "healthTimeout": {"type": "integer", "min": 1},
-    "healthPollInterval": {"type": "number", "min": 0.05},
-    "shutdownGrace": {"type": "number", "min": 0},
-    "remoteCheckInterval": {"type": "number", "min": 1},
-    "status": {"type": "dict", "schema": {
-        "layout": {"type": "string", "allowed": ["per-site", "shared"]},
-        "branch": _STR,
-        "push": {"type": "boolean"},
-        # how often an idle site rewrites its heartbeat file: 1h, 30m, seconds; 0: never
-        "heartbeat": {"type": ["number", "string"], "check_with": check_duration},
-    }},
-    "policy": {"type": "dict", "schema": {
-        "allowedProviders": {"type": "list", "nullable": True, "schema": _STR},
-        "fileRoots": {"type": "list", "schema": _STR},
-        "allowScripts": {"type": "boolean"},
-        "namespaces": {"type": "list", "nullable": True, "schema": _STR},
-    }},
-    "listen": {"type": "dict", "schema": {
-        "address": _STR,
-        "port": {"type": "integer", "min": 0, "max": 65535},
-        "enabled": {"type": "boolean"},
-    }},
-    "webhook": {"type": "dict", "schema": {
-        "secretFile": _STR,
-        "triggerInterval": {"type": "number", "min": 0},  # seconds per trigger token
-        "triggerBurst": {"type": "integer", "min": 1},
-    }},
-    "verify": {"type": "dict", "schema": {
-        "mode": {"type": "string", "allowed": ["none", "commit", "tag"]},
-        "allowedSigners": _STR,
-        "gpgKeyring": _STR,
-    }},
-    "secretsDir": _STR,
-    "watch": {"type": "boolean"},
-    # hold, unhold and sync --retry reach the daemon here (docs/operations.md)
-    "controlSocket": {"type": "string", "empty": False, "check_with": check_socket_path},
-    # repair drift and roll back outside maintenance windows (docs/failure-handling.md)
-    "repairOutsideWindows": {"type": "boolean"},
-    "log": {"type": "dict", "schema": {
-        "format": {"type": "string", "allowed": ["auto", "json", "console"]},
-        "level": {"type": "string", "allowed": ["debug", "info", "warning", "error"]},
-    }},
-    "notifications": NOTIFICATIONS_SCHEMA,  # docs/notifications.md
-}
 
 
 # the flat id of a site path names its status branch; the status publisher owns the rule
@@ -136,6 +72,7 @@ class DaemonConfig:
     retry_max_delay: float = 300.0
     health_timeout: int | None = None
     health_poll_interval: float = 2.0
+    apply_concurrency: int = 4
     # on shutdown, how long a running helm upgrade may go on before it is stopped; the unit's
     # TimeoutStopSec must exceed it by helm's 30 s to roll back (docs/operations.md)
     shutdown_grace: float = SHUTDOWN_GRACE
@@ -190,7 +127,7 @@ class DaemonConfig:
             retry_delay=self.retry_delay, retry_max_delay=self.retry_max_delay,
             health_timeout=self.health_timeout,
             health_poll_interval=self.health_poll_interval,
-            shutdown_grace=self.shutdown_grace,
+            apply_concurrency=self.apply_concurrency, shutdown_grace=self.shutdown_grace,
             remote_check_interval=self.remote_check_interval, policy=self.policy,
             secrets_dir=self.secrets_dir, verify_mode=VerifyMode(self.verify_mode),
             verify_allowed_signers=self.verify_allowed_signers,
@@ -372,7 +309,7 @@ def _build(data: dict[str, Any], path: Path | None, env: Mapping[str, str]) -> D
     runtime = env.get("RUNTIME_DIRECTORY", "").split(":")[0]
     socket_path = p(data.get("controlSocket")) or (
         Path(runtime) / CONTROL_SOCKET if runtime else None)
-    log = data.get("log") or {}
+    log, hook = data.get("log") or {}, data.get("webhook") or {}
     return DaemonConfig(
         repo_url=url,
         site=data["site"].strip("/"),
@@ -389,6 +326,7 @@ def _build(data: dict[str, Any], path: Path | None, env: Mapping[str, str]) -> D
         retry_max_delay=float(retries.get("maxDelay", 300.0)),
         health_timeout=data.get("healthTimeout"),
         health_poll_interval=float(data.get("healthPollInterval", 2.0)),
+        apply_concurrency=int(data.get("applyConcurrency", 4)),
         shutdown_grace=float(data.get("shutdownGrace", SHUTDOWN_GRACE)),
         remote_check_interval=float(data.get("remoteCheckInterval", 30.0)),
         status_layout=StatusLayout(status["layout"]) if "layout" in status else None,
@@ -399,9 +337,9 @@ def _build(data: dict[str, Any], path: Path | None, env: Mapping[str, str]) -> D
         listen_address=listen.get("address", "127.0.0.1"),
         listen_port=listen.get("port", 9420),
         listen_enabled=bool(listen.get("enabled", True)),
-        webhook_secret_file=p((data.get("webhook") or {}).get("secretFile")),
-        webhook_trigger_interval=float((data.get("webhook") or {}).get("triggerInterval", 10.0)),
-        webhook_trigger_burst=int((data.get("webhook") or {}).get("triggerBurst", 2)),
+        webhook_secret_file=p(hook.get("secretFile")),
+        webhook_trigger_interval=float(hook.get("triggerInterval", 10.0)),
+        webhook_trigger_burst=int(hook.get("triggerBurst", 2)),
         verify_mode=verify.get("mode", "none"),
         verify_allowed_signers=p(verify.get("allowedSigners")),
         verify_gpg_keyring=p(verify.get("gpgKeyring")),
@@ -412,7 +350,7 @@ def _build(data: dict[str, Any], path: Path | None, env: Mapping[str, str]) -> D
         repair_outside_windows=bool(data.get("repairOutsideWindows", True)),
         log_format=log.get("format", "auto"),
         log_level=log.get("level", "info"),
-        notifications=build_notifications(data.get("notifications"), str(path or "environment"),
-                                          p),
+        notifications=build_notifications(data.get("notifications"),
+                                          str(path or "environment"), p),
         source_file=path,
     )

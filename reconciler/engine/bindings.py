@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ __all__ = ["ProviderSet"]
 
 class ProviderSet:
     # the engine keeps one per served target between runs
-    __slots__ = ("_bound", "_cache", "cancelled", "policy", "registry", "shutdown_grace",
+    __slots__ = ("_bound", "_cache", "_lock", "cancelled", "policy", "registry", "shutdown_grace",
                  "state_dir", "stopping", "target")
 
     def __init__(self, target: str, registry: ProviderRegistry, policy: LocalPolicy,
@@ -40,8 +41,14 @@ class ProviderSet:
         self.shutdown_grace = shutdown_grace
         self._cache: dict[str, Provider] = {}
         self._bound: dict[int, tuple[Binding, Provider]] = {}
+        # components of one dependency level ask from several threads: one provider each
+        self._lock = threading.RLock()
 
     def get(self, provider: str, role: str, config: Mapping[str, Any]) -> Provider:
+        with self._lock:
+            return self._get(provider, role, config)
+
+    def _get(self, provider: str, role: str, config: Mapping[str, Any]) -> Provider:
         digest = hashlib.sha256(json.dumps([provider, role, config], sort_keys=True,
                                            default=str).encode()).hexdigest()[:16]
         found = self._cache.get(digest)
@@ -78,6 +85,7 @@ class ProviderSet:
         known = self._bound.get(id(binding))
         if known is not None and known[0] is binding:
             return known[1]
-        provider = self.get(binding.provider, binding.role, binding.config)
-        self._bound[id(binding)] = (binding, provider)
+        with self._lock:
+            provider = self._get(binding.provider, binding.role, binding.config)
+            self._bound[id(binding)] = (binding, provider)
         return provider

@@ -54,6 +54,9 @@ class EngineSettings:
     health_timeout: int | None = None
     #: Seconds between two health checks while waiting.
     health_poll_interval: float = 2.0
+    #: Components of one instance that do not depend on each other are applied and waited
+    #: for at the same time, at most this many at once (1: one after the other).
+    apply_concurrency: int = 4
     #: On shutdown, seconds a running provider operation (a helm upgrade) may go on.
     shutdown_grace: float = SHUTDOWN_GRACE
     #: What the site allows the repository to ask for. Its ``base_dir`` is set by the engine

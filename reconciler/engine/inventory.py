@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -70,6 +71,8 @@ class Inventory:
     dirty: bool = False
     # the file as last read or written: (inode, size, mtime); see changed_on_disk
     signature: tuple[int, int, int] | None = None
+    # components of one dependency level are applied from several threads
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     @classmethod
     def load(cls, state_dir: Path, target: str) -> Inventory:
@@ -85,18 +88,25 @@ class Inventory:
 
     def put(self, key: str, record: Record, binding_config: Mapping[str, Any], revision: str,
             order: int) -> None:
-        # the components of a binding share one copy of its config
-        config = next((e.binding_config for e in self.entries.values()
-                       if e.binding_config == binding_config), None) or dict(binding_config)
-        self.entries[key] = Entry(key, record, config, sys.intern(revision), order,
-                                  datetime.now(UTC).isoformat(timespec="seconds"))
-        self.save(f"cannot record {key} in")
+        with self._lock:
+            # the components of a binding share one copy of its config
+            config = next((e.binding_config for e in self.entries.values()
+                           if e.binding_config == binding_config), None) \
+                or dict(binding_config)
+            self.entries[key] = Entry(key, record, config, sys.intern(revision), order,
+                                      datetime.now(UTC).isoformat(timespec="seconds"))
+            self.save(f"cannot record {key} in")
 
     def remove(self, key: str) -> None:
-        if self.entries.pop(key, None) is not None:
-            self.save(f"cannot remove {key} from")
+        with self._lock:
+            if self.entries.pop(key, None) is not None:
+                self.save(f"cannot remove {key} from")
 
     def reorder(self, order: Mapping[str, int]) -> None:
+        with self._lock:
+            self._reorder(order)
+
+    def _reorder(self, order: Mapping[str, int]) -> None:
         changed = False
         for key, position in order.items():
             entry = self.entries.get(key)
@@ -109,6 +119,10 @@ class Inventory:
 
     def save(self, doing: str = "cannot write") -> None:
         """Write the file; raises ReconcilerError ("<doing> the inventory <path>: <why>")."""
+        with self._lock:
+            self._save(doing)
+
+    def _save(self, doing: str) -> None:
         try:
             self.dirty = True
             write_json(self.path, {"target": self.target,

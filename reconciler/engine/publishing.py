@@ -10,6 +10,11 @@ off from an unreachable server, status is committed locally only; the first run 
 server answers pushes the queued commit. A failure to publish is logged and reported, never
 raised: the run's other work is done. Used by the pipeline, one per daemon.
 
+What the last publish was made from is kept in memory and in the state directory
+(``published_status``): when the statuses, their ``lastChange`` times and the heartbeat are
+those of the last publish and that is on the remote, the files are not even rendered, in a
+daemon's run as in a new process (``sync --once``).
+
 Next to the status files goes the site's heartbeat file (``status/<site path>/.heartbeat``,
 ``reconciler.gitops.status_files``): the time this daemon last said it is alive. It is
 refreshed only once ``heartbeat`` seconds have passed (default an hour; the settings'
@@ -25,6 +30,7 @@ import datetime as dt
 import hashlib
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import structlog
@@ -33,6 +39,7 @@ from reconciler.core.errors import ReconcilerError, StatusPushError
 from reconciler.core.model import Fleet, StatusLayout
 from reconciler.engine.engine_settings import EngineSettings
 from reconciler.engine.failures import describe
+from reconciler.engine.published_status import Published, inputs_digest
 from reconciler.engine.state_store import StateStore
 from reconciler.engine.status import StatusRenderer, TargetStatus, status_path
 from reconciler.gitops.status_branches import Layout, site_id_for
@@ -73,7 +80,9 @@ class StatusPublishing:
         self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self._beat: dt.datetime | None = None  # the time in the heartbeat file last written
         self._publisher: StatusPublisher | None = None
-        self._published: tuple[str, str, bool] | None = None  # files digest, commit, pushed
+        self._published: Published | None = None  # the last publish (see _last)
+        self._loaded = False  # whether the record on disk was looked at
+        self._saved: Published | None = None  # what the record on disk says
 
     def publisher(self, site_path: str, fleet: Fleet | None) -> StatusPublisher:
         """The site's publisher, made on first use (the repository's status settings are
@@ -96,22 +105,29 @@ class StatusPublishing:
         """Publish the statuses of a run at ``commit``; returns the status commit (None when
         there is none) and whether the remote holds it."""
         site_path, owned = site_paths(fleet, self.settings.site)
-        files: dict[str, bytes] = {}
-        for status in statuses:
-            files[status_path(status.site or site_path, status.target)] = self.renderer.render(
-                status, store.get(status.target).last_change)
         publisher: StatusPublisher | None = None
         try:
             publisher = self.publisher(site_path, fleet)
-            if self.heartbeat > 0:
-                beat = f"status/{site_path}/{HEARTBEAT_FILE}"
-                files[beat] = heartbeat_file(site_path, self._heartbeat(publisher, beat))
-            key = _files_digest(files, owned)
-            last, self._published = self._published, None
-            if last is not None and last[0] == key and (last[2] or
-                                                        not self.settings.status_push):
+            last, self._published = self._last(publisher), None
+            beat = self._heartbeat(publisher) if self.heartbeat > 0 else None
+            paths = [status_path(status.site or site_path, status.target)
+                     for status in statuses]
+            inputs = inputs_digest(
+                branch=publisher.branch, owned=owned, beat=beat,
+                files=((path, self.renderer.canonical(status),
+                        store.get(status.target).last_change)
+                       for path, status in zip(paths, statuses, strict=True)))
+            if last is not None and inputs and last.inputs == inputs and self._settled(last):
                 self._published = last
-                return last[1], last[2]
+                return last.commit, last.pushed
+            files = {path: self.renderer.render(status, store.get(status.target).last_change)
+                     for path, status in zip(paths, statuses, strict=True)}
+            if beat is not None:
+                files[f"status/{site_path}/{HEARTBEAT_FILE}"] = heartbeat_file(site_path, beat)
+            key = _files_digest(files, owned)
+            if last is not None and last.files == key and self._settled(last):
+                self._remember(replace(last, inputs=inputs))
+                return last.commit, last.pushed
             publisher.set_sites(owned)
             result = publisher.publish(files, f"status: {self.settings.site} at {commit[:12]}",
                                        push=not offline)
@@ -130,15 +146,42 @@ class StatusPublishing:
         elif offline and publisher.pending():
             _log.info("status_queued", commit=(result.commit or "")[:12])
         if result.commit is not None:
-            self._published = (key, result.commit, result.pushed)
+            self._remember(Published(inputs, key, result.commit, result.pushed,
+                                     beat.isoformat() if beat else "", publisher.branch))
         return result.commit, result.pushed
 
-    def _heartbeat(self, publisher: StatusPublisher, path: str) -> dt.datetime:
+    def _settled(self, last: Published) -> bool:
+        """Whether nothing is left to do for the last publish (its commit is pushed)."""
+        return last.pushed or not self.settings.status_push
+
+    def _last(self, publisher: StatusPublisher) -> Published | None:
+        """The last publish: the one of this process, else the one on disk while our status
+        ref still names its commit (read once)."""
+        if self._published is not None or self._loaded:
+            return self._published
+        self._loaded = True
+        found = Published.load(self.settings.state_dir)
+        if found is None or found.branch != publisher.branch \
+                or found.commit != publisher.head():
+            return None
+        self._saved = found
+        if self._beat is None:
+            self._beat = found.heartbeat()
+        return found
+
+    def _remember(self, published: Published) -> None:
+        if published != self._saved:  # an idle daemon writes nothing
+            published.save(self.settings.state_dir)
+            self._saved = published
+        self._published = published
+
+    def _heartbeat(self, publisher: StatusPublisher) -> dt.datetime:
         """The time for the heartbeat file: the last one written until ``heartbeat`` seconds
-        have passed, then now. The first call takes the last one from our last commit."""
+        have passed, then now. The first call takes the last one from the record of the last
+        publish, or else from our last commit."""
         now = self.clock()
         if self._beat is None:
-            written = publisher.read_file(path)
+            written = publisher.read_file(f"status/{publisher.site_path}/{HEARTBEAT_FILE}")
             self._beat = heartbeat_of(written) if written is not None else None
         if self._beat is None or (now - self._beat).total_seconds() >= self.heartbeat:
             self._beat = now.replace(microsecond=0)

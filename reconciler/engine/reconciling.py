@@ -179,7 +179,8 @@ class TargetReconciler:
             gate=lambda p: self.rollouts.gate(p, report.fleet, use, now)
             if report is not None else None))
         execution = Execution(known, self.providers(target.name, use), inventory,
-                              retry=policy, cancelled=self.cancellation.cancelled)
+                              retry=policy, cancelled=self.cancellation.cancelled,
+                              concurrency=self.settings.apply_concurrency)
         views = run_steps(execution, steps, self.store, target.name, self.now, find)
         return execution.result(use), views, steps
 

@@ -6,14 +6,17 @@ and message, the validation errors (file and line) when the revision
 was invalid, the last good revision and the time of the last change. The file contains nothing
 that changes on an idle run (no "last run" time), so the publisher commits only when something
 meaningful changed; ``lastChange`` moves only then. Built by the pipeline after every target.
+What a status says is identified by a digest of its canonical JSON (keys sorted), which costs a
+small fraction of emitting its YAML: the file is rendered only when it is published.
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
+import json
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,8 +27,8 @@ from reconciler.core.model import API_VERSION
 from reconciler.core.secrets import redact
 from reconciler.engine.executing import ComponentPhase, TargetResult
 
-__all__ = ["Phase", "StatusRenderer", "TargetStatus", "build_status", "render_status",
-           "status_path"]
+__all__ = ["Phase", "StatusRenderer", "TargetStatus", "build_status", "canonical",
+           "render_status", "status_path"]
 
 MAX_ERRORS = 50  # per status file; the rest is counted
 
@@ -57,7 +60,7 @@ class TargetStatus:
 
     def digest(self) -> str:
         """Identity of the meaningful content (everything but lastChange)."""
-        return _digest_of(self.body(""))
+        return _digest_of(canonical(self))
 
     def body(self, last_change: str) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -219,8 +222,15 @@ def render_status(status: TargetStatus, last_change: str) -> bytes:
     return redact(_yaml_of(status.body(last_change))).encode()  # no secret value leaves
 
 
-def _digest_of(body: dict[str, Any]) -> str:
-    return hashlib.sha256(yaml.safe_dump(body, sort_keys=True).encode()).hexdigest()
+def canonical(status: TargetStatus) -> str:
+    """The status's content but lastChange as canonical JSON (keys sorted, no blanks): equal
+    statuses give equal text in every process."""
+    return json.dumps(status.body(""), sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False, default=repr)
+
+
+def _digest_of(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _yaml_of(body: dict[str, Any]) -> str:
@@ -228,37 +238,55 @@ def _yaml_of(body: dict[str, Any]) -> str:
 
 
 class StatusRenderer:
-    """:meth:`TargetStatus.digest` and :func:`render_status`, remembering recent results.
+    """:func:`canonical`, :meth:`TargetStatus.digest` and :func:`render_status`, remembering
+    recent results.
 
-    On an idle run every target's status is the one it had on the previous run, and
-    serialising it to YAML twice per target (the digest, then the file) with PyYAML's
-    pure-Python emitter took most of a no-op run of a 1,000-target site (about 2.5 ms per
-    target). The results are kept by the ``repr`` of the status body, which is exact for the
-    plain values a body holds (str, int, bool, None, lists, dicts), so the bytes are the
-    same as the uncached functions give. Redaction still runs on every render, because the
-    set of known secret values can grow between runs. Built once per daemon by the
-    pipeline, which calls :meth:`next_run` at the start of every run: results unused for a
-    whole run are dropped, so memory follows the number of targets served.
+    A status is identified by the digest of its canonical JSON, and its text is kept for the
+    run by the status object (the reconciler hands an idle target the object of its last
+    run, and the publisher asks for the same text again). The YAML of the status file is
+    rendered only to be published: PyYAML's pure-Python emitter takes about 1 ms per target,
+    and an idle run publishes nothing new. Rendered files are kept by the ``repr`` of the
+    status body, which is exact for the plain values a body holds (str, int, bool, None,
+    lists, dicts), so the bytes are the same as :func:`render_status` gives. Redaction
+    still runs on every render, because the set of known secret values can grow between
+    runs. Built once per daemon by the pipeline, which calls :meth:`next_run` at the start
+    of every run: what was unused for a whole run is dropped, so memory follows the number
+    of targets served.
     """
 
     def __init__(self) -> None:
         self._current: dict[str, str] = {}
         self._previous: dict[str, str] = {}
+        # id of a status -> (the status, kept alive so its id stays its own; its JSON)
+        self._texts: dict[int, tuple[TargetStatus, str]] = {}
+        self._previous_texts: dict[int, tuple[TargetStatus, str]] = {}
         self._lock = threading.Lock()
 
     def next_run(self) -> None:
         with self._lock:
             self._previous, self._current = self._current, {}
+            self._previous_texts, self._texts = self._texts, {}
+
+    def canonical(self, status: TargetStatus) -> str:
+        """:func:`canonical` of ``status``, worked out once per status object."""
+        key = id(status)
+        with self._lock:
+            found = self._texts.get(key) or self._previous_texts.get(key)
+            if found is not None and found[0] is status:
+                self._texts[key] = found
+                return found[1]
+        text = canonical(status)
+        with self._lock:
+            self._texts[key] = (status, text)
+        return text
 
     def digest(self, status: TargetStatus) -> str:
-        return self._cached("d", status.body(""), _digest_of)
+        """:meth:`TargetStatus.digest` of ``status``."""
+        return _digest_of(self.canonical(status))
 
     def render(self, status: TargetStatus, last_change: str) -> bytes:
-        return redact(self._cached("r", status.body(last_change), _yaml_of)).encode()
-
-    def _cached(self, kind: str, body: dict[str, Any],
-                compute: Callable[[dict[str, Any]], str]) -> str:
-        key = kind + repr(body)
+        body = status.body(last_change)
+        key = repr(body)
         with self._lock:
             found = self._current.get(key)
             if found is None:
@@ -266,7 +294,7 @@ class StatusRenderer:
                 if found is not None:
                     self._current[key] = found
         if found is None:
-            found = compute(body)
+            found = _yaml_of(body)
             with self._lock:
                 self._current[key] = found
-        return found
+        return redact(found).encode()

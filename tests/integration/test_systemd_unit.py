@@ -197,7 +197,7 @@ CONFIG_KEYS = {
     "repo": {"url", "ref", "sshKey", "tokenFile", "timeout"}, "site": None, "targets": None,
     "stateDir": None, "interval": None, "jitter": None,
     "retries": {"count", "delay", "maxDelay"}, "healthTimeout": None,
-    "healthPollInterval": None, "shutdownGrace": None, "remoteCheckInterval": None,
+    "healthPollInterval": None, "applyConcurrency": None, "shutdownGrace": None, "remoteCheckInterval": None,
     "watch": None, "controlSocket": None, "repairOutsideWindows": None,
     "status": {"layout", "branch", "push", "heartbeat"},
     "policy": {"allowedProviders", "fileRoots", "allowScripts", "namespaces"},

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from reconciler.core.provider_api import Record
-from reconciler.engine.executing import _same_state
+from reconciler.engine.component_steps import same_state as _same_state
 
 A, B = "a" * 40, "b" * 40
 
