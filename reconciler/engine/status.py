@@ -25,7 +25,7 @@ import yaml
 from reconciler.core.diagnostics import Diagnostic
 from reconciler.core.model import API_VERSION
 from reconciler.core.secrets import redact
-from reconciler.engine.executing import ComponentPhase, TargetResult
+from reconciler.engine.results import ComponentPhase, TargetResult
 
 __all__ = ["Phase", "StatusRenderer", "TargetStatus", "build_status", "canonical",
            "render_status", "status_path"]
