@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -131,12 +132,18 @@ class KubeClient:
         self._default_namespace = "default"
         self._discovery: dict[str, dict[str, ResourceInfo]] = {}
         self._refreshed: set[str] = set()
+        # components of one dependency level call from several threads: one ApiClient
+        self._load_lock = threading.Lock()
 
     # -- setup ------------------------------------------------------------------------------
 
     def _load(self) -> k8s_client.ApiClient:
         if self._api is not None:
             return self._api
+        with self._load_lock:  # another thread may have loaded it meanwhile
+            return self._api if self._api is not None else self._load_locked()
+
+    def _load_locked(self) -> k8s_client.ApiClient:
         settings = self._settings
         configuration = k8s_client.Configuration()
         try:

@@ -208,7 +208,9 @@ class Provider(Protocol):
     path_properties: ClassVar[frozenset[str]]
     # optional (read with getattr): keys of Record.data that change with every apply and say
     # nothing of the state applied (a release revision); the engine ignores them when it
-    # tells a drift repair from a change
+    # tells a drift repair from a change. Optional method ``begin_run()``: called once at the
+    # start of each reconcile of the target, for a provider that keeps what it read for one
+    # run (the Kubernetes provider's lists)
 
     def __init__(self, config: Mapping[str, Any], context: ProviderContext) -> None: ...
 

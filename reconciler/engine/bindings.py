@@ -77,6 +77,16 @@ class ProviderSet:
         self._cache[digest] = instance
         return instance
 
+    def begin_run(self) -> None:
+        """A run of the target starts: providers that keep what they read for one run
+        (the Kubernetes provider's lists) start afresh (``begin_run``, optional)."""
+        with self._lock:
+            providers = list(self._cache.values())
+        for provider in providers:
+            begin = getattr(provider, "begin_run", None)
+            if callable(begin):
+                begin()
+
     def for_binding(self, binding: Binding) -> Provider:
         # Every component of a role asks with the same Binding object of the fleet: answer
         # it without serialising and hashing its config again (5,000 times in a no-op run

@@ -88,6 +88,7 @@ class Execution:
         self.inventory = inventory
         self.cancelled = cancelled
         self.runner = ComponentRunner(target, providers, inventory, "", retry, cancelled)
+        providers.begin_run()  # what providers read in the last run is read afresh
         self.started = time.monotonic()
         self.outcomes: dict[str, InstanceOutcome] = {}
         self._order = 0

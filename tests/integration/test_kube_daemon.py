@@ -248,10 +248,11 @@ def test_line_cluster_lifecycle_with_abandoned_health_wait(api: KubeAPIServer,
         assert (run["applied"], run["pruned"], run["drifted"]) == (0, 0, 0)
         assert run["phases"] == {"Ready": 1}
         assert _writes(api) == []
-        # one object left, the Deployment: one read (health reuses it) and one dry-run
-        assert api.count(method="PATCH", dry_run=True) == 1
+        # one object left, the Deployment: one list of its kind, nothing per object
+        assert api.count(verb="list") == 1
+        assert api.count(method="PATCH", dry_run=True) == 0
         assert api.count(method="GET", path_prefix=f"/apis/apps/v1/namespaces/{NAMESPACE}/"
-                         "deployments/collector") == 1
+                         "deployments/collector") == 0
         assert branch_head(fleet.remote, STATUS_BRANCH) == status_head
         daemon.assert_alive()
     finally:

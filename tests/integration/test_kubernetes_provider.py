@@ -685,8 +685,9 @@ def test_dropped_connection_is_transient(cluster: Cluster, repo: Repo,
     record = kube.apply(comp, None)
     api.fail_next("GET", f"/api/v1/namespaces/{cluster.namespace}/configmaps",
                   CONNECTION_RESET)
-    with pytest.raises(TransientError, match=f"ConfigMap/{cluster.namespace}/settings: get "
-                                             "failed: cannot reach the API server"):
+    with pytest.raises(TransientError, match=f"ConfigMap objects in namespace "
+                                             f"{cluster.namespace}: list failed: cannot "
+                                             "reach the API server"):
         kube.observe(comp, record)
     assert kube.observe(comp, record).in_sync  # the next call uses a fresh connection
 
@@ -839,9 +840,9 @@ def test_example_shop_floor_manifests_apply_and_settle(controlled: Cluster,
         if kube.health(comp, record).state is Health.HEALTHY:
             break
     assert kube.health(comp, record).state is Health.HEALTHY
-    # a no-op sync: one GET and one dry-run per object, no write
+    # a no-op sync: one list per kind and namespace, no read or dry-run per object, no write
     api.reset_requests()
     assert kube.observe(comp, record).in_sync
-    assert api.count(method="GET") == 4
-    assert api.count(method="PATCH", dry_run=True) == 4
-    assert len(api.requests) == 8
+    assert api.count(verb="list") == 4
+    assert api.count(dry_run=True) == 0
+    assert len(api.requests) == 4
