@@ -183,6 +183,14 @@ class ComponentRunner:
             self.sleep(self.retry.health_poll)
 
     def component(self, comp: Component, order: int, revision: str) -> ComponentResult:
+        """Observe ``comp``; when not in sync, apply it and wait for its health."""
+        found = self.observe(comp, order, revision)
+        return found if isinstance(found, ComponentResult) else found()
+
+    def observe(self, comp: Component, order: int,
+                revision: str) -> ComponentResult | Callable[[], ComponentResult]:
+        """Observe ``comp``: its result when in sync (health checked), else the apply and
+        health wait still to do, as a call (so that a level's applies can run together)."""
         key = comp.key
         binding = self.target.binding(comp.type)
         if binding is None:
@@ -214,25 +222,42 @@ class ComponentRunner:
                                                        timeout=max(left, 0.0))
                 return ComponentResult(key, comp.instance, comp.name, provider_name, phase,
                                        message, entry.revision)
+            return partial(self._apply, comp, order, revision, provider, entry, obs.exists,
+                           obs.diff)
+        except ReconcilerError as exc:
+            return self._failed(comp, provider_name, entry, exc)
+
+    def _apply(self, comp: Component, order: int, revision: str, provider: Provider,
+               entry: Entry | None, exists: bool, diff: str) -> ComponentResult:
+        key = comp.key
+        binding = self.target.binding(comp.type)
+        assert binding is not None  # observed with it
+        provider_name = binding.provider
+        record = entry.record if entry is not None else None
+        try:
             new_record = self.call("apply", provider.apply, comp, record)
             drifted = entry is not None and (entry.revision == revision or same_state(
                 entry.record, new_record, {entry.revision, revision} - {""},
                 getattr(provider, "volatile_record_keys", frozenset())))
             self.inventory.put(key, new_record, binding.config, revision, order)
             self.log.info("component_applied", instance=comp.instance, component=comp.name,
-                          provider=provider_name, action="update" if obs.exists else "create",
-                          drifted=drifted, diff=obs.diff[:2000] if obs.diff else None)
+                          provider=provider_name, action="update" if exists else "create",
+                          drifted=drifted, diff=diff[:2000] if diff else None)
             # the message is the health message, the same one an in-sync run reports, so a
             # status file does not change (and make a commit) just because a run applied
             phase, message = self.wait_healthy(provider, comp, new_record)
             return ComponentResult(key, comp.instance, comp.name, provider_name, phase,
                                    message, revision, applied=True, drifted=drifted)
         except ReconcilerError as exc:
-            self.log.warning("component_failed", instance=comp.instance, component=comp.name,
-                             provider=provider_name, reason=exc.reason, error=exc.message)
-            return ComponentResult(key, comp.instance, comp.name, provider_name,
-                                   ComponentPhase.FAILED, exc.message,
-                                   entry.revision if entry else "", reason=exc.reason or "")
+            return self._failed(comp, provider_name, entry, exc)
+
+    def _failed(self, comp: Component, provider_name: str, entry: Entry | None,
+                exc: ReconcilerError) -> ComponentResult:
+        self.log.warning("component_failed", instance=comp.instance, component=comp.name,
+                         provider=provider_name, reason=exc.reason, error=exc.message)
+        return ComponentResult(comp.key, comp.instance, comp.name, provider_name,
+                               ComponentPhase.FAILED, exc.message,
+                               entry.revision if entry else "", reason=exc.reason or "")
 
     def prune(self, entry: Entry) -> ComponentResult:
         instance, _, name = entry.key.partition("/")

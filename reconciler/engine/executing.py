@@ -151,12 +151,20 @@ class Execution:
                     continue
                 done.append(self.runner.component(comp, first + i, revision))
             return done
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(level)),
-                                thread_name_prefix="apply") as pool:
-            context = contextvars.copy_context()  # the run's log context, in every thread
-            futures = [pool.submit(context.copy().run, self.runner.component, comp,
-                                   first + i, revision) for i, comp in enumerate(level)]
-            return [f.result() for f in futures]
+        # observed one after the other (cheap, and all of an idle run); what must be applied
+        # is applied, and waited for, at the same time
+        found = [self.runner.observe(comp, first + i, revision) for i, comp in enumerate(level)]
+        pending = {i: f for i, f in enumerate(found) if not isinstance(f, ComponentResult)}
+        applied: dict[int, ComponentResult] = {}
+        if len(pending) > 1:
+            with ThreadPoolExecutor(max_workers=min(self.concurrency, len(pending)),
+                                    thread_name_prefix="apply") as pool:
+                context = contextvars.copy_context()  # the run's log context, per thread
+                futures = {i: pool.submit(context.copy().run, apply)
+                           for i, apply in pending.items()}
+                applied = {i: future.result() for i, future in futures.items()}
+        return [f if isinstance(f, ComponentResult) else applied.get(i) or f()
+                for i, f in enumerate(found)]
 
     def orphans(self, known: set[str]) -> list[str]:
         """Instances with inventory entries that are not in ``known``."""

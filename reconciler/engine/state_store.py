@@ -144,6 +144,7 @@ class StateStore:
                  revision: str = "") -> None:
         self.path = path
         self.revision = revision  # the revision of the last run that saved
+        self._dirty = not path.exists()  # records differ from the file: an idle run writes none
         self._records: dict[str, TargetRecord] = dict(records or {})
 
     @classmethod
@@ -204,8 +205,13 @@ class StateStore:
             instances.pop(instance, None)
         else:
             instances[instance] = record
-        self._records[name] = replace(target, instances=instances)
+        self._put(name, replace(target, instances=instances))
         return True
+
+    def _put(self, name: str, record: TargetRecord) -> None:
+        if self._records.get(name) != record:
+            self._dirty = True
+        self._records[name] = record
 
     # -- changing ----------------------------------------------------------------------
     def reconciled(self, name: str, revision: str, *, newest: bool) -> TargetRecord:
@@ -215,7 +221,7 @@ class StateStore:
         last_good = revision if newest else record.last_good
         if (record.applied, record.last_good) != (revision, last_good):
             record = replace(record, applied=revision, last_good=last_good)
-        self._records[name] = record
+        self._put(name, record)
         return record
 
     def status_seen(self, name: str, *, site: str, digest: str, now: str) -> TargetRecord:
@@ -226,16 +232,19 @@ class StateStore:
             record = replace(record, site=site, digest=digest, last_change=now)
         elif record.site != site:
             record = replace(record, site=site)
-        self._records[name] = record
+        self._put(name, record)
         return record
 
     def touch(self, name: str) -> TargetRecord:
         """Make sure the target has a record (a served target is remembered even before it
         reconciled, so that it is retired when it leaves)."""
+        if name not in self._records:
+            self._dirty = True
         return self._records.setdefault(name, TargetRecord())
 
     def forget(self, name: str) -> None:
-        self._records.pop(name, None)
+        if self._records.pop(name, None) is not None:
+            self._dirty = True
 
     # -- the file ------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
@@ -247,8 +256,14 @@ class StateStore:
         self.save(self.revision)
 
     def save(self, revision: str) -> None:
-        """Write the file atomically with ``revision`` as the last run's; raises OSError
-        (or any error of the write) when the OS refuses: the caller reports it."""
+        """Write the file atomically with ``revision`` as the last run's, unless nothing
+        changed since it was last read or written (an idle run); raises OSError (or any
+        error of the write) when the OS refuses: the caller reports it (and the next save
+        writes it again)."""
+        if not self._dirty and revision == self.revision:
+            return
         self.revision = revision
+        self._dirty = True
         data = json.dumps(self.to_json(), indent=1, sort_keys=True) + "\n"
         write_atomic(self.path, data.encode())
+        self._dirty = False
