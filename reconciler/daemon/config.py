@@ -92,6 +92,7 @@ class DaemonConfig:
     verify_mode: str = "none"
     verify_allowed_signers: Path | None = None
     verify_gpg_keyring: Path | None = None
+    verify_signed_merges: bool = False
     secrets_dir: Path | None = None
     watch: bool = True  # watch a local repository path for changes
     # the local channel of hold/unhold/sync --retry; None: <state_dir>/control.sock
@@ -131,7 +132,8 @@ class DaemonConfig:
             remote_check_interval=self.remote_check_interval, policy=self.policy,
             secrets_dir=self.secrets_dir, verify_mode=VerifyMode(self.verify_mode),
             verify_allowed_signers=self.verify_allowed_signers,
-            verify_gpg_keyring=self.verify_gpg_keyring, status_layout=self.status_layout,
+            verify_gpg_keyring=self.verify_gpg_keyring,
+            verify_signed_merges=self.verify_signed_merges, status_layout=self.status_layout,
             status_branch=self.status_branch, status_push=self.status_push,
             # None: the default, <state_dir>/control.sock (served by the daemon, not the engine)
             status_heartbeat=self.status_heartbeat, control_socket=self.control_socket,
@@ -343,6 +345,7 @@ def _build(data: dict[str, Any], path: Path | None, env: Mapping[str, str]) -> D
         verify_mode=verify.get("mode", "none"),
         verify_allowed_signers=p(verify.get("allowedSigners")),
         verify_gpg_keyring=p(verify.get("gpgKeyring")),
+        verify_signed_merges=bool(verify.get("signedMerges", False)),
         secrets_dir=p(data.get("secretsDir")),
         watch=bool(data.get("watch", True)),
         control_socket=socket_path,

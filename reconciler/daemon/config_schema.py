@@ -66,6 +66,8 @@ SCHEMA: dict[str, Any] = {
         "mode": {"type": "string", "allowed": ["none", "commit", "tag"]},
         "allowedSigners": _STR,
         "gpgKeyring": _STR,
+        # tenancy: every merge commit must be signed by a member (docs/tenancy.md)
+        "signedMerges": {"type": "boolean"},
     }},
     "secretsDir": _STR,
     "watch": {"type": "boolean"},

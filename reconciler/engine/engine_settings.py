@@ -72,6 +72,8 @@ class EngineSettings:
     verify_allowed_signers: Path | None = None
     #: GnuPG keyring for signature checks.
     verify_gpg_keyring: Path | None = None
+    #: Tenancy: every merge commit must itself be signed by a member (docs/tenancy.md).
+    verify_signed_merges: bool = False
 
     # -- status --------------------------------------------------------------------------
     #: Status branch layout (None: the repository's ``Settings``).

@@ -130,6 +130,12 @@ def _run(execution: Execution, step: InstanceStep, store: StateStore, target: st
         _save(store, target, name, record)
         return InstanceView("Waiting", step.waiting, record.applied,
                             {"waiting": _waiting(step)}, record.release)
+    if step.step is Step.BLOCKED:
+        if step.placement is not None:  # what it has stays enforced
+            execution.instance(name, step.placement, step.revision)
+        _save(store, target, name, record)
+        return InstanceView("Blocked", step.waiting, step.revision, {"blocked": step.waiting},
+                            record.release)
     if step.step in (Step.WAIT, Step.KEEP) and step.placement is None:
         # nothing applied yet, or its revision is gone: nothing to enforce, nothing pruned
         _save(store, target, name, record)

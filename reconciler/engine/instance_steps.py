@@ -24,8 +24,8 @@ Used by :mod:`reconciler.engine.reconciling`.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from reconciler.core.model import Fleet, Target
@@ -44,6 +44,7 @@ class Step(enum.Enum):
     WAIT = "wait"  # a change waits for a window or a hold: the applied revision stays
     ROLLED_BACK = "rolled-back"  # a failed change: the last good revision stays
     KEEP = "keep"  # the run's revision is unusable here: the applied revision stays
+    BLOCKED = "blocked"  # commits of its project are not signed by its members (tenancy)
     SKIP = "skip"  # outside every window, repair off: nothing is touched
 
 
@@ -85,6 +86,8 @@ class StepContext:
     # the release of a placement, and the rollout gate of a new release (None: no gate)
     release_of: Callable[[Placement], str] = lambda p: ""
     gate: Callable[[Placement], GateVerdict | None] = lambda p: None
+    # instance -> why commits since its applied revision may not reach it (docs/tenancy.md)
+    blocked: Mapping[str, str] = field(default_factory=dict)
 
 
 def _bootstrap(ctx: StepContext, name: str) -> InstanceRecord:
@@ -144,7 +147,13 @@ def _step(ctx: StepContext, name: str, new: Placement | None) -> InstanceStep:
         return InstanceStep(name, Step.ROLLED_BACK, record.last_good if good else "", good,
                             record, digest, record.good_digest, on_failure)
     release = ctx.release_of(new) if new is not None else ""
-    if digest != record.applied_digest or (new is not None and not record.applied):
+    changed = digest != record.applied_digest or (new is not None and not record.applied)
+    if changed and name in ctx.blocked:  # stays where it is, whatever else it waits for
+        kept = _at(ctx, record.applied, name)
+        return InstanceStep(name, Step.BLOCKED, record.applied if kept else "", kept, record,
+                            digest, record.applied_digest, on_failure, ctx.blocked[name],
+                            release=release)
+    if changed:
         why, wake = _gate(ctx, state)
         if not why and new is not None and release != record.release:
             verdict = ctx.gate(new)  # a new release moves in its rollout's waves

@@ -57,7 +57,8 @@ from reconciler.engine.status import Phase, StatusRenderer, TargetStatus
 from reconciler.gitops.approvals import approvals_for
 from reconciler.gitops.source import GitSource, RefSpec
 from reconciler.gitops.status_branches import DEFAULT_SHARED_BRANCH, Layout
-from reconciler.gitops.verification import VerifyPolicy
+from reconciler.gitops.tenancy import TenancyCheck, check_commits
+from reconciler.gitops.verification import VerifyMode, VerifyPolicy
 
 __all__ = ["EngineSettings", "Reconciler", "RunSummary"]
 
@@ -139,6 +140,8 @@ class Reconciler:
                                   shared_branch=self._shared_branch)
         self.targets.rollouts.peers = self.peers
         self.targets.rollouts.approvals = self._approved
+        self.targets.tenancy = self._tenancy
+        self._tenancy_checks: dict[tuple[str, str], TenancyCheck] = {}
         self.status = StatusPublishing(s, self.source.git_dir,
                                        stop=self.cancellation.stop_event, renderer=renderer)
         self._renderer = renderer
@@ -289,6 +292,25 @@ class Reconciler:
             _log.error("state_write_failed", error=error)
             return error
         return ""
+
+    def _tenancy(self, old: str, new: str) -> TenancyCheck | None:
+        """The tenancy check of the commits ``old..new`` (docs/tenancy.md), made once per
+        pair; None when verification is off. Raises what the check raises: the target then
+        fails, nothing of it moves."""
+        if self.settings.verify_mode is VerifyMode.NONE:
+            return None
+        found = self._tenancy_checks.get((old, new))
+        if found is None:
+            found = check_commits(self.source.git_dir, old, new,
+                                  gpg_keyring=self.settings.verify_gpg_keyring,
+                                  signed_merges=self.settings.verify_signed_merges)
+            if len(self._tenancy_checks) > 64:
+                self._tenancy_checks.clear()
+            self._tenancy_checks[(old, new)] = found
+            if not found.ok:
+                _log.warning("tenancy_violations", old=old[:12], new=new[:12],
+                             violations=[v.describe() for v in found.blocking[:5]])
+        return found
 
     def _approved(self, instance: str, wave: str, release: str,
                   approvers: Sequence[str]) -> tuple[bool, str]:

@@ -48,6 +48,7 @@ from reconciler.engine.rollouts import Rollouts
 from reconciler.engine.run_observer import NO_OBSERVER, RunObserver
 from reconciler.engine.state_store import StateStore
 from reconciler.engine.status import Phase, StatusRenderer, TargetStatus, build_status
+from reconciler.gitops.tenancy import TenancyCheck
 
 __all__ = ["TargetReconciler"]
 
@@ -75,6 +76,8 @@ class TargetReconciler:
         self.holds = holds
         self.digests = RenderDigests(settings.state_dir, registry)
         self.rollouts = Rollouts()  # its peers are set by the pipeline
+        # (old, new) -> the tenancy check of the commits between (set by the pipeline)
+        self.tenancy: Callable[[str, str], TenancyCheck | None] = lambda old, new: None
         self.wake_at: datetime | None = None  # the earliest a waiting change may go
         # kept between runs (see execute): per target, its provider set and the revision
         # it serves, its inventory, and its last status with what it was built from
@@ -152,6 +155,18 @@ class TargetReconciler:
                          if p.instance.name == instance), None)
         return find
 
+    def blocked(self, applied: str, revision: str, fleet: Fleet) -> dict[str, str]:
+        """Instance -> why the commits since ``applied`` may not reach it (docs/tenancy.md);
+        nothing when tenancy is off, or the target has no applied revision yet (its first
+        revision was trusted by the signature check of the whole revision)."""
+        if not applied or applied == revision or not fleet.projects:
+            return {}
+        check = self.tenancy(applied, revision)
+        if check is None or check.ok:
+            return {}
+        return {name: "blocked: " + found[0].describe()
+                for name, found in check.blocked_instances(fleet).items()}
+
     def run_instances(self, target: Target, newest: NewestRevision, use: str,
                       usable: bool, retry: bool) -> tuple[TargetResult, dict[str, InstanceView],
                                                         list[InstanceStep]]:
@@ -176,6 +191,8 @@ class TargetReconciler:
             retry=retry, present=frozenset(e.key.partition("/")[0]
                                            for e in inventory.entries.values()),
             release_of=self.rollouts.release_of,
+            blocked=self.blocked(record.applied, use, report.fleet)
+            if report is not None and usable else {},
             gate=lambda p: self.rollouts.gate(p, report.fleet, use, now)
             if report is not None else None))
         execution = Execution(known, self.providers(target.name, use), inventory,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import enum
+import functools
 import gc
 import importlib
 import io
@@ -49,8 +50,10 @@ _GLOBALS: dict[tuple[str, str], Any] = {
 _GLOBAL_IDS = frozenset(id(v) for v in _GLOBALS.values())
 
 
+@functools.cache
 def _allowed(module: str, name: str) -> Any:
-    """What ``module.name`` is when a payload may name it, else None."""
+    """What ``module.name`` is when a payload may name it, else None (asked once per
+    class: a report names a few dozen classes hundreds of thousands of times)."""
     found = _GLOBALS.get((module, name))
     if found is not None or not module.startswith(_PACKAGE) or "." in name:
         return found

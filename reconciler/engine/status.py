@@ -135,7 +135,7 @@ def _instances(result: TargetResult | None, solutions: Mapping[str, str],
     return dict(sorted(out.items()))
 
 
-_INSTANCE_RANK = ("Failed", "RolledBack", "Progressing", "Degraded", "Waiting")
+_INSTANCE_RANK = ("Failed", "Blocked", "RolledBack", "Progressing", "Degraded", "Waiting")
 
 
 def _instance_phase(instances: Mapping[str, Any]) -> tuple[Phase, str] | None:
@@ -198,7 +198,8 @@ def build_status(*, target: str, site: str, observed: str, applied: str, last_go
     marked = _instance_phase(shown_instances)
     if marked is not None and phase in (Phase.READY, Phase.DEGRADED, Phase.PROGRESSING,
                                         Phase.FAILED):
-        ranks = ("Failed", "RolledBack", "Progressing", "Degraded", "Waiting", "Ready")
+        ranks = ("Failed", "Blocked", "RolledBack", "Progressing", "Degraded", "Waiting",
+                 "Ready")
         if ranks.index(marked[0].value) <= ranks.index(phase.value):
             phase, message = marked
     if phase in (Phase.INVALID, Phase.BLOCKED) and failure:

@@ -63,9 +63,9 @@ class BlobFacts:
 
     ``site`` and ``target`` are the file's own fields ("" when it has none); ``problem`` is
     what is wrong with the file ("" when nothing), ``fatal`` when it could not be read at all
-    (the other fields are then empty); ``instances`` is a JSON
-    list of ``[name, solution, phase, release, failed release]``; ``errors`` counts the validation errors the
-    file reports; ``document`` is the whole file as JSON when it was kept."""
+    (the other fields are then empty); ``instances`` is a JSON list of ``[name, solution,
+    phase, release, failed release]``; ``errors`` counts the validation errors the file
+    reports; ``document`` is the whole file as JSON when it was kept."""
 
     site: str = ""
     target: str = ""

@@ -203,7 +203,7 @@ CONFIG_KEYS = {
     "policy": {"allowedProviders", "fileRoots", "allowScripts", "namespaces"},
     "listen": {"address", "port", "enabled"},
     "webhook": {"secretFile", "triggerInterval", "triggerBurst"},
-    "verify": {"mode", "allowedSigners", "gpgKeyring"}, "secretsDir": None,
+    "verify": {"mode", "allowedSigners", "gpgKeyring", "signedMerges"}, "secretsDir": None,
     "log": {"format", "level"},
     "notifications": {"sinks", "queueLimit", "retryDelay", "retryMaxDelay", "rateInterval",
                       "rateBurst"},
