@@ -144,11 +144,18 @@ class HoldStore:
             return ended
 
     # -- reading -------------------------------------------------------------------------
-    def active(self, target: str, now: datetime) -> Hold | None:
-        """The hold on ``target`` at ``now`` (the one lasting longest when several cover
-        it), None when it is not held."""
+    def refresh(self) -> None:
+        """Read the file again when someone else wrote it (``reconciler hold`` with no daemon
+        running); a run calls it once at its start."""
         with self._lock:
             self._refresh()
+
+    def active(self, target: str, now: datetime) -> Hold | None:
+        """The hold on ``target`` at ``now`` (the one lasting longest when several cover
+        it), None when it is not held. As of the last :meth:`refresh` or change."""
+        with self._lock:
+            if not self._holds:
+                return None
             covering = [h for h in self._holds if h.covers(target, now)]
         return max(covering, key=lambda h: h.until) if covering else None
 

@@ -244,6 +244,7 @@ class Reconciler:
             retries = self.take_retries()
             self.targets.wake_at = None
             self.peers.begin_run()
+            self.holds.refresh()
             try:
                 for index, target in enumerate(served, 1):
                     status, result = self.targets.reconcile(
