@@ -26,24 +26,13 @@ __all__ = ["history", "release", "report", "rollback", "status"]
 
 def _duration(text: str) -> float:
     """``3h``, ``90m``, ``1h30m``, ``2d``, ``45s`` or plain seconds, in seconds."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    total, number = 0.0, ""
-    wrong = click.BadParameter(f"{text!r} is not a duration such as 3h, 90m or 3600")
+    from reconciler.core.durations import parse_duration
+
     try:
-        for char in text.strip().lower():
-            if char.isdigit() or char == ".":
-                number += char
-            elif char in units and number:
-                total, number = total + float(number) * units[char], ""
-            else:
-                raise wrong
-        if number:
-            total += float(number)
-    except ValueError:  # "1.5.2h"
-        raise wrong from None
-    if total <= 0:
-        raise wrong
-    return total
+        return parse_duration(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a duration such as 3h, 90m or 3600") \
+            from None
 
 
 def _stale_after(ctx: click.Context, param: click.Parameter, value: str) -> float:

@@ -65,7 +65,7 @@ def parse_until(text: str, now: datetime) -> datetime:
 
 def shown(moment: datetime, now: datetime | None = None) -> str:
     """A time for people: local time of this machine with its zone, and how far off."""
-    from reconciler.daemon.durations import format_duration
+    from reconciler.core.durations import format_duration
 
     text = moment.astimezone().strftime("%Y-%m-%d %H:%M %Z").strip()
     if now is not None and moment > now:
@@ -210,7 +210,7 @@ def hold(target: str, until_text: str | None, for_text: str | None, reason: str,
         raise click.BadParameter("say why changes must wait", param_hint="--reason")
     now = datetime.now(UTC)
     if for_text is not None:
-        from reconciler.daemon.durations import parse_duration
+        from reconciler.core.durations import parse_duration
 
         try:
             until = (now.astimezone() + timedelta(seconds=parse_duration(for_text))

@@ -45,6 +45,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from apscheduler.triggers.cron import CronTrigger
 
+from reconciler.core import durations
+
 __all__ = ["HORIZON", "MAX_DURATION", "MAX_STEPS", "WINDOWS_SCHEMA", "Window", "WindowState",
            "describe_window", "parse_duration", "parse_window", "window_problems", "window_state"]
 
@@ -98,19 +100,16 @@ class WindowState:
 
 
 def parse_duration(text: str | int) -> int:
-    """Seconds of ``4h``, ``90m``, ``1h30m``, ``2d``, ``45s`` or a number of seconds."""
-    if isinstance(text, bool) or not isinstance(text, int | str):
+    """Seconds of ``4h``, ``90m``, ``1h30m``, ``2d``, ``45s`` or a number of seconds, whole
+    and within the bounds of a window (``reconciler.core.durations`` reads the spelling)."""
+    if isinstance(text, bool) or not isinstance(text, int | str) or (
+            isinstance(text, str) and not (text.isdigit() or (text and
+                                                               _DURATION.fullmatch(text)))):
         raise ValueError(f"{text!r} {_NOT_DURATION}")
-    if isinstance(text, int):
-        seconds = text
-    elif re.fullmatch(r"[0-9]+", text):
-        seconds = int(text)
-    else:
-        match = _DURATION.fullmatch(text)
-        if not text or match is None:
-            raise ValueError(f"{text!r} {_NOT_DURATION}")
-        seconds = sum(int(value or 0) * unit
-                      for value, (_, unit) in zip(match.groups(), _UNITS, strict=True))
+    try:
+        seconds = int(durations.parse_duration(text, zero=True))
+    except ValueError:
+        raise ValueError(f"{text!r} {_NOT_DURATION}") from None
     if seconds <= 0:
         raise ValueError(f"must be positive, got {seconds}")
     if seconds > MAX_DURATION:

@@ -26,13 +26,13 @@ from typing import Any
 import cerberus
 import yaml
 
+from reconciler.core.durations import parse_duration
 from reconciler.core.errors import ConfigError
 from reconciler.core.loading import _schema_errors, field_path
 from reconciler.core.model import Fleet, StatusLayout
 from reconciler.core.provider_api import SHUTDOWN_GRACE, LocalPolicy
 from reconciler.core.yamlio import YamlFileError, read_documents
 from reconciler.daemon.config_schema import SCHEMA as _SCHEMA
-from reconciler.daemon.durations import parse_duration
 from reconciler.daemon.notification_settings import (
     NotificationSettings,
     build_notifications,

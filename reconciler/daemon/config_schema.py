@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from reconciler.core.durations import check_duration
 from reconciler.daemon.control import check_socket_path
-from reconciler.daemon.durations import check_duration
 from reconciler.daemon.notification_settings import NOTIFICATIONS_SCHEMA
 
 __all__ = ["SCHEMA"]

@@ -10,7 +10,7 @@ import pytest
 
 from reconciler.core.errors import ConfigError
 from reconciler.daemon.config import DaemonConfig, load_config
-from reconciler.daemon.durations import format_duration, parse_duration
+from reconciler.core.durations import format_duration, parse_duration
 
 MINIMAL = """\
 repo:

@@ -1,7 +1,8 @@
 """Durations as people type them: ``90m``, ``2h``, ``1h30m``, ``1d``, ``45s`` or plain seconds.
 
-Used by the local config (``status.heartbeat``) and by ``reconciler hold --for``. Kept in the
-daemon layer so that both the config loader and the commands read the same spelling.
+The one reader of durations: the local config (``status.heartbeat``), ``reconciler hold
+--for``, ``status --stale-after``, and the repository's maintenance windows and rollout
+pauses (``reconciler.core.windows.parse_duration``, which adds their bounds).
 """
 
 from __future__ import annotations
