@@ -23,7 +23,7 @@ from __future__ import annotations
 import difflib
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -74,11 +74,13 @@ class ComponentChange:
     values: tuple[ValueChange, ...] = ()  # parameters whose values changed
     files: tuple[str, ...] = ()  # repository files it names whose content changed
     defined_at: str = ""  # "<solution file>:<line>" of the component's definition
+    project: str = ""  # the project owning its instance's document ("": none declared)
 
     def to_dict(self) -> dict[str, Any]:
         instance, _, component = self.key.partition("/")
         return {"key": self.key, "instance": instance, "component": component,
-                "action": self.action, "type": self.type, "definedAt": self.defined_at,
+                "action": self.action, "type": self.type, "project": self.project,
+                "definedAt": self.defined_at,
                 "values": [v.to_dict() for v in self.values], "files": list(self.files),
                 "diff": self.diff}
 
@@ -277,6 +279,11 @@ def _describe(p: _Pending, old: ComponentView | None, new: ComponentView | None
                            new.defined_at)
 
 
+def _project(key: str, before: SideSummary, after: SideSummary) -> str:
+    instance = key.partition("/")[0]
+    return after.instance_projects.get(instance) or before.instance_projects.get(instance, "")
+
+
 def _compare(before: SideSummary, after: SideSummary, sides: tuple[Side, Side],
              progress: Progress) -> list[TargetReview]:
     names = sorted(set(before.targets) | set(after.targets))
@@ -298,8 +305,9 @@ def _compare(before: SideSummary, after: SideSummary, sides: tuple[Side, Side],
     new_views = sides[1].describe(new_keys) if new_keys else {}
     for name, found in pending.items():
         side = after.targets.get(name) or before.targets[name]
-        changes = [c for p in found if (c := _describe(
-            p, old_views.get((name, p.key)), new_views.get((name, p.key)))) is not None]
+        changes = [replace(c, project=_project(p.key, before, after)) for p in found
+                   if (c := _describe(p, old_views.get((name, p.key)),
+                                      new_views.get((name, p.key)))) is not None]
         done[name] = TargetReview(name, side.site, tuple(changes),
                                   added=name not in before.targets,
                                   removed=name not in after.targets)

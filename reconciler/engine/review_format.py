@@ -62,7 +62,8 @@ def _headline(review: Review) -> str:
 
 def _component_md(c: ComponentChange) -> list[str]:
     where = f" — defined at {_code(c.defined_at)}" if c.defined_at else ""
-    lines = [f"{_SYMBOL[c.action]} **{c.action}** `{c.key}` ({c.type}){where}", ""]
+    project = f" — project `{c.project}`" if c.project else ""
+    lines = [f"{_SYMBOL[c.action]} **{c.action}** `{c.key}` ({c.type}){project}{where}", ""]
     if c.values:
         lines += ["| parameter | before | after | set by |", "|---|---|---|---|"]
         lines += [f"| `{v.name}` | {_code(_value(v.before))} | {_code(_value(v.after))} | "
@@ -176,7 +177,8 @@ def review_text(review: Review) -> str:
         lines.append("")
         lines.append(f"{t.target}{note}: {len(t.changes)} change(s)")
         for c in t.changes:
-            lines.append(f"  {_SYMBOL[c.action]} {c.key} ({c.type}) {c.action}")
+            project = f" [project {c.project}]" if c.project else ""
+            lines.append(f"  {_SYMBOL[c.action]} {c.key} ({c.type}) {c.action}{project}")
             lines += [_value_text(v) for v in c.values]
             if c.diff:
                 lines += ["      " + x for x in c.diff.rstrip("\n").splitlines()]

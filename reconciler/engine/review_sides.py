@@ -27,7 +27,7 @@ import multiprocessing
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Protocol
@@ -36,6 +36,7 @@ from reconciler.core.diagnostics import Diagnostic
 from reconciler.core.errors import ReconcilerError
 from reconciler.core.loading import bulk_allocation
 from reconciler.core.model import Fleet
+from reconciler.core.projects import Ownership
 from reconciler.core.provider_api import Component
 from reconciler.core.registry import ProviderRegistry
 from reconciler.core.rendering import Origin, Placement, render_placement, select_targets
@@ -69,6 +70,7 @@ class SideSummary:
     errors: tuple[Diagnostic, ...]
     warnings: tuple[Diagnostic, ...]
     instance_errors: Mapping[str, tuple[Diagnostic, ...]]  # errors of one instance, by name
+    instance_projects: Mapping[str, str] = field(default_factory=dict)  # none: no projects
 
 
 @dataclass(frozen=True)
@@ -165,7 +167,7 @@ class _Revision:
                                            held.of(name, instances), components)
         return SideSummary(commit, targets, tuple(report.errors),
                            tuple(d for d in report.diagnostics if not d.is_error),
-                           held.by_instance)
+                           held.by_instance, _projects(fleet))
 
     def _component_digest(self, c: Component, values: bytes) -> bytes:
         files = [(label, self._tree(path)) for label, path in self._files(c)] \
@@ -279,6 +281,16 @@ class _ErrorIndex:
         for instance in set(instances):
             found += self.by_instance.get(instance, ())
         return tuple(sorted(set(found)))
+
+
+def _projects(fleet: Fleet) -> dict[str, str]:
+    """Instance -> the project owning its document ("" for none: an overlap); empty when
+    the fleet declares no projects."""
+    own = Ownership(fleet.projects)
+    if not own.active:
+        return {}
+    return {name: project.name if (project := own.project_of(inst.source.path)) else ""
+            for name, inst in fleet.instances.items()}
 
 
 def _path_props(report: Report, registry: ProviderRegistry) -> dict[str, tuple[str, ...]]:

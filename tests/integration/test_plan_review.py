@@ -158,3 +158,49 @@ def test_one_process_or_two_give_the_same_plan(repo: Path) -> None:
     one = review_revisions(repo / ".git", base, head, parallel=False)
     assert two.to_dict() == one.to_dict()
     assert two.held and two.changed and two.new_errors
+
+
+PROJECTS = """\
+apiVersion: reconciler/v1
+kind: Project
+metadata:
+  name: platform
+spec:
+  platform: true
+  paths: [sites/**, targets/**, instances/telemetry.yaml, solutions/telemetry-agent/**,
+          solutions/line-dashboard-helm/**, solutions/shop-floor-k8s/**]
+---
+apiVersion: reconciler/v1
+kind: Project
+metadata:
+  name: hmi-team
+spec:
+  paths: [instances/dashboard.yaml, solutions/line-dashboard/**]
+"""
+
+
+def test_each_change_names_its_project(repo: Path) -> None:
+    base = git(repo, "rev-parse", "HEAD")
+    # without projects, no project is shown
+    edit(repo, "instances/dashboard.yaml", "refreshSeconds: 10", "refreshSeconds: 20", "slower")
+    data = json.loads(plan(repo, base).stdout)
+    assert {c["project"] for t in data["targets"] for c in t["changes"]} == {""}
+    assert "project" not in plan(repo, base, "markdown").stdout
+    (repo / "projects").mkdir()
+    (repo / "projects/projects.yaml").write_text(PROJECTS)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "projects")
+    base = git(repo, "rev-parse", "HEAD")
+    edit(repo, "instances/dashboard.yaml", "refreshSeconds: 20", "refreshSeconds: 30", "slower")
+    edit(repo, "sites/eu.yaml", "    logLevel: debug\n", "    logLevel: warning\n", "quieter")
+    result = plan(repo, base)
+    assert result.returncode == 2, result.describe()
+    projects = {c["key"].partition("/")[0]: c["project"]
+                for t in json.loads(result.stdout)["targets"] for c in t["changes"]}
+    assert projects["line-dashboard"] == "hmi-team"
+    assert projects["telemetry-eu"] == "platform"
+    md = plan(repo, base, "markdown").stdout
+    assert "`line-dashboard/kiosk` (config-file) — project `hmi-team`" in md
+    assert "— project `platform`" in md
+    text = plan(repo, base, "text").stdout
+    assert "line-dashboard/kiosk (config-file) change [project hmi-team]" in text
