@@ -25,16 +25,19 @@ cross-object checks) and so by every command.
 
 from __future__ import annotations
 
-import contextlib
-import gc
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import cerberus
 
+from reconciler.core.allocation import bulk_allocation
 from reconciler.core.diagnostics import Diagnostic, Severity
+from reconciler.core.document_cache import DocumentCache, Parsed, read_file
+from reconciler.core.loaded_documents import Collector as _Collector
+from reconciler.core.loaded_documents import LoadedDocument as _Doc
 from reconciler.core.manifest_files import (
     is_ours,
     looks_like_ours,
@@ -64,9 +67,10 @@ from reconciler.core.rollouts import Rollout, parse_rollout, rollout_problems
 from reconciler.core.schema_messages import closest, field_path, schema_errors, split_field
 from reconciler.core.schemas import PARAMETER_KEYS, document_schema
 from reconciler.core.windows import Window, parse_window, window_problems
-from reconciler.core.yamlio import DEFAULT_MAX_BYTES, YamlDocument, YamlFileError, read_documents
+from reconciler.core.yamlio import DEFAULT_MAX_BYTES, YamlDocument, YamlFileError
 
-__all__ = ["SETTINGS_FILE", "LoadResult", "bulk_allocation", "field_path", "load_fleet"]
+__all__ = ["SETTINGS_FILE", "DocumentCache", "LoadResult", "bulk_allocation", "field_path",
+           "load_fleet"]
 
 SETTINGS_FILE = "reconciler.yaml"
 
@@ -80,56 +84,28 @@ class LoadResult:
     diagnostics: tuple[Diagnostic, ...]
     manifest_files: tuple[str, ...]  # files that held our documents
     data_paths: frozenset[str]  # repository paths components reference
-
-
-@dataclass
-class _Doc:
-    rel: str
-    doc: YamlDocument
-
-    @property
-    def data(self) -> Any:
-        return self.doc.data
-
-    @property
-    def kind(self) -> str:
-        return str(self.data.get("kind", "")) if isinstance(self.data, dict) else ""
-
-    @property
-    def name(self) -> str:
-        meta = self.data.get("metadata") if isinstance(self.data, dict) else None
-        return str(meta.get("name", "")) if isinstance(meta, dict) else ""
-
-    @property
-    def obj(self) -> str:
-        return f"{self.kind or '?'}/{self.name or '?'}"
-
-    def source(self) -> Source:
-        return Source(self.rel, self.doc.line, self.doc.lines)
-
-
-class _Collector:
-    def __init__(self) -> None:
-        self.items: list[Diagnostic] = []
-
-    def add(self, path: str, line: int, obj: str, fld: str, message: str,
-            severity: Severity = Severity.ERROR) -> None:
-        self.items.append(Diagnostic(path, line, obj, fld, message, severity))
+    # (kind, name) -> fingerprint of the document it was built from (document_cache)
+    fingerprints: Mapping[tuple[str, str], bytes] = field(default_factory=dict)
 
 
 class _Loader:
-    def __init__(self, root: Path, max_bytes: int) -> None:
+    def __init__(self, root: Path, max_bytes: int, cache: DocumentCache | None) -> None:
         self.root = root
         self.max_bytes = max_bytes
+        self.cache = cache
+        self.digests: dict[str, bytes] = {}  # file -> digest of its path and content
+        self.fingerprints: dict[tuple[str, str], bytes] = {}
         self.col = _Collector()
         self.validators = {kind: cerberus.Validator(document_schema(kind)) for kind in KINDS}
 
     # -- reading -----------------------------------------------------------------------
-    def read(self, rel: str) -> list[YamlDocument] | YamlFileError:
-        try:
-            return read_documents(self.root / rel, max_bytes=self.max_bytes)
-        except YamlFileError as exc:
-            return exc
+    def read(self, rel: str) -> Parsed:
+        if self.cache is not None:
+            parsed, digest = self.cache.read(self.root, rel, self.max_bytes)
+        else:
+            parsed, digest = read_file(self.root, rel, self.max_bytes)
+        self.digests[rel] = digest
+        return parsed
 
     def settings(self) -> tuple[Settings, list[_Doc]]:
         path = self.root / SETTINGS_FILE
@@ -186,7 +162,7 @@ class _Loader:
         self.require_settings(parsed, manifests)
         fleet = self.build(settings, manifests)
         return LoadResult(fleet, tuple(self.col.items), tuple(manifest_files),
-                          frozenset(data_paths))
+                          frozenset(data_paths), self.fingerprints)
 
     def require_settings(self, parsed: Mapping[str, list[YamlDocument] | YamlFileError],
                          manifests: list[_Doc]) -> None:
@@ -205,6 +181,18 @@ class _Loader:
 
     # -- checking ----------------------------------------------------------------------
     def check(self, d: _Doc) -> bool:
+        if self.cache is None:
+            return self._check(d)
+        found = self.cache.checked(d.doc)
+        if found is not None:
+            self.col.items.extend(found[1])
+            return found[0]
+        mark = len(self.col.items)
+        ok = self._check(d)
+        self.cache.remember(d.doc, ok, tuple(self.col.items[mark:]))
+        return ok
+
+    def _check(self, d: _Doc) -> bool:
         data = d.data
         for path, line in d.doc.duplicates:
             self.col.add(d.rel, line, d.obj, field_path(path), "key defined twice")
@@ -322,8 +310,14 @@ class _Loader:
                     dict(spec.get("params") or {}), bool(spec.get("suspend", False)), src,
                     spec.get("onFailure", "rollback"), self.windows(d, spec),
                     self.rollout(d, spec))
+        self.fingerprints = {key: self.fingerprint(d) for key, d in seen.items()}
         return Fleet(self.root, settings, sites, targets, solutions, instances,
                      frozenset(broken), build_projects(seen.values()))
+
+    def fingerprint(self, d: _Doc) -> bytes:
+        digest = self.digests.get(d.rel, b"")
+        return hashlib.blake2b(digest + str(d.doc.line).encode(), digest_size=16).digest() \
+            if digest else b""
 
     def windows(self, d: _Doc, spec: Mapping[str, Any]) -> tuple[Window, ...]:
         """The document's ``spec.windows``; a window with a problem (a schedule cron cannot
@@ -393,28 +387,11 @@ class _Loader:
                         components, src, spec.get("description", ""))
 
 
-@contextlib.contextmanager
-def bulk_allocation() -> Iterator[None]:
-    """Pause the cyclic garbage collector while loading or validating a whole fleet.
+def load_fleet(root: Path, *, max_bytes: int = DEFAULT_MAX_BYTES,
+               cache: DocumentCache | None = None) -> LoadResult:
+    """Read every manifest under ``root``; bad content becomes diagnostics, never exceptions.
 
-    Both allocate hundreds of thousands of objects that stay alive, in one burst; each
-    collection this triggers rescans everything alive, imported modules included (the
-    kubernetes client alone is several hundred thousand objects): on a 1,000-target fleet
-    that was a fifth of the run. Reference counting still frees everything that is not in a
-    cycle, and the collector runs again as usual afterwards. Only re-enabled by whoever
-    disabled it, so nesting and concurrent use leave it as it was.
-    """
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-
-
-def load_fleet(root: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> LoadResult:
-    """Read every manifest under ``root``; bad content becomes diagnostics, never exceptions."""
+    ``cache`` (the plan's, across revisions): files parsed and documents checked before are
+    taken from it, with the same findings."""
     with bulk_allocation():
-        return _Loader(root, max_bytes).load()
+        return _Loader(root, max_bytes, cache).load()
