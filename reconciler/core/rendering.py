@@ -35,6 +35,7 @@ __all__ = [
     "Rendering",
     "ResolvedParam",
     "component_order",
+    "fleet_pairs",
     "render_fleet",
     "render_placement",
     "resolve_params",
@@ -299,15 +300,14 @@ class Rendering:
     unplaced: tuple[Instance, ...]  # rendered instances that select no target
 
 
-def render_fleet(fleet: Fleet, solutions: Mapping[str, Solution], *, revision: str = "",
-                 secrets: SecretResolver | None = None) -> Rendering:
-    """Render every instance that has a solution in ``solutions`` on each target it selects.
+def fleet_pairs(fleet: Fleet, solutions: Mapping[str, Solution]
+                ) -> tuple[list[tuple[Instance, Target, Solution]], list[Instance]]:
+    """The (instance, target, solution) triples :func:`render_fleet` renders, by instance
+    name then target name, and the instances that select no target.
 
-    ``solutions`` maps an instance to the solution it renders from (the head one, or the
-    release its ``version`` pins); an instance without one is not rendered.
-    """
-    by_target: dict[str, list[Placement]] = {}
-    pairs: list[Placement] = []
+    A suspended target or site suspends every instance placed on it: the instance of such
+    a triple says so."""
+    pairs: list[tuple[Instance, Target, Solution]] = []
     unplaced: list[Instance] = []
     for inst in sorted(fleet.instances.values(), key=lambda i: i.name):
         solution = solutions.get(inst.name)
@@ -317,12 +317,26 @@ def render_fleet(fleet: Fleet, solutions: Mapping[str, Solution], *, revision: s
         if not chosen:
             unplaced.append(inst)
         for target in chosen:
-            # a suspended target or site suspends every instance placed on it
             placed = replace(inst, suspend=True) if not inst.suspend \
                 and fleet.suspended(target) else inst
-            placement = render_placement(fleet, placed, target, solution, revision=revision,
-                                         secrets=secrets)
-            by_target.setdefault(target.name, []).append(placement)
-            pairs.append(placement)
+            pairs.append((placed, target, solution))
+    return pairs, unplaced
+
+
+def render_fleet(fleet: Fleet, solutions: Mapping[str, Solution], *, revision: str = "",
+                 secrets: SecretResolver | None = None) -> Rendering:
+    """Render every instance that has a solution in ``solutions`` on each target it selects.
+
+    ``solutions`` maps an instance to the solution it renders from (the head one, or the
+    release its ``version`` pins); an instance without one is not rendered.
+    """
+    by_target: dict[str, list[Placement]] = {}
+    pairs: list[Placement] = []
+    chosen, unplaced = fleet_pairs(fleet, solutions)
+    for inst, target, solution in chosen:
+        placement = render_placement(fleet, inst, target, solution, revision=revision,
+                                     secrets=secrets)
+        by_target.setdefault(target.name, []).append(placement)
+        pairs.append(placement)
     return Rendering({t: tuple(ps) for t, ps in by_target.items()}, tuple(pairs),
                      tuple(unplaced))

@@ -18,9 +18,11 @@ validate``, ``explain``, ``plan`` and the daemon.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from reconciler.core.checks import references
 from reconciler.core.checks.findings import Findings
@@ -31,11 +33,19 @@ from reconciler.core.checks.providers import ProviderChecks, check_bindings
 from reconciler.core.checks.references import ReleaseLookup
 from reconciler.core.checks.templates import TemplateChecks
 from reconciler.core.diagnostics import Diagnostic
-from reconciler.core.loading import LoadResult, bulk_allocation, load_fleet
+from reconciler.core.loading import DocumentCache, LoadResult, bulk_allocation, load_fleet
 from reconciler.core.model import Fleet, Solution
+from reconciler.core.placement_memo import PlacementMemo
 from reconciler.core.provider_api import LocalPolicy
 from reconciler.core.registry import ProviderRegistry, default_registry
-from reconciler.core.rendering import Placement, SecretResolver, render_fleet, select_targets
+from reconciler.core.rendering import (
+    Placement,
+    SecretResolver,
+    fleet_pairs,
+    render_fleet,
+    render_placement,
+    select_targets,
+)
 
 __all__ = ["PERMISSIVE_POLICY", "ReleaseLookup", "Report", "validate_fleet",
            "validate_repository"]
@@ -89,8 +99,13 @@ def validate_fleet(
     revision: str = "",
     secrets: SecretResolver | None = None,
     releases: ReleaseLookup | None = None,
+    memo: PlacementMemo[Any] | None = None,
 ) -> Report:
-    """Check a loaded revision, render it and check what it renders."""
+    """Check a loaded revision, render it and check what it renders.
+
+    With a ``memo`` (the plan's, across revisions), a pair whose inputs were rendered before
+    is not rendered again (its findings are repeated), and the report has no placements:
+    the memo has what it makes of each (:attr:`PlacementMemo.summaries`)."""
     fleet = loaded.fleet
     registry = registry or default_registry()
     policy = policy or PERMISSIVE_POLICY
@@ -116,6 +131,10 @@ def validate_fleet(
         check_projects(fleet, loaded.manifest_files, findings)
         # the placements
         rendered = _rendered_solutions(fleet, pinned)
+        if memo is not None:
+            _check_pairs(loaded, rendered, memo, findings, (parameters, templates), registry,
+                         policy, revision, secrets)
+            return Report(fleet, findings.sorted(), {}, loaded.manifest_files)
         rendering = render_fleet(fleet, rendered, revision=revision, secrets=secrets)
         references.check_unplaced(rendering.unplaced, findings)
         providers = ProviderChecks(registry, PathChecks(fleet, findings), findings)
@@ -126,6 +145,30 @@ def validate_fleet(
             providers.check_placement(placement)
             projects.check_placement(placement)
     return Report(fleet, findings.sorted(), rendering.placements, loaded.manifest_files)
+
+
+def _check_pairs(loaded: LoadResult, rendered: Mapping[str, Solution], memo: PlacementMemo[Any],
+                 findings: Findings, checks: tuple[ParameterChecks, TemplateChecks],
+                 registry: ProviderRegistry, policy: LocalPolicy, revision: str,
+                 secrets: SecretResolver | None) -> None:
+    """The placement stage through ``memo``: the same findings as rendering every pair."""
+    fleet, fingerprints = loaded.fleet, loaded.fingerprints
+    pairs, unplaced = fleet_pairs(fleet, rendered)
+    references.check_unplaced(tuple(unplaced), findings)
+    providers = ProviderChecks(registry, PathChecks(fleet, findings), findings)
+    projects = ProjectChecks(fleet, findings)
+    run = (checks[0].check_placement, checks[1].check_placement, providers.check_placement,
+           projects.check_placement)
+    memo.begin(fleet.root)
+    context = memo.context(fleet, fingerprints,
+                           (revision.encode(), str(id(registry)).encode(),
+                            str(id(policy)).encode(), str(id(secrets)).encode()))
+    for inst, target, solution in pairs:
+        key = memo.key(fleet, fingerprints, context, inst, target, solution)
+        summary = memo.pair(key, findings, functools.partial(
+            render_placement, fleet, inst, target, solution, revision=revision,
+            secrets=secrets), run)
+        memo.summaries.setdefault(target.name, []).append((inst.name, summary))
 
 
 def _rendered_solutions(fleet: Fleet, pinned: Mapping[str, Solution | None]
@@ -147,13 +190,17 @@ def validate_repository(
     revision: str = "",
     secrets: SecretResolver | None = None,
     releases: ReleaseLookup | None = None,
+    cache: DocumentCache | None = None,
+    memo: PlacementMemo[Any] | None = None,
 ) -> Report:
-    """Load and validate the repository checked out at ``root``."""
+    """Load and validate the repository checked out at ``root`` (``cache`` and ``memo``:
+    see :func:`~reconciler.core.loading.load_fleet` and :func:`validate_fleet`)."""
     return validate_fleet(
-        load_fleet(root.resolve()),
+        load_fleet(root.resolve(), cache=cache),
         registry=registry,
         policy=policy,
         revision=revision,
         secrets=secrets,
         releases=releases,
+        memo=memo,
     )

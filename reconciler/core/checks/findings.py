@@ -18,11 +18,12 @@ class Findings:
     """Diagnostics in the order found; a finding repeated (by every pair it concerns, say)
     is kept once."""
 
-    __slots__ = ("_found", "_seen")
+    __slots__ = ("_found", "_record", "_seen")
 
     def __init__(self, initial: Iterable[Diagnostic] = ()) -> None:
         self._found: list[Diagnostic] = list(initial)
         self._seen: set[Diagnostic] = set(self._found)
+        self._record: list[list[Diagnostic]] = []  # open records, see record()
 
     def add(
         self,
@@ -36,10 +37,27 @@ class Findings:
         target: str = "",
         instance: str = "",
     ) -> None:
-        diag = Diagnostic(path, line, obj, fld, message, severity, target, instance)
-        if diag not in self._seen:
-            self._seen.add(diag)
-            self._found.append(diag)
+        self.replay((Diagnostic(path, line, obj, fld, message, severity, target, instance),))
+
+    def replay(self, found: Iterable[Diagnostic]) -> None:
+        """Add findings made before (by the same checks of equal inputs)."""
+        for diag in found:
+            for record in self._record:
+                record.append(diag)
+            if diag not in self._seen:
+                self._seen.add(diag)
+                self._found.append(diag)
+
+    def record(self) -> list[Diagnostic]:
+        """A list that every finding added from now on is appended to, repeated ones
+        included, until :meth:`stop`: what some checks find, to be replayed for equal
+        inputs. Records nest."""
+        record: list[Diagnostic] = []
+        self._record.append(record)
+        return record
+
+    def stop(self, record: list[Diagnostic]) -> None:
+        self._record = [r for r in self._record if r is not record]
 
     def mark(self) -> int:
         """A position to ask :meth:`since` what was found after it."""

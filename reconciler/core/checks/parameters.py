@@ -17,7 +17,7 @@ from typing import Any
 import cerberus
 
 from reconciler.core.checks.findings import Findings, near
-from reconciler.core.diagnostics import Severity
+from reconciler.core.diagnostics import Diagnostic, Severity
 from reconciler.core.model import Fleet, Solution, Source
 from reconciler.core.rendering import Placement
 from reconciler.core.schema_messages import field_path, schema_errors
@@ -56,7 +56,7 @@ class ParameterChecks:
         self._param_validators: dict[str, cerberus.Validator] = {}  # rules JSON -> validator
         # (solution, release, object) whose general params were checked: the same for every
         # placement that reaches them
-        self._general_checked: set[tuple[str, str, str]] = set()
+        self._general_checked: dict[tuple[str, str, str], list[Diagnostic]] = {}
 
     # -- documents ---------------------------------------------------------------------
     def check_sites(self) -> None:
@@ -213,11 +213,15 @@ class ParameterChecks:
     def _general(self, solution: Solution, params: Mapping[str, Any], src: Source, obj: str,
                  level: str) -> None:
         key = (solution.name, solution.release, obj)
-        if key in self._general_checked:
+        found = self._general_checked.get(key)
+        if found is not None:  # said again for each placement: see PlacementMemo
+            self.findings.replay(found)
             return
-        self._general_checked.add(key)
+        record = self.findings.record()
         general = {k: v for k, v in params.items() if k in solution.parameters}
         self.declared(solution, general, src, obj, ("spec", "params"), level)
+        self.findings.stop(record)
+        self._general_checked[key] = record
 
     def value_errors(self, solution: Solution, values: Mapping[str, Any]) -> list[_ValueError]:
         """Schema errors of one pair's resolved values, each (rules, value) checked once.

@@ -33,9 +33,10 @@ class PathChecks:
         key = (id(placement.solution), index, prop, repr(value))
         found = self._checked.get(key)
         if found is None:
-            mark = self.findings.mark()
+            record = self.findings.record()
             self._check(value, placement, index, prop)
-            self._checked[key] = self.findings.since(mark)
+            self.findings.stop(record)
+            self._checked[key] = record
             return
         for d in found:
             self.findings.add(d.path, d.line, d.obj, d.field, d.message, severity=d.severity,

@@ -1,0 +1,191 @@
+"""Placements checked once per set of inputs, for validating several revisions of a fleet.
+
+The offline plan validates two revisions of one repository; a pull request changes few of the
+(instance, target) pairs. A :class:`PlacementMemo` passed to
+:func:`reconciler.core.validation.validate_fleet` renders and checks a pair only when no pair
+with the same inputs was rendered before, in this revision or an earlier one; otherwise it
+repeats that pair's findings. What it keeps of a pair is what its ``summarize`` function makes
+of the placement (the plan's digests of its components), not the placement itself, so memory
+follows the size of those summaries.
+
+A pair's inputs, by the fingerprints of the documents they come from (see
+:mod:`reconciler.core.document_cache`): the instance, the target, the solution, the sites on
+the target's chain, and, for every pair of the revision, the ``Settings`` document (the
+hierarchy), the projects (and then every site: their bounds are site subtrees), the revision,
+and the registry, policy and secrets the validation uses. A pair of a pinned release (whose
+documents come from another checkout) or of a document without a fingerprint is always
+rendered. Its components may name repository files (templates, charts, scripts): every
+string of its rendered properties that could be a path is looked up in the revision
+(where it leads, the content there, once per path and revision), and a pair whose paths
+differ from when it was rendered is rendered again.
+
+The findings of a pair are every finding its checks add, repeated ones included
+(:meth:`~reconciler.core.checks.findings.Findings.record`); replayed in the order the pairs
+come, they give the same findings, in the same order, as rendering every pair.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from reconciler.core.checks.findings import Findings
+from reconciler.core.diagnostics import Diagnostic
+from reconciler.core.model import Fleet, Instance, Solution, Target
+from reconciler.core.rendering import Placement
+
+__all__ = ["PairResult", "PlacementMemo"]
+
+T = TypeVar("T")
+Check = Callable[[Placement], None]
+
+
+@dataclass(frozen=True)
+class PairResult(Generic[T]):
+    findings: tuple[Diagnostic, ...]
+    summary: T
+    paths: tuple[tuple[str, str], ...]  # (directory, string) its components could name
+    state: bytes  # what the repository had there when it was rendered
+
+
+def _digest(parts: Iterable[bytes]) -> bytes:
+    h = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        h.update(len(part).to_bytes(4, "little"))
+        h.update(part)
+    return h.digest()
+
+
+def _named(value: Any, out: set[str]) -> None:
+    """Every string of a rendered property that could name a repository path."""
+    if isinstance(value, str):
+        if value and len(value) <= 4096 and "\n" not in value and "://" not in value \
+                and not os.path.isabs(value):
+            out.add(value)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _named(item, out)
+    elif isinstance(value, list):
+        for item in value:
+            _named(item, out)
+
+
+def _path_state(root: Path, directory: str, value: str) -> bytes:
+    """What the repository has at ``value`` (relative to ``directory``): where it leads,
+    and the content of the file or of every file and link under the directory."""
+    path = root / directory / value
+    try:
+        real = path.resolve()
+    except (OSError, RuntimeError):
+        return b"!"
+    if not real.is_relative_to(root):
+        return b"outside"
+    parts = [str(real.relative_to(root)).encode()]
+    try:
+        if real.is_file():
+            parts.append(hashlib.blake2b(real.read_bytes(), digest_size=16).digest())
+        elif real.is_dir():
+            for dirpath, dirnames, filenames in os.walk(real):
+                dirnames.sort()
+                for name in sorted([*dirnames, *filenames]):
+                    full = Path(dirpath) / name
+                    parts.append(str(full.relative_to(real)).encode())
+                    if full.is_symlink():
+                        parts.append(b"->" + os.readlink(full).encode())
+                    elif full.is_file():
+                        parts.append(hashlib.blake2b(full.read_bytes(),
+                                                     digest_size=16).digest())
+        else:
+            parts.append(b"absent" if not os.path.lexists(path) else b"other")
+    except OSError:
+        parts.append(b"?")
+    return _digest(parts)
+
+
+class PlacementMemo(Generic[T]):
+    """Pairs rendered and checked, by their inputs (see the module docstring)."""
+
+    def __init__(self, summarize: Callable[[Placement], T]) -> None:
+        self.summarize = summarize
+        self._results: dict[bytes, PairResult[T]] = {}
+        self.rendered = 0  # pairs rendered, of every revision
+        self.reused = 0  # pairs whose findings and summary were repeated
+        # of the revision validated last: target -> (instance, summary) by instance name
+        self.summaries: dict[str, list[tuple[str, T]]] = {}
+        self._root = Path("/")
+        self._states: dict[tuple[str, str], bytes] = {}  # of the revision being validated
+
+    def begin(self, root: Path) -> None:
+        """A revision checked out at ``root`` is validated next."""
+        self._root = root.resolve()
+        self._states = {}
+        self.summaries = {}
+
+    def _state(self, paths: tuple[tuple[str, str], ...]) -> bytes:
+        states = self._states
+        out = []
+        for named in paths:
+            found = states.get(named)
+            if found is None:
+                found = states[named] = _path_state(self._root, *named)
+            out.append(found)
+        return _digest(out)
+
+    def context(self, fleet: Fleet, fingerprints: Mapping[tuple[str, str], bytes],
+                extra: Iterable[bytes]) -> bytes:
+        """What every pair of a revision depends on besides its own documents."""
+        parts = [*extra, fingerprints.get(("Settings", _settings_name(fingerprints)), b"")]
+        if fleet.projects:
+            parts += [fp for (kind, _), fp in sorted(fingerprints.items())
+                      if kind in ("Project", "Site")]
+        return _digest(parts)
+
+    def key(self, fleet: Fleet, fingerprints: Mapping[tuple[str, str], bytes], context: bytes,
+            inst: Instance, target: Target, solution: Solution) -> bytes | None:
+        if solution.release:
+            return None
+        parts = [context, b"S" if inst.suspend else b"-",
+                 fingerprints.get(("Instance", inst.name), b""),
+                 fingerprints.get(("Target", target.name), b""),
+                 fingerprints.get(("Solution", solution.name), b"")]
+        parts += [fingerprints.get(("Site", s.name), b"")
+                  for s in fleet.site_chains.get(target.site, ())]
+        if not all(parts):
+            return None
+        return _digest(parts)
+
+    def pair(self, key: bytes | None, findings: Findings,
+             render: Callable[[], Placement], checks: Iterable[Check]) -> T:
+        """The summary of one pair, rendered and checked unless known; its findings are
+        added to ``findings`` either way."""
+        found = self._results.get(key) if key is not None else None
+        if found is not None and self._state(found.paths) == found.state:
+            self.reused += 1
+            findings.replay(found.findings)
+            return found.summary
+        self.rendered += 1
+        placement = render()
+        record = findings.record()
+        for check in checks:
+            check(placement)
+        findings.stop(record)
+        named: set[tuple[str, str]] = set()
+        for c in placement.components:
+            strings: set[str] = set()
+            _named(c.properties, strings)
+            directory = os.path.relpath(c.base_dir, self._root)
+            named.update((directory, value) for value in strings)
+        paths = tuple(sorted(named))
+        result = PairResult(tuple(record), self.summarize(placement), paths,
+                            self._state(paths))
+        if key is not None:
+            self._results[key] = result
+        return result.summary
+
+
+def _settings_name(fingerprints: Mapping[tuple[str, str], bytes]) -> str:
+    return next((name for kind, name in fingerprints if kind == "Settings"), "")
