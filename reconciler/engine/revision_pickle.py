@@ -28,7 +28,7 @@ import pickle
 import re
 from typing import TYPE_CHECKING, Any
 
-from reconciler.core.loading import bulk_allocation
+from reconciler.core.allocation import bulk_allocation
 from reconciler.core.windows import Window
 
 if TYPE_CHECKING:
