@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from reconciler.engine.review_sides import tree_digest
+from reconciler.engine.review_digests import tree_digest
 
 __all__ = ["MAX_DIFF", "changed_parts", "cut", "file_diff", "yaml_lines"]
 

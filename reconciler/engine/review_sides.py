@@ -21,12 +21,10 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import hashlib
-import marshal
 import multiprocessing
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -43,6 +41,7 @@ from reconciler.core.rendering import Origin, Placement, render_placement, selec
 from reconciler.core.secrets import MASK, mask
 from reconciler.core.validation import Report, validate_repository
 from reconciler.engine.failures import describe
+from reconciler.engine.review_digests import PairSummary, Shared, tree_digest
 from reconciler.gitops.gitrun import Git
 from reconciler.gitops.releases import ReleaseResolver
 from reconciler.gitops.source import export
@@ -105,28 +104,13 @@ class Side(Protocol):
     def close(self) -> None: ...
 
 
-def tree_digest(path: Path) -> dict[str, str]:
-    """Relative path -> sha256 of every file under ``path`` (a file: itself, as ".")."""
-    out: dict[str, str] = {}
-    if path.is_file():
-        out["."] = hashlib.sha256(path.read_bytes()).hexdigest()
-        return out
-    for dirpath, dirnames, filenames in os.walk(path):
-        dirnames.sort()
-        for name in sorted(filenames):
-            full = Path(dirpath) / name
-            out[str(full.relative_to(path))] = hashlib.sha256(full.read_bytes()).hexdigest()
-    return out
-
-
 class _Revision:
     """A revision validated and summed up at once (where the side runs). Of the report it
     keeps the fleet and the solution each instance renders from: a description renders its
-    (instance, target) pair again, as validation did, so that the report's placements need
-    not stay in memory while the other revision is validated."""
+    (instance, target) pair again, as validation did; placements are never kept (the memo
+    keeps each pair's summary)."""
 
-    def __init__(self, git_dir: Path, commit: str, scratch: Path, registry: ProviderRegistry,
-                 secret_key: bytes) -> None:
+    def __init__(self, git_dir: Path, commit: str, scratch: Path, shared: Shared) -> None:
         git = Git(git_dir)
 
         def exporter(rev: str) -> Path:  # into the plan's scratch directory, removed after
@@ -134,70 +118,37 @@ class _Revision:
             export(git, rev, dest)
             return dest
 
-        self.secret_key = secret_key
-        self._referenced: dict[tuple[Path, str], tuple[str, Path] | None] = {}
-        self._digests: dict[Path, bytes] = {}
-        report = validate_repository(exporter(commit), registry=registry,
-                                     releases=ReleaseResolver(git_dir, exporter))
-        self.path_props = _path_props(report, registry)
+        self.digests = shared.digests
+        report = validate_repository(exporter(commit), registry=shared.registry,
+                                     releases=ReleaseResolver(git_dir, exporter),
+                                     cache=shared.cache, memo=shared.memo)
+        pairs, shared.memo.summaries = shared.memo.summaries, {}
         self.fleet = report.fleet
-        self.solutions = {p.instance.name: p.solution
-                          for placements in report.placements.values() for p in placements}
-        self._summary = self._sum_up(commit, report)
+        self.solutions = {instance: summary[0]
+                          for placed in pairs.values() for instance, summary in placed}
+        self._summary = self._sum_up(commit, report, pairs)
 
     def summary(self) -> SideSummary:
         return self._summary
 
-    def _sum_up(self, commit: str, report: Report) -> SideSummary:
+    def _sum_up(self, commit: str, report: Report,
+                pairs: Mapping[str, list[tuple[str, PairSummary]]]) -> SideSummary:
         fleet = report.fleet
         held = _ErrorIndex(report.errors)
         unrendered = held.unrendered(fleet, self.solutions)
         targets: dict[str, TargetSide] = {}
         with bulk_allocation():
             for name, target in fleet.targets.items():
-                placements = report.placements.get(name, ())
+                placed = pairs.get(name, ())
                 components: dict[str, tuple[str, bytes, bool]] = {}
-                for p in placements:
-                    values = self._digest(p.components[0].params) if p.components else b""
-                    for c in p.components:
-                        components[c.key] = (c.type, self._component_digest(c, values),
-                                             p.instance.suspend)
-                instances = {p.instance.name for p in placements} | unrendered.get(name, set())
+                for _, (_, found) in placed:
+                    components.update(found)
+                instances = {i for i, _ in placed} | unrendered.get(name, set())
                 targets[name] = TargetSide(fleet.site_path(target.site),
                                            held.of(name, instances), components)
         return SideSummary(commit, targets, tuple(report.errors),
                            tuple(d for d in report.diagnostics if not d.is_error),
                            held.by_instance, _projects(fleet))
-
-    def _component_digest(self, c: Component, values: bytes) -> bytes:
-        files = [(label, self._tree(path)) for label, path in self._files(c)] \
-            if c.type in self.path_props else []
-        return self._digest((c.type, c.depends_on, c.properties, values, files))
-
-    def _files(self, c: Component) -> Iterator[tuple[str, Path]]:
-        """The repository files and directories a component names in its path properties:
-        (path in the repository, path on disk)."""
-        for prop in self.path_props.get(c.type, ()):
-            value = c.properties.get(prop)
-            if isinstance(value, list):
-                value = value[0] if value and isinstance(value[0], str) else None
-            if not isinstance(value, str) or "://" in value or os.path.isabs(value):
-                continue
-            cached = (c.base_dir, value)
-            if cached not in self._referenced:
-                root = c.repo_root.resolve()
-                candidate = (c.base_dir / value).resolve()
-                inside = candidate.is_relative_to(root) and candidate.exists()
-                self._referenced[cached] = \
-                    (str(candidate.relative_to(root)), candidate) if inside else None
-            found = self._referenced[cached]
-            if found is not None:
-                yield found
-
-    def _tree(self, path: Path) -> bytes:
-        if path not in self._digests:
-            self._digests[path] = self._digest(sorted(tree_digest(path).items()))
-        return self._digests[path]
 
     # -- descriptions --------------------------------------------------------------------
     def describe(self, keys: Sequence[Key]) -> dict[Key, ComponentView]:
@@ -223,7 +174,7 @@ class _Revision:
         views = {}
         for name, rp in p.params.items():
             secret = name in c.secret_params
-            token = self._digest(rp.value) if secret else b""
+            token = self.digests.digest(rp.value) if secret else b""
             views[name] = ParamView(MASK if secret else params.get(name, rp.value),
                                     rp.origin, secret, token)
         solution = p.solution
@@ -231,20 +182,8 @@ class _Revision:
         index = next((d.index for d in solution.components if d.name == c.name), 0)
         path = f"{solution.release}:{src.path}" if solution.release else src.path
         defined = f"{path}:{src.line_of('spec', 'components', index)}"
-        files = {label: str(found) for label, found in self._files(c)}
+        files = {label: str(found) for label, found in self.digests.files(p.target, c)}
         return ComponentView(c.type, shown, views, files, defined)
-
-    def _digest(self, value: Any) -> bytes:
-        # marshal (format 2: no back-references, so equal values give equal bytes) is
-        # exact and about three times as fast as repr for the plain data of rendered
-        # components; repr for what marshal refuses (dates). A dict that differs only in key
-        # order gives another digest: the full comparison then finds no change. Keyed with a
-        # key of this plan only: values hold secrets, and digests must not tell them
-        try:
-            data = marshal.dumps(value, 2)
-        except ValueError:
-            data = repr(value).encode()
-        return hashlib.blake2b(data, key=self.secret_key, digest_size=16).digest()
 
 
 class _ErrorIndex:
@@ -292,17 +231,6 @@ def _projects(fleet: Fleet) -> dict[str, str]:
     return {name: project.name if (project := own.project_of(inst.source.path)) else ""
             for name, inst in fleet.instances.items()}
 
-
-def _path_props(report: Report, registry: ProviderRegistry) -> dict[str, tuple[str, ...]]:
-    """Component type (binding role) -> path properties of the providers bound to it."""
-    out: dict[str, set[str]] = {}
-    for target in report.fleet.targets.values():
-        for binding in target.bindings:
-            cls = registry.get(binding.provider)
-            if cls is not None:
-                out.setdefault(binding.role, set()).update(
-                    getattr(cls, "path_properties", frozenset()))
-    return {role: tuple(sorted(props)) for role, props in out.items()}
 
 
 # -- where a side runs ---------------------------------------------------------------------
@@ -390,17 +318,18 @@ def open_sides(git_dir: Path, base: str, head: str, scratch: Path,
                registry: ProviderRegistry, *, parallel: bool | None = None
                ) -> tuple[Side, Side]:
     """Validate ``base`` and ``head`` (see the module docstring); exports go under
-    ``scratch``, which the caller removes. ``parallel`` None: when two CPUs are there."""
-    if parallel is None:
-        parallel = len(os.sched_getaffinity(0)) >= 2 \
-            and "fork" in multiprocessing.get_all_start_methods()
+    ``scratch``, which the caller removes. ``parallel``: each revision in a child process of
+    its own, validated in full at once; else (the default) one after the other in this
+    process, the head for the cost of what differs from the base."""
     secret_key = os.urandom(32)
 
-    def make(commit: str) -> Make:
-        return lambda: _Revision(git_dir, commit, scratch, registry, secret_key)
+    def make(commit: str, shared: Shared | None = None) -> Make:
+        return lambda: _Revision(git_dir, commit, scratch,
+                                 shared or Shared(registry, secret_key))
 
     if not parallel:
-        return _Here(make(base)), _Here(make(head))
+        shared = Shared(registry, secret_key)
+        return _Here(make(base, shared)), _Here(make(head, shared))
     first = _Child(make(base))
     try:
         return first, _Child(make(head))
