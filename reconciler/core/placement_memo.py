@@ -27,9 +27,11 @@ come, they give the same findings, in the same order, as rendering every pair.
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -41,7 +43,9 @@ from reconciler.core.rendering import Placement
 __all__ = ["PairResult", "PlacementMemo"]
 
 T = TypeVar("T")
+MIN_AHEAD = 500  # pairs to render before a second worker is worth its fork
 Check = Callable[[Placement], None]
+Todo = tuple[bytes | None, Callable[[], Placement]]  # a pair's key, and how to render it
 
 
 @dataclass(frozen=True)
@@ -109,20 +113,24 @@ def _path_state(root: Path, directory: str, value: str) -> bytes:
 class PlacementMemo(Generic[T]):
     """Pairs rendered and checked, by their inputs (see the module docstring)."""
 
-    def __init__(self, summarize: Callable[[Placement], T]) -> None:
+    def __init__(self, summarize: Callable[[Placement], T], *, workers: int = 1) -> None:
         self.summarize = summarize
+        self.workers = workers
         self._results: dict[bytes, PairResult[T]] = {}
         self.rendered = 0  # pairs rendered, of every revision
         self.reused = 0  # pairs whose findings and summary were repeated
         # of the revision validated last: target -> (instance, summary) by instance name
         self.summaries: dict[str, list[tuple[str, T]]] = {}
+        self.solutions: dict[str, Solution] = {}  # instance -> the solution it renders from
         self._root = Path("/")
         self._states: dict[tuple[str, str], bytes] = {}  # of the revision being validated
+        self._dirs: dict[Path, str] = {}  # a component's directory -> relative to the root
 
     def begin(self, root: Path) -> None:
         """A revision checked out at ``root`` is validated next."""
         self._root = root.resolve()
         self._states = {}
+        self._dirs = {}
         self.summaries = {}
 
     def _state(self, paths: tuple[tuple[str, str], ...]) -> bytes:
@@ -158,15 +166,26 @@ class PlacementMemo(Generic[T]):
             return None
         return _digest(parts)
 
+    def _known(self, key: bytes | None) -> PairResult[T] | None:
+        found = self._results.get(key) if key is not None else None
+        return found if found is not None and self._state(found.paths) == found.state else None
+
     def pair(self, key: bytes | None, findings: Findings,
              render: Callable[[], Placement], checks: Iterable[Check]) -> T:
         """The summary of one pair, rendered and checked unless known; its findings are
         added to ``findings`` either way."""
-        found = self._results.get(key) if key is not None else None
-        if found is not None and self._state(found.paths) == found.state:
+        found = self._known(key)
+        if found is not None:
             self.reused += 1
             findings.replay(found.findings)
             return found.summary
+        result = self._compute(render, findings, checks)
+        if key is not None:
+            self._results[key] = result
+        return result.summary
+
+    def _compute(self, render: Callable[[], Placement], findings: Findings,
+                 checks: Iterable[Check]) -> PairResult[T]:
         self.rendered += 1
         placement = render()
         record = findings.record()
@@ -177,14 +196,55 @@ class PlacementMemo(Generic[T]):
         for c in placement.components:
             strings: set[str] = set()
             _named(c.properties, strings)
-            directory = os.path.relpath(c.base_dir, self._root)
+            directory = self._dirs.get(c.base_dir)
+            if directory is None:
+                directory = self._dirs[c.base_dir] = os.path.relpath(c.base_dir, self._root)
             named.update((directory, value) for value in strings)
         paths = tuple(sorted(named))
-        result = PairResult(tuple(record), self.summarize(placement), paths,
-                            self._state(paths))
-        if key is not None:
+        return PairResult(tuple(record), self.summarize(placement), paths, self._state(paths))
+
+    def render_ahead(self, pairs: Sequence[Todo], findings: Findings,
+                     checks: Sequence[Check]) -> None:
+        """With two workers, render and check the pairs not known yet half here and half
+        in a child process (forked: it has everything this one has) at once, keeping only
+        what :meth:`pair` keeps: findings are only recorded (:meth:`Findings.scratch`), so
+        that :meth:`pair`, called in order next, repeats them in the order of the pairs.
+        If the child fails, its pairs are simply rendered by :meth:`pair`."""
+        todo = [(key, render) for key, render in pairs
+                if key is not None and self._known(key) is None]
+        if self.workers < 2 or len(todo) < MIN_AHEAD:
+            return
+        mine, theirs = todo[:len(todo) // 2], todo[len(todo) // 2:]
+        context = multiprocessing.get_context("fork")
+        reader, writer = context.Pipe(duplex=False)
+        child = context.Process(target=self._serve, args=(writer, theirs, findings, checks),
+                                daemon=True)
+        child.start()
+        writer.close()
+        try:
+            with findings.scratch():
+                for key, render in mine:
+                    self._results[key] = self._compute(render, findings, checks)
+            try:
+                results: list[PairResult[T]] | None = reader.recv()
+            except EOFError:
+                results = None
+        finally:
+            reader.close()
+            child.join()
+        for (key, _), result in zip(theirs, results or (), strict=False):
             self._results[key] = result
-        return result.summary
+
+    def _serve(self, writer: Connection, pairs: Sequence[Todo], findings: Findings,
+               checks: Sequence[Check]) -> None:
+        try:
+            with findings.scratch():
+                results = [self._compute(render, findings, checks) for _, render in pairs]
+            writer.send(results)
+        except Exception:
+            writer.send(None)
+        finally:
+            writer.close()
 
 
 def _settings_name(fingerprints: Mapping[tuple[str, str], bytes]) -> str:

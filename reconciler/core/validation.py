@@ -163,13 +163,15 @@ def _check_pairs(loaded: LoadResult, rendered: Mapping[str, Solution], memo: Pla
     context = memo.context(fleet, fingerprints,
                            (revision.encode(), str(id(registry)).encode(),
                             str(id(policy)).encode(), str(id(secrets)).encode()))
-    for inst, target, solution in pairs:
-        key = memo.key(fleet, fingerprints, context, inst, target, solution)
-        summary = memo.pair(key, findings, functools.partial(
-            render_placement, fleet, inst, target, solution, revision=revision,
-            secrets=secrets), run)
+    todo = [(memo.key(fleet, fingerprints, context, inst, target, solution),
+             functools.partial(render_placement, fleet, inst, target, solution,
+                               revision=revision, secrets=secrets))
+            for inst, target, solution in pairs]
+    memo.render_ahead(todo, findings, run)
+    memo.solutions = dict(rendered)
+    for (inst, target, _), (key, render) in zip(pairs, todo, strict=True):
+        summary = memo.pair(key, findings, render, run)
         memo.summaries.setdefault(target.name, []).append((inst.name, summary))
-
 
 def _rendered_solutions(fleet: Fleet, pinned: Mapping[str, Solution | None]
                         ) -> dict[str, Solution]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.core.loading import DocumentCache
-from reconciler.core.model import Solution, Target
+from reconciler.core.model import Target
 from reconciler.core.placement_memo import PlacementMemo
 from reconciler.core.provider_api import Component
 from reconciler.core.registry import ProviderRegistry
@@ -40,7 +40,7 @@ def tree_digest(path: Path) -> dict[str, str]:
     return out
 
 
-PairSummary = tuple[Solution, dict[str, tuple[str, bytes, bool]]]
+PairSummary = dict[str, tuple[str, bytes, bool]]  # component key -> (type, digest, suspended)
 
 
 class Digests:
@@ -62,7 +62,7 @@ class Digests:
             files = [(label, self._tree(path)) for label, path in self.files(p.target, c)]
             out[c.key] = (c.type, self.digest((c.type, c.depends_on, c.properties, values,
                                                 files)), p.instance.suspend)
-        return p.solution, out
+        return out
 
     def _path_props(self, target: Target, role: str) -> tuple[str, ...]:
         binding = target.binding(role)
@@ -120,8 +120,9 @@ class Shared:
     checked (:class:`DocumentCache`), and pairs rendered and summed up
     (:class:`PlacementMemo`): the second revision costs what differs from the first."""
 
-    def __init__(self, registry: ProviderRegistry, secret_key: bytes) -> None:
+    def __init__(self, registry: ProviderRegistry, secret_key: bytes, workers: int) -> None:
         self.registry = registry
         self.digests = Digests(registry, secret_key)
         self.cache = DocumentCache()
-        self.memo: PlacementMemo[PairSummary] = PlacementMemo(self.digests.summarize)
+        self.memo: PlacementMemo[PairSummary] = PlacementMemo(self.digests.summarize,
+                                                              workers=workers)

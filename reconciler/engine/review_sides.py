@@ -19,19 +19,15 @@ secret parameter is shown masked and compared by a keyed digest.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import multiprocessing
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Protocol
 
 from reconciler.core.diagnostics import Diagnostic
-from reconciler.core.errors import ReconcilerError
 from reconciler.core.loading import bulk_allocation
 from reconciler.core.model import Fleet
 from reconciler.core.projects import Ownership
@@ -40,7 +36,6 @@ from reconciler.core.registry import ProviderRegistry
 from reconciler.core.rendering import Origin, Placement, render_placement, select_targets
 from reconciler.core.secrets import MASK, mask
 from reconciler.core.validation import Report, validate_repository
-from reconciler.engine.failures import describe
 from reconciler.engine.review_digests import PairSummary, Shared, tree_digest
 from reconciler.gitops.gitrun import Git
 from reconciler.gitops.releases import ReleaseResolver
@@ -124,8 +119,7 @@ class _Revision:
                                      cache=shared.cache, memo=shared.memo)
         pairs, shared.memo.summaries = shared.memo.summaries, {}
         self.fleet = report.fleet
-        self.solutions = {instance: summary[0]
-                          for placed in pairs.values() for instance, summary in placed}
+        self.solutions, shared.memo.solutions = shared.memo.solutions, {}
         self._summary = self._sum_up(commit, report, pairs)
 
     def summary(self) -> SideSummary:
@@ -141,7 +135,7 @@ class _Revision:
             for name, target in fleet.targets.items():
                 placed = pairs.get(name, ())
                 components: dict[str, tuple[str, bytes, bool]] = {}
-                for _, (_, found) in placed:
+                for _, found in placed:
                     components.update(found)
                 instances = {i for i, _ in placed} | unrendered.get(name, set())
                 targets[name] = TargetSide(fleet.site_path(target.site),
@@ -235,14 +229,11 @@ def _projects(fleet: Fleet) -> dict[str, str]:
 
 # -- where a side runs ---------------------------------------------------------------------
 
-Make = Callable[[], _Revision]
-
-
 class _Here:
     """A side validated in this process."""
 
-    def __init__(self, make: Make) -> None:
-        self.revision = make()
+    def __init__(self, revision: _Revision) -> None:
+        self.revision = revision
 
     def summary(self) -> SideSummary:
         return self.revision.summary()
@@ -254,85 +245,16 @@ class _Here:
         del self.revision
 
 
-def _serve(conn: Connection, make: Make) -> None:
-    """The child process of a :class:`_Child`: validate, send the summary, then answer
-    requests for descriptions until told to stop (None)."""
-    try:
-        revision = make()
-        # what is left stays alive to the end of this process: the cyclic collector would
-        # only rescan its objects, so they are moved out of its sight
-        gc.freeze()
-        conn.send(("ok", revision.summary()))
-        while (keys := conn.recv()) is not None:
-            conn.send(("ok", revision.describe(keys)))
-    except EOFError:  # the plan went away
-        pass
-    except BaseException as exc:  # said to the parent, which raises it as its own error
-        reason = exc.reason if isinstance(exc, ReconcilerError) else "Error"
-        conn.send(("error", (describe(exc), reason)))
-    finally:
-        conn.close()
-
-
-class _Child:
-    """A side validated in a child process (forked: it shares what this one has imported)."""
-
-    def __init__(self, make: Make) -> None:
-        context = multiprocessing.get_context("fork")
-        self.conn, theirs = context.Pipe()
-        self.process = context.Process(target=_serve, args=(theirs, make), daemon=True)
-        self.process.start()
-        theirs.close()
-
-    def _answer(self) -> Any:
-        try:
-            status, payload = self.conn.recv()
-        except EOFError:
-            raise ReconcilerError(f"the validation process ended unexpectedly (exit code "
-                                  f"{self.process.exitcode})") from None
-        if status == "error":
-            message, reason = payload
-            raise ReconcilerError(message, reason=reason)
-        return payload
-
-    def summary(self) -> SideSummary:
-        summary: SideSummary = self._answer()
-        return summary
-
-    def describe(self, keys: Sequence[Key]) -> dict[Key, ComponentView]:
-        self.conn.send(list(keys))
-        views: dict[Key, ComponentView] = self._answer()
-        return views
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):  # it may have ended already
-            self.conn.send(None)
-        self.conn.close()
-        self.process.join(timeout=30)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join()
-
-
 def open_sides(git_dir: Path, base: str, head: str, scratch: Path,
                registry: ProviderRegistry, *, parallel: bool | None = None
                ) -> tuple[Side, Side]:
-    """Validate ``base`` and ``head`` (see the module docstring); exports go under
-    ``scratch``, which the caller removes. ``parallel``: each revision in a child process of
-    its own, validated in full at once; else (the default) one after the other in this
-    process, the head for the cost of what differs from the base."""
-    secret_key = os.urandom(32)
-
-    def make(commit: str, shared: Shared | None = None) -> Make:
-        return lambda: _Revision(git_dir, commit, scratch,
-                                 shared or Shared(registry, secret_key))
-
-    if not parallel:
-        shared = Shared(registry, secret_key)
-        return _Here(make(base, shared)), _Here(make(head, shared))
-    first = _Child(make(base))
-    try:
-        return first, _Child(make(head))
-    except BaseException:
-        first.close()
-        raise
+    """Validate ``base``, then ``head`` for the cost of what differs (see the module
+    docstring); exports go under ``scratch``, which the caller removes. ``parallel``: the
+    pairs of the base are rendered by two processes at once (None: when two CPUs are
+    there)."""
+    if parallel is None:
+        parallel = len(os.sched_getaffinity(0)) >= 2 \
+            and "fork" in multiprocessing.get_all_start_methods()
+    shared = Shared(registry, os.urandom(32), 2 if parallel else 1)
+    first = _Here(_Revision(git_dir, base, scratch, shared))
+    return first, _Here(_Revision(git_dir, head, scratch, shared))

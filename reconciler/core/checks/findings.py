@@ -6,7 +6,8 @@ sorted content to the :class:`~reconciler.core.validation.Report`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
 
 from reconciler.core.diagnostics import Diagnostic, Severity
 from reconciler.core.schema_messages import closest
@@ -58,6 +59,17 @@ class Findings:
 
     def stop(self, record: list[Diagnostic]) -> None:
         self._record = [r for r in self._record if r is not record]
+
+    @contextlib.contextmanager
+    def scratch(self) -> Iterator[None]:
+        """Checks run ahead of their turn: what they add is only recorded (see
+        :meth:`record`), and the findings are as before once the block ends."""
+        kept = (self._found, self._seen)
+        self._found, self._seen = [], set()
+        try:
+            yield
+        finally:
+            self._found, self._seen = kept
 
     def mark(self) -> int:
         """A position to ask :meth:`since` what was found after it."""
