@@ -3,7 +3,7 @@
 Run from the repository root with the project's virtualenv::
 
     .venv/bin/python bench/bench_ansible_pull.py [--runs 5] [--full-runs 1] [--json]
-        [--cache DIR] [--keep DIR]
+        [--rev REV] [--baseline REV] [--cache DIR] [--keep DIR]
 
 The site is bench/bench_reconcile.py's with one target per line: 100 targets x 5 ``file``
 components, 500 files. A first ``sync --once`` writes them; each idle run is then a new
@@ -22,10 +22,13 @@ without ``-o`` (the playbook runs and checks every file) are measured too.
 
 Every process is measured whole: CPU time (user + sys, from ``wait4``: the process and every
 child it waited for, git and Ansible's module processes included), wall time, and peak RSS;
-medians of ``--runs``, the two interleaved run by run. The limit next to them: a fresh
-interpreter reading and hashing the 500 files. Byte code is cached for both programs (in the
-work directory). Exit status 1 when the reconciler is not faster than ``ansible-pull -o`` or
-a check fails.
+medians of ``--runs``, interleaved run by run. The limit next to them: a fresh interpreter
+reading and hashing the 500 files. Byte code is cached for both programs (in the work
+directory). ``--rev REV`` runs the reconciler of commit REV (default: the work tree as it
+is), ``--baseline REV`` that of commit REV as well (``bench_oneshot.py``'s trees). About
+eight minutes, most of it Ansible writing the files once and checking them once
+(``--full-runs 0`` leaves the latter out). Exit status 1 when the reconciler is not faster
+than ``ansible-pull -o`` or a check fails.
 """
 
 from __future__ import annotations
@@ -123,14 +126,18 @@ class Pull:
         return run_measured([*self.argv, *extra], env=self.env, cwd=self.work)
 
 
-def measure(work: Path, runs: int, full_runs: int, cache: Path) -> dict[str, Any]:
+def measure(work: Path, runs: int, full_runs: int, cache: Path, rev: str | None = None,
+            baseline: str | None = None) -> dict[str, Any]:
     remote, shape = build_fleet(work, targets_per_line=1)
-    tree = make_tree("current", work, remote, None)
+    trees = [make_tree("current", work, remote, rev)]
+    if baseline is not None:
+        trees.insert(0, make_tree("baseline", work, remote, baseline))
     problems: list[str] = []
-    for _ in range(2):  # the first writes the files, the second what later runs read
-        if tree.sync(work).code != 0:
-            problems.append("a first sync --once failed")
-    files = tree.state / "files"
+    for tree in trees:
+        for _ in range(2):  # the first writes the files, the second what later runs read
+            if tree.sync(work).code != 0:
+                problems.append(f"{tree.name}: a first sync --once failed")
+    files = trees[-1].state / "files"
     bin_dir = ansible_venv(cache)
     repo, count = ansible_repo(work, files)
     pull = Pull(work, bin_dir, repo)
@@ -142,57 +149,65 @@ def measure(work: Path, runs: int, full_runs: int, cache: Path) -> dict[str, Any
     if written != count:
         problems.append(f"ansible-pull wrote {written} files, expected {count}")
     limit(files, work)  # byte code of what the limit imports
-    marks = mtimes(tree.state), status_tip(tree.remote)
-    ours: list[Measured] = []
+    marks = {t.name: (mtimes(t.state), status_tip(t.remote)) for t in trees}
+    ours: dict[str, list[Measured]] = {t.name: [] for t in trees}
     theirs: list[Measured] = []
     hashes: list[Measured] = []
     for _ in range(runs):
-        ours.append(tree.sync(work))
+        for tree in trees:
+            ours[tree.name].append(tree.sync(work))
         theirs.append(pull.run("--only-if-changed"))
         hashes.append(limit(files, work)[0])
     full = [pull.run() for _ in range(full_runs)]
-    if any(m.code != 0 for m in ours + theirs + full):
+    if any(m.code != 0 for m in [*theirs, *full, *(m for ms in ours.values() for m in ms)]):
         problems.append("an idle run exited non-zero")
-    if (mtimes(tree.state), status_tip(tree.remote)) != marks:
-        problems.append("an idle sync --once wrote files or made a status commit")
-    problems += check_repair(tree, work)
-    ours_cpu, theirs_cpu = (statistics.median(m.cpu for m in ms) for ms in (ours, theirs))
+    for tree in trees:
+        if (mtimes(tree.state), status_tip(tree.remote)) != marks[tree.name]:
+            problems.append(f"{tree.name}: an idle sync --once wrote files or made a status "
+                            "commit")
+        problems += check_repair(tree, work)
+    theirs_cpu = statistics.median(m.cpu for m in theirs)
     return {
         "machine": machine(), "runs": runs, "targets": shape.targets, "files": count,
         "ansible_core": ANSIBLE_CORE,
         "limit_cpu_s": spread([h.cpu for h in hashes]),
-        "reconciler_cpu_s": spread([m.cpu for m in ours]),
-        "reconciler_wall_s": spread([m.wall for m in ours]),
-        "reconciler_rss_mb": spread([m.rss_mb for m in ours]),
+        "reconciler": {name: {
+            "cpu_s": spread([m.cpu for m in ms]), "wall_s": spread([m.wall for m in ms]),
+            "rss_mb": spread([m.rss_mb for m in ms]),
+            "ratio": statistics.median(m.cpu for m in ms) / theirs_cpu}
+            for name, ms in ours.items()},
         "pull_o_cpu_s": spread([m.cpu for m in theirs]),
         "pull_o_wall_s": spread([m.wall for m in theirs]),
         "pull_o_rss_mb": spread([m.rss_mb for m in theirs]),
         "pull_full_cpu_s": spread([m.cpu for m in full]) if full else None,
         "pull_full_wall_s": spread([m.wall for m in full]) if full else None,
-        "ratio": ours_cpu / theirs_cpu, "faster": ours_cpu < theirs_cpu,
+        "faster": statistics.median(m.cpu for m in ours["current"]) < theirs_cpu,
         "problems": problems,
     }
 
 
 def report(r: dict[str, Any]) -> None:
-    def s(key: str, unit: str = "s") -> str:
-        v = r[key]
+    def s(v: dict[str, float], unit: str = "s") -> str:
         return f"{v['median']:.3f} {unit} (min {v['min']:.3f}, max {v['max']:.3f})"
+
+    def g(key: str, unit: str = "s") -> str:
+        return s(r[key], unit)
 
     m = r["machine"]
     print(f"machine: {m['nproc']} CPUs, {m['cpu']}, {m['ram_gb']} GB RAM, Python "
           f"{m['python']}, load average {m['load'][0]:.2f}")
     print(f"site: {r['targets']} targets, {r['files']} files; {r['ansible_core']}; medians of "
           f"{r['runs']} runs, each a whole process")
-    print(f"limit: read + sha256 of the files, fresh python: CPU {s('limit_cpu_s')}")
-    print(f"reconciler sync --once, idle (every file hashed): CPU {s('reconciler_cpu_s')}, "
-          f"wall {s('reconciler_wall_s')}, peak RSS {s('reconciler_rss_mb', 'MB')}")
-    print(f"ansible-pull -o, idle (nothing looked at):        CPU {s('pull_o_cpu_s')}, "
-          f"wall {s('pull_o_wall_s')}, peak RSS {s('pull_o_rss_mb', 'MB')}")
+    print(f"limit: read + sha256 of the files, fresh python: CPU {g('limit_cpu_s')}")
+    for name, t in r["reconciler"].items():
+        print(f"reconciler sync --once, idle, {name} (every file hashed): CPU "
+              f"{s(t['cpu_s'])}, wall {s(t['wall_s'])}, peak RSS {s(t['rss_mb'], 'MB')}; "
+              f"{t['ratio']:.2f} x ansible-pull -o")
+    print(f"ansible-pull -o, idle (nothing looked at): CPU {g('pull_o_cpu_s')}, "
+          f"wall {g('pull_o_wall_s')}, peak RSS {g('pull_o_rss_mb', 'MB')}")
     if r["pull_full_cpu_s"]:
-        print(f"ansible-pull without -o (every file checked):     CPU {s('pull_full_cpu_s')}, "
-              f"wall {s('pull_full_wall_s')}")
-    print(f"reconciler / ansible-pull -o: {r['ratio']:.2f} x the CPU time")
+        print(f"ansible-pull without -o (every file checked): CPU {g('pull_full_cpu_s')}, "
+              f"wall {g('pull_full_wall_s')}")
     for problem in r["problems"]:
         print(f"CHECK FAILED: {problem}")
     print("faster than ansible-pull -o: " + ("yes" if r["faster"] else "NO"))
@@ -205,13 +220,17 @@ def main() -> int:
                         help="idle ansible-pull runs without -o (slow; 0 for none)")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE,
                         help="where the ansible-core environment is kept")
+    parser.add_argument("--rev", metavar="REV",
+                        help="run the reconciler of commit REV (default: the work tree)")
+    parser.add_argument("--baseline", metavar="REV",
+                        help="also run the reconciler of commit REV (before/after)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--keep", type=Path, help="work here and keep it (default: a temp dir)")
     args = parser.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench-ansible-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        results = measure(work, args.runs, args.full_runs, args.cache)
+        results = measure(work, args.runs, args.full_runs, args.cache, args.rev, args.baseline)
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
