@@ -4,7 +4,8 @@ A run waits in places (health polls, retry backoff, provider operations) and ask
 :meth:`Cancellation.cancelled` while it does. The answer only reads flags, so it never waits
 itself: ``stop_event`` is set on shutdown, ``newer`` when a newer revision is known (a webhook,
 a change of a watched local repository, or a look at the server). Now and then, at most every
-``interval`` seconds and never while the server is known to be unreachable, ``cancelled()``
+``interval`` seconds of a run and never while the server is known to be unreachable,
+``cancelled()``
 starts such a look (``GitSource.remote_commit``, one ``git ls-remote``) in a background
 thread, one at a time; it ends at once on shutdown (the source watches the same stop event),
 so a hung git server never holds up a wait, a newer revision or the way out. A look answers
@@ -46,9 +47,13 @@ class Cancellation:
         self._looking = threading.Lock()  # held while a look at the server is under way
 
     def begin_run(self) -> None:
-        """A run starts: what was news for the last one is not news for this one."""
+        """A run starts: what was news for the last one is not news for this one; and the
+        run fetches now, so a look at the server is due only once it has lasted
+        ``interval`` (a run that does not wait long never looks: at most one fetch and the
+        fetch of what a rollout waits on per run)."""
         self._run_number += 1
         self.newer.clear()
+        self._last_look = self.clock()
 
     def stopping(self) -> bool:
         return self.stop_event.is_set()

@@ -11,7 +11,8 @@ fetches per interval and a site that waits for nothing makes one, as before.
 With per-site status branches, a target's status is on the branch of the daemon serving its
 subtree: the branch of its own site or of a site above it (``reconciler-status/<site id>``
 for each). Each is fetched with a pattern, so a site that does not exist yet is no error; the
-newest status file found wins. With the shared layout there is one branch. A site's sign of
+newest status file found wins. Once a target's status was found on a branch, later runs fetch
+that branch alone (an ancestor's pattern matches every branch of its subtree). With the shared layout there is one branch. A site's sign of
 life is the newer of its status file's ``lastChange`` and its branch's last commit (status
 commits and heartbeats both move it).
 """
@@ -54,6 +55,9 @@ class PeerStatuses:
         self._wanted: set[str] = set()  # branches asked for in this run
         self._refs: dict[str, tuple[str, datetime | None]] | None = None
         self._fetched: set[str] = set()  # branches fetched in this run
+        # target -> the branch its status was found on: later runs fetch that one alone,
+        # not every ancestor site's branch (whose pattern matches its whole subtree)
+        self._home: dict[str, str] = {}
 
     def begin_run(self) -> None:
         """A run starts (after its fetch): forget what the last run read."""
@@ -76,7 +80,8 @@ class PeerStatuses:
     def statuses(self, targets: Mapping[str, str], instance: str) -> dict[str, PeerStatus | None]:
         """``target -> site path`` of the targets asked for; what each reports of
         ``instance`` (None: nothing found)."""
-        branches = {t: self._branches(site) for t, site in targets.items()}
+        branches = {t: [self._home[t]] if t in self._home else self._branches(site)
+                    for t, site in targets.items()}
         wanted = {b for bs in branches.values() for b in bs}
         self._wanted |= wanted
         present = {spec.split(":", 1)[0][len("+refs/heads/"):-1]
@@ -96,13 +101,23 @@ class PeerStatuses:
         out: dict[str, PeerStatus | None] = {}
         for target in targets:
             found: PeerStatus | None = None
+            home = ""
             for ref, name in names.get(target, ()):
                 peer = _parse(target, instance, blobs.get(name), refs[ref][1])
                 if peer is not None and (found is None or (peer.last_change or _EPOCH)
                                          > (found.last_change or _EPOCH)):
-                    found = peer
+                    found, home = peer, ref
+            if home:
+                self._remember(target, home)
+            elif target in self._home:  # moved to another daemon: look everywhere again
+                del self._home[target]
             out[target] = found
         return out
+
+    def _remember(self, target: str, ref: str) -> None:
+        if len(self._home) > 100_000:
+            self._home.clear()
+        self._home[target] = ref[len(PEER_REFS):]
 
     def _fetch(self, branches: Iterable[str]) -> None:
         specs = [self._spec(b) for b in branches]

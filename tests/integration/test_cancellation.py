@@ -190,8 +190,9 @@ def test_a_hung_remote_check_delays_neither_the_health_wait_nor_a_newer_revision
     try:
         secret = tmp_path / "webhook.secret"
         secret.write_bytes(SECRET)
+        # the look comes once the run has lasted remoteCheckInterval
         s = make_site(tmp_path, "site", repo=proxy.url("remote.git"), site=LINE,
-                      interval=3600, healthTimeout=120,
+                      interval=3600, healthTimeout=120, remoteCheckInterval=1,
                       listen={"enabled": True, "address": "127.0.0.1", "port": free_port()},
                       webhook={"secretFile": str(secret)})
         git_timeout(s, GIT_TIMEOUT)
@@ -236,7 +237,7 @@ def test_sigterm_ends_the_daemon_within_seconds_while_the_git_server_hangs(
     proxy = StallingProxy(server.port, lambda n: n >= 2)
     try:
         s = make_site(tmp_path, "site", repo=proxy.url("remote.git"), site=LINE,
-                      interval=3600, healthTimeout=120)
+                      interval=3600, healthTimeout=120, remoteCheckInterval=1)
         git_timeout(s, GIT_TIMEOUT)
         d = start_daemon(daemons, s)
         wait_for((s.work(TARGET) / "health.log").exists, 20, "the health wait to begin")
