@@ -36,6 +36,7 @@ import cerberus
 from reconciler.core.allocation import bulk_allocation
 from reconciler.core.diagnostics import Diagnostic, Severity
 from reconciler.core.document_cache import DocumentCache, Parsed, read_file
+from reconciler.core.fast_schema import conforms
 from reconciler.core.loaded_documents import Collector as _Collector
 from reconciler.core.loaded_documents import LoadedDocument as _Doc
 from reconciler.core.manifest_files import (
@@ -96,6 +97,7 @@ class _Loader:
         self.digests: dict[str, bytes] = {}  # file -> digest of its path and content
         self.fingerprints: dict[tuple[str, str], bytes] = {}
         self.col = _Collector()
+        self.schemas = {kind: document_schema(kind) for kind in KINDS}
         self.validators = {kind: cerberus.Validator(document_schema(kind)) for kind in KINDS}
 
     # -- reading -----------------------------------------------------------------------
@@ -208,12 +210,15 @@ class _Loader:
                          f"unknown kind '{kind}'" + (f" (did you mean '{hint}'?)" if hint else
                                                      f"; known kinds: {', '.join(KINDS)}"))
             return False
+        # a quick yes first (fast_schema); cerberus has the last word and words the findings
+        schema = self.schemas[kind]
+        if conforms(data, schema):
+            return not d.doc.duplicates
         validator = self.validators[kind]
         # no schema here defaults, coerces or renames, so normalizing would only cost time
         # (it copies the schema for every nested mapping: most of the loader's run time)
         if validator.validate(data, normalize=False):
             return not d.doc.duplicates
-        schema = document_schema(kind)
         for path, message in schema_errors(validator._errors, schema):
             self.col.add(d.rel, d.doc.line_of(path), d.obj, field_path(path), message)
         return False
