@@ -289,6 +289,8 @@ def export(git: Git, commit: str, dest: Path) -> None:
                                          dir=dest.parent) as tmp:
             archive = Path(tmp) / "tree.tar"
             git.archive(commit, archive)
+            if not archive.read_bytes().strip(b"\0"):
+                return  # the empty tree: git writes only the end-of-archive blocks
             with tarfile.open(archive, mode="r:") as tar:
                 tar.extractall(dest, filter="tar")
     except (OSError, tarfile.TarError) as exc:

@@ -379,3 +379,16 @@ def test_a_checkout_is_exported_through_the_runner(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="000000000000"):
         source.checkout("0" * 40)
     assert sorted(p.name for p in source.checkouts.iterdir()) == [revision.commit]
+
+
+def test_a_commit_of_the_empty_tree_exports_to_an_empty_directory(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(work)], check=True)
+    subprocess.run(["git", "-C", str(work), "-c", "user.name=t", "-c", "user.email=t@t",
+                    "commit", "-q", "--allow-empty", "-m", "nothing yet"], check=True)
+    source = GitSource(str(work), "main", tmp_path / "state")
+    source.fetch()
+
+    root = source.checkout(source.resolve().commit)
+
+    assert root.is_dir() and list(root.iterdir()) == []
