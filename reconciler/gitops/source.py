@@ -275,6 +275,11 @@ class GitSource:
                 shutil.rmtree(entry, ignore_errors=True)
 
 
+# the empty tree in SHA-1 and SHA-256 repositories
+_EMPTY_TREES = ("4b825dc642cb6eb9a060e54bf8d69288fbee4904",
+                "6ef19b41225c5369f1c104d45d8d85efa9b057b53b14b4b9b939dd74decc5321")
+
+
 def export(git: Git, commit: str, dest: Path) -> None:
     """Extract ``commit``'s tree into the empty directory ``dest``.
 
@@ -287,10 +292,11 @@ def export(git: Git, commit: str, dest: Path) -> None:
     try:
         with tempfile.TemporaryDirectory(prefix=f".{commit[:12]}-tar-",
                                          dir=dest.parent) as tmp:
+            tree = git.run("rev-parse", f"{commit}^{{tree}}", check=False).text
+            if tree in _EMPTY_TREES:
+                return  # nothing to extract (and tarfile refuses a header-only archive)
             archive = Path(tmp) / "tree.tar"
             git.archive(commit, archive)
-            if not archive.read_bytes().strip(b"\0"):
-                return  # the empty tree: git writes only the end-of-archive blocks
             with tarfile.open(archive, mode="r:") as tar:
                 tar.extractall(dest, filter="tar")
     except (OSError, tarfile.TarError) as exc:
