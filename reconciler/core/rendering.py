@@ -30,6 +30,7 @@ from reconciler.core.templating import has_template, render_value
 
 __all__ = [
     "Origin",
+    "ParamCache",
     "Placement",
     "RenderProblem",
     "Rendering",
@@ -101,8 +102,12 @@ class Placement:
         return {name: p.value for name, p in self.params.items()}
 
 
-def select_targets(fleet: Fleet, instance: Instance) -> list[Target]:
-    """Targets an instance deploys to: its names plus every target its selector matches."""
+def select_targets(fleet: Fleet, instance: Instance,
+                   labels: dict[str, Mapping[str, str]] | None = None) -> list[Target]:
+    """Targets an instance deploys to: its names plus every target its selector matches.
+
+    ``labels``: each target's labels, filled as they are needed, for selecting the targets
+    of many instances of one fleet."""
     chosen: dict[str, Target] = {}
     for name in instance.names:
         target = fleet.targets.get(name)
@@ -117,8 +122,13 @@ def select_targets(fleet: Fleet, instance: Instance) -> list[Target]:
                 if not any(s.name in roots for s in chain):
                     continue
             if sel.match_labels:
-                labels = fleet.target_labels(target)
-                if any(labels.get(k) != v for k, v in sel.match_labels.items()):
+                if labels is None:
+                    found: Mapping[str, str] = fleet.target_labels(target)
+                elif (known := labels.get(target.name)) is not None:
+                    found = known
+                else:
+                    found = labels[target.name] = fleet.target_labels(target)
+                if any(found.get(k) != v for k, v in sel.match_labels.items()):
                     continue
             chosen[target.name] = target
     return sorted(chosen.values(), key=lambda t: t.name)
@@ -255,12 +265,40 @@ def _render(value: Any, context: Mapping[str, Any], where: str,
     return value
 
 
+class ParamCache:
+    """Resolved parameters shared by the pairs of one instance at one site, for rendering
+    many pairs of one fleet: a target that sets no parameters of its own resolves to what
+    every such target of its site resolves to (the target's name is in no layer)."""
+
+    def __init__(self) -> None:
+        self._found: dict[tuple[str, int, str], dict[str, ResolvedParam]] = {}
+
+    def resolve(self, fleet: Fleet, instance: Instance, target: Target, solution: Solution,
+                secrets: SecretResolver | None) -> dict[str, ResolvedParam]:
+        if target.params:
+            return resolve_params(fleet, instance, target, solution, secrets=secrets)
+        key = (instance.name, id(solution), target.site)
+        found = self._found.get(key)
+        if found is None:
+            found = self._found[key] = resolve_params(fleet, instance, target, solution,
+                                                      secrets=secrets)
+        return found
+
+
 def render_placement(fleet: Fleet, instance: Instance, target: Target, solution: Solution,
                      *, revision: str = "", params: dict[str, ResolvedParam] | None = None,
-                     secrets: SecretResolver | None = None) -> Placement:
-    """Resolve and render one (instance, target) pair; problems are returned, not raised."""
-    resolved = params if params is not None else resolve_params(fleet, instance, target,
-                                                                solution, secrets=secrets)
+                     secrets: SecretResolver | None = None,
+                     cache: ParamCache | None = None) -> Placement:
+    """Resolve and render one (instance, target) pair; problems are returned, not raised.
+
+    ``cache``: one for every pair of a fleet rendered at once (the solutions must stay
+    alive as long as it does)."""
+    if params is not None:
+        resolved = params
+    elif cache is not None:
+        resolved = cache.resolve(fleet, instance, target, solution, secrets)
+    else:
+        resolved = resolve_params(fleet, instance, target, solution, secrets=secrets)
     values = {name: (f"<secret {p.secret_ref}>" if p.unresolved else p.value)
               for name, p in resolved.items()}
     context = template_context(fleet, instance, target, solution, values)
@@ -309,11 +347,12 @@ def fleet_pairs(fleet: Fleet, solutions: Mapping[str, Solution]
     a triple says so."""
     pairs: list[tuple[Instance, Target, Solution]] = []
     unplaced: list[Instance] = []
+    labels: dict[str, Mapping[str, str]] = {}
     for inst in sorted(fleet.instances.values(), key=lambda i: i.name):
         solution = solutions.get(inst.name)
         if solution is None:
             continue
-        chosen = select_targets(fleet, inst)
+        chosen = select_targets(fleet, inst, labels)
         if not chosen:
             unplaced.append(inst)
         for target in chosen:
@@ -333,9 +372,10 @@ def render_fleet(fleet: Fleet, solutions: Mapping[str, Solution], *, revision: s
     by_target: dict[str, list[Placement]] = {}
     pairs: list[Placement] = []
     chosen, unplaced = fleet_pairs(fleet, solutions)
+    cache = ParamCache()
     for inst, target, solution in chosen:
         placement = render_placement(fleet, inst, target, solution, revision=revision,
-                                     secrets=secrets)
+                                     secrets=secrets, cache=cache)
         by_target.setdefault(target.name, []).append(placement)
         pairs.append(placement)
     return Rendering({t: tuple(ps) for t, ps in by_target.items()}, tuple(pairs),

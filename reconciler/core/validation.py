@@ -39,6 +39,7 @@ from reconciler.core.placement_memo import PlacementMemo
 from reconciler.core.provider_api import LocalPolicy
 from reconciler.core.registry import ProviderRegistry, default_registry
 from reconciler.core.rendering import (
+    ParamCache,
     Placement,
     SecretResolver,
     fleet_pairs,
@@ -163,9 +164,10 @@ def _check_pairs(loaded: LoadResult, rendered: Mapping[str, Solution], memo: Pla
     context = memo.context(fleet, fingerprints,
                            (revision.encode(), str(id(registry)).encode(),
                             str(id(policy)).encode(), str(id(secrets)).encode()))
+    cache = ParamCache()
     todo = [(memo.key(fleet, fingerprints, context, inst, target, solution),
              functools.partial(render_placement, fleet, inst, target, solution,
-                               revision=revision, secrets=secrets))
+                               revision=revision, secrets=secrets, cache=cache))
             for inst, target, solution in pairs]
     memo.render_ahead(todo, findings, run)
     memo.solutions = dict(rendered)
