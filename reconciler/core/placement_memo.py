@@ -192,15 +192,16 @@ class PlacementMemo(Generic[T]):
         for check in checks:
             check(placement)
         findings.stop(record)
-        named: set[tuple[str, str]] = set()
-        for c in placement.components:
-            strings: set[str] = set()
+        strings: set[str] = set()
+        for c in placement.components:  # of one solution: one directory
             _named(c.properties, strings)
-            directory = self._dirs.get(c.base_dir)
+        paths: tuple[tuple[str, str], ...] = ()
+        if strings:
+            base_dir = placement.components[0].base_dir
+            directory = self._dirs.get(base_dir)
             if directory is None:
-                directory = self._dirs[c.base_dir] = os.path.relpath(c.base_dir, self._root)
-            named.update((directory, value) for value in strings)
-        paths = tuple(sorted(named))
+                directory = self._dirs[base_dir] = os.path.relpath(base_dir, self._root)
+            paths = tuple(sorted((directory, value) for value in strings))
         return PairResult(tuple(record), self.summarize(placement), paths, self._state(paths))
 
     def render_ahead(self, pairs: Sequence[Todo], findings: Findings,

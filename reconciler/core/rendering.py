@@ -116,11 +116,12 @@ def select_targets(fleet: Fleet, instance: Instance,
     sel = instance.selector
     if sel is not None and (sel.sites or sel.match_labels):
         roots = {s.name for ref in sel.sites if (s := fleet.find_site(ref)) is not None}
+        # the sites whose chain reaches a root: once per site, not per target
+        under = {name for name, chain in fleet.site_chains.items()
+                 if any(s.name in roots for s in chain)}
         for target in fleet.targets.values():
-            if sel.sites:
-                chain = fleet.site_chains.get(target.site, ())
-                if not any(s.name in roots for s in chain):
-                    continue
+            if sel.sites and target.site not in under:
+                continue
             if sel.match_labels:
                 if labels is None:
                     found: Mapping[str, str] = fleet.target_labels(target)
