@@ -11,11 +11,13 @@ then one solution's parameter default is changed in a second commit (``retention
 Measured, each as ``reconciler plan --repo R --base B --head H --format markdown`` in a
 fresh process, median of ``--runs``:
 
-* **one solution changed**, the two revisions validated in two processes (the default on a
-  machine with two CPUs) and in one (``--jobs 1``);
-* **nothing changed** (a commit that touches only a file the fleet ignores): two revisions
-  validated and compared, nothing to describe; the difference between the two is what the
-  change itself costs;
+* **one solution changed**: the base validated in full, its pairs rendered by two processes
+  at once (the default on a machine with two CPUs) and by one (``--jobs 1``); the head for
+  the cost of what differs (documents and placements whose inputs are unchanged are taken
+  from the base);
+* **nothing changed** (a commit that touches only a file the fleet ignores): the base
+  validated, the head taken from it, nothing to describe; the difference between the two is
+  what the change itself costs;
 * ``reconciler validate`` of the fleet, as the cost of one validation.
 
 Per run: wall time; CPU time of the process and its children (``wait4``); peak memory,

@@ -113,9 +113,11 @@ def _path_state(root: Path, directory: str, value: str) -> bytes:
 class PlacementMemo(Generic[T]):
     """Pairs rendered and checked, by their inputs (see the module docstring)."""
 
-    def __init__(self, summarize: Callable[[Placement], T], *, workers: int = 1) -> None:
+    def __init__(self, summarize: Callable[[Placement], T], *, workers: int = 1,
+                 min_ahead: int = MIN_AHEAD) -> None:
         self.summarize = summarize
         self.workers = workers
+        self.min_ahead = min_ahead
         self._results: dict[bytes, PairResult[T]] = {}
         self.rendered = 0  # pairs rendered, of every revision
         self.reused = 0  # pairs whose findings and summary were repeated
@@ -125,6 +127,7 @@ class PlacementMemo(Generic[T]):
         self._root = Path("/")
         self._states: dict[tuple[str, str], bytes] = {}  # of the revision being validated
         self._dirs: dict[Path, str] = {}  # a component's directory -> relative to the root
+        self._ahead: set[bytes | None] = set()  # keys rendered ahead, not asked for yet
 
     def begin(self, root: Path) -> None:
         """A revision checked out at ``root`` is validated next."""
@@ -176,7 +179,10 @@ class PlacementMemo(Generic[T]):
         added to ``findings`` either way."""
         found = self._known(key)
         if found is not None:
-            self.reused += 1
+            if key in self._ahead:  # rendered ahead for this very pair
+                self._ahead.discard(key)
+            else:
+                self.reused += 1
             findings.replay(found.findings)
             return found.summary
         result = self._compute(render, findings, checks)
@@ -213,7 +219,7 @@ class PlacementMemo(Generic[T]):
         If the child fails, its pairs are simply rendered by :meth:`pair`."""
         todo = [(key, render) for key, render in pairs
                 if key is not None and self._known(key) is None]
-        if self.workers < 2 or len(todo) < MIN_AHEAD:
+        if self.workers < 2 or len(todo) < self.min_ahead:
             return
         mine, theirs = todo[:len(todo) // 2], todo[len(todo) // 2:]
         context = multiprocessing.get_context("fork")
@@ -226,6 +232,7 @@ class PlacementMemo(Generic[T]):
             with findings.scratch():
                 for key, render in mine:
                     self._results[key] = self._compute(render, findings, checks)
+                    self._ahead.add(key)
             try:
                 results: list[PairResult[T]] | None = reader.recv()
             except EOFError:
@@ -235,6 +242,8 @@ class PlacementMemo(Generic[T]):
             child.join()
         for (key, _), result in zip(theirs, results or (), strict=False):
             self._results[key] = result
+            self._ahead.add(key)
+            self.rendered += 1  # there
 
     def _serve(self, writer: Connection, pairs: Sequence[Todo], findings: Findings,
                checks: Sequence[Check]) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import graphlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -103,11 +103,12 @@ class Placement:
 
 
 def select_targets(fleet: Fleet, instance: Instance,
-                   labels: dict[str, Mapping[str, str]] | None = None) -> list[Target]:
+                   labels: dict[str, Mapping[str, str]] | None = None,
+                   by_site: Mapping[str, list[Target]] | None = None) -> list[Target]:
     """Targets an instance deploys to: its names plus every target its selector matches.
 
-    ``labels``: each target's labels, filled as they are needed, for selecting the targets
-    of many instances of one fleet."""
+    For selecting the targets of many instances of one fleet: ``labels``, each target's
+    labels, filled as they are needed; ``by_site``, the targets of each site."""
     chosen: dict[str, Target] = {}
     for name in instance.names:
         target = fleet.targets.get(name)
@@ -119,7 +120,10 @@ def select_targets(fleet: Fleet, instance: Instance,
         # the sites whose chain reaches a root: once per site, not per target
         under = {name for name, chain in fleet.site_chains.items()
                  if any(s.name in roots for s in chain)}
-        for target in fleet.targets.values():
+        candidates: Iterable[Target] = fleet.targets.values()
+        if sel.sites and by_site is not None:
+            candidates = [t for site in under for t in by_site.get(site, ())]
+        for target in candidates:
             if sel.sites and target.site not in under:
                 continue
             if sel.match_labels:
@@ -273,6 +277,13 @@ class ParamCache:
 
     def __init__(self) -> None:
         self._found: dict[tuple[str, int, str], dict[str, ResolvedParam]] = {}
+        self._dirs: dict[int, Path] = {}  # solution -> the directory it renders from
+
+    def base_dir(self, fleet: Fleet, solution: Solution) -> Path:
+        found = self._dirs.get(id(solution))
+        if found is None:
+            found = self._dirs[id(solution)] = _base_dir(fleet, solution)
+        return found
 
     def resolve(self, fleet: Fleet, instance: Instance, target: Target, solution: Solution,
                 secrets: SecretResolver | None) -> dict[str, ResolvedParam]:
@@ -284,6 +295,11 @@ class ParamCache:
             found = self._found[key] = resolve_params(fleet, instance, target, solution,
                                                       secrets=secrets)
         return found
+
+
+def _base_dir(fleet: Fleet, solution: Solution) -> Path:
+    root = solution.root or fleet.root
+    return Path(root / solution.directory if solution.directory else root)
 
 
 def render_placement(fleet: Fleet, instance: Instance, target: Target, solution: Solution,
@@ -308,7 +324,8 @@ def render_placement(fleet: Fleet, instance: Instance, target: Target, solution:
     components: list[Component] = []
     src = solution.source
     root = solution.root or fleet.root  # a released version renders from its own checkout
-    base_dir = Path(root / solution.directory if solution.directory else root)
+    base_dir = cache.base_dir(fleet, solution) if cache is not None \
+        else _base_dir(fleet, solution)
     site_path = fleet.site_path(target.site)
     secret_names = frozenset(n for n, p in resolved.items() if p.secret)
     for name in component_order(solution):
@@ -349,11 +366,14 @@ def fleet_pairs(fleet: Fleet, solutions: Mapping[str, Solution]
     pairs: list[tuple[Instance, Target, Solution]] = []
     unplaced: list[Instance] = []
     labels: dict[str, Mapping[str, str]] = {}
+    by_site: dict[str, list[Target]] = {}
+    for target in fleet.targets.values():
+        by_site.setdefault(target.site, []).append(target)
     for inst in sorted(fleet.instances.values(), key=lambda i: i.name):
         solution = solutions.get(inst.name)
         if solution is None:
             continue
-        chosen = select_targets(fleet, inst, labels)
+        chosen = select_targets(fleet, inst, labels, by_site)
         if not chosen:
             unplaced.append(inst)
         for target in chosen:

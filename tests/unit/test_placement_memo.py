@@ -60,14 +60,18 @@ EDITS: dict[str, tuple[Callable[[Path], None], ...]] = {
 }
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize("name", sorted(EDITS))
-def test_the_head_through_the_memo_is_the_head_alone(tmp_path: Path, name: str) -> None:
+def test_the_head_through_the_memo_is_the_head_alone(tmp_path: Path, name: str,
+                                                     workers: int) -> None:
+    """With two workers, half of the pairs not known yet are rendered in a child process
+    (each revision's, here: ``min_ahead`` 1)."""
     base, head = tmp_path / "base", tmp_path / "head"
     shutil.copytree(EXAMPLE, base, symlinks=True)
     shutil.copytree(EXAMPLE, head, symlinks=True)
     for edit in EDITS[name]:
         edit(head)
-    cache, memo = DocumentCache(), PlacementMemo(summarize)
+    cache, memo = DocumentCache(), PlacementMemo(summarize, workers=workers, min_ahead=1)
     validate_repository(base, registry=REGISTRY, cache=cache, memo=memo)
     pairs = memo.rendered
     through = validate_repository(head, registry=REGISTRY, cache=cache, memo=memo)

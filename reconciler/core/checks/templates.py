@@ -11,6 +11,7 @@ still fail (an undefined label key, a value of the wrong shape), and that is rep
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from reconciler.core.checks.findings import Findings, near
@@ -71,28 +72,18 @@ class TemplateChecks:
         obj = f"Solution/{solution.name}"
         fld = field_path(path)
         line = src.line_of(*path)
-        try:
-            for name in sorted(undeclared_roots(text, source=fld)):
-                self.findings.add(
-                    src.path,
-                    line,
-                    obj,
-                    fld,
-                    f"template names undefined '{name}' (known: params, target, site, "
-                    "instance, solution)",
-                )
-            for chain in referenced_paths(text, source=fld):
-                if chain[0] == "params" and chain[1] not in solution.parameters:
-                    self.findings.add(
-                        src.path,
-                        line,
-                        obj,
-                        fld,
-                        f"template names undefined parameter '{chain[1]}'"
-                        + near(chain[1], solution.parameters),
-                    )
-        except TemplateError as exc:
-            self.findings.add(src.path, line, obj, fld, exc.message.removeprefix(fld + ": "))
+        roots, chains, error = _analysed(text, fld)
+        for name in roots:
+            self.findings.add(src.path, line, obj, fld,
+                              f"template names undefined '{name}' (known: params, target, "
+                              "site, instance, solution)")
+        for chain in chains:
+            if chain[0] == "params" and chain[1] not in solution.parameters:
+                self.findings.add(src.path, line, obj, fld,
+                                  f"template names undefined parameter '{chain[1]}'"
+                                  + near(chain[1], solution.parameters))
+        if error is not None:
+            self.findings.add(src.path, line, obj, fld, error.removeprefix(fld + ": "))
 
     def check_placement(self, placement: Placement) -> None:
         """What rendering this pair could not do, unless the template itself is wrong."""
@@ -109,3 +100,20 @@ class TemplateChecks:
                 target=placement.target.name,
                 instance=placement.instance.name,
             )
+
+
+@functools.lru_cache(maxsize=4096)
+def _analysed(text: str, source: str
+              ) -> tuple[tuple[str, ...], tuple[tuple[str, ...], ...], str | None]:
+    """The undefined names of a template, the name chains it reads, and why it cannot be
+    read (None: it can), as the checks find them one after the other: once per template,
+    not once per revision (the plan validates two)."""
+    roots: tuple[str, ...] = ()
+    chains: list[tuple[str, ...]] = []
+    try:
+        roots = tuple(sorted(undeclared_roots(text, source=source)))
+        for chain in referenced_paths(text, source=source):
+            chains.append(chain)
+    except TemplateError as exc:
+        return roots, tuple(chains), exc.message
+    return roots, tuple(chains), None
