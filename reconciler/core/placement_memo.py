@@ -126,6 +126,10 @@ class PlacementMemo(Generic[T]):
         self.solutions: dict[str, Solution] = {}  # instance -> the solution it renders from
         self._root = Path("/")
         self._states: dict[tuple[str, str], bytes] = {}  # of the revision being validated
+        # a set of paths -> their state (most pairs of a solution name the same paths),
+        # and the set itself, so that equal sets are kept once
+        self._sets: dict[tuple[tuple[str, str], ...], bytes] = {}
+        self._interned: dict[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]] = {}
         self._dirs: dict[Path, str] = {}  # a component's directory -> relative to the root
         self._ahead: set[bytes | None] = set()  # keys rendered ahead, not asked for yet
 
@@ -133,10 +137,14 @@ class PlacementMemo(Generic[T]):
         """A revision checked out at ``root`` is validated next."""
         self._root = root.resolve()
         self._states = {}
+        self._sets = {}
         self._dirs = {}
         self.summaries = {}
 
     def _state(self, paths: tuple[tuple[str, str], ...]) -> bytes:
+        known = self._sets.get(paths)
+        if known is not None:
+            return known
         states = self._states
         out = []
         for named in paths:
@@ -144,7 +152,8 @@ class PlacementMemo(Generic[T]):
             if found is None:
                 found = states[named] = _path_state(self._root, *named)
             out.append(found)
-        return _digest(out)
+        known = self._sets[paths] = _digest(out)
+        return known
 
     def context(self, fleet: Fleet, fingerprints: Mapping[tuple[str, str], bytes],
                 extra: Iterable[bytes]) -> bytes:
@@ -208,6 +217,7 @@ class PlacementMemo(Generic[T]):
             if directory is None:
                 directory = self._dirs[base_dir] = os.path.relpath(base_dir, self._root)
             paths = tuple(sorted((directory, value) for value in strings))
+            paths = self._interned.setdefault(paths, paths)
         return PairResult(tuple(record), self.summarize(placement), paths, self._state(paths))
 
     def render_ahead(self, pairs: Sequence[Todo], findings: Findings,
