@@ -10,11 +10,12 @@ components whose digests differ are described in full (:class:`ComponentView`: t
 values, where each parameter was set, the files), so the cost after validation follows the
 number of changed components, not the size of the fleet.
 
-:func:`open_sides` validates both revisions, each in a child process of its own when the
-machine has two CPUs or more (the two validations are independent and take most of the
-time), else one after the other in this process; either way a side answers ``summary()`` and
-then ``describe(keys)`` for the components that differ. Secret values never leave a side: a
-secret parameter is shown masked and compared by a keyed digest.
+:func:`open_sides` validates the base, then the head, in this process, sharing what they
+have in common (:class:`~reconciler.engine.review_digests.Shared`: documents by the content of
+their file, placements by their inputs), so the head costs what differs from the base; with
+two CPUs the base's placements are rendered by two processes at once. A side answers
+``summary()`` and then ``describe(keys)`` for the components that differ. Secret values are
+shown masked and compared by a digest keyed with a key of this plan only.
 """
 
 from __future__ import annotations
