@@ -129,9 +129,9 @@ def explain(repo: Path, target: str, instance: str | None, fmt: str) -> None:
               default="text", show_default=True,
               help="Output for people, for tools, or for a pull-request comment.")
 @click.option("--jobs", type=click.IntRange(1, 2), default=None,
-              help="Offline: validate the two revisions in 2 processes at once (the "
-              "default when there are 2 CPUs) or 1 after the other (about half the memory, "
-              "twice the time).")
+              help="Offline: render the base revision's placements in 2 processes at once "
+              "(the default when there are 2 CPUs) or in 1; the head revision costs what "
+              "differs from the base either way.")
 def plan(config_path: Path, repo: Path | None, base: str | None, head: str, fmt: str,
          jobs: int | None) -> None:
     """Show what would change on each target, without changing anything.
