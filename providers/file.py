@@ -158,6 +158,13 @@ def _secret_values(component: Component) -> list[str]:
     return values
 
 
+# (checkout, solution directory, name) -> (template text, its path in the repository): a
+# checkout is one commit's files, so a template is found and read once however many
+# components and targets render it
+_TEMPLATES: dict[tuple[Path, Path, str], tuple[str, str]] = {}
+_TEMPLATES_KEPT = 4096
+
+
 class FileProvider:
     """Rendered files written atomically under a root the site allows; drift by content hash.
 
@@ -480,15 +487,22 @@ class FileProvider:
         return resolved, base
 
     def _render_template(self, component: Component, template: str) -> bytes:
-        what = f"component {component.key}: template"
-        source = repo_file(component.base_dir, component.repo_root, template, what=what)
-        try:
-            text = source.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise PermanentError(f"{what}: {template} is not UTF-8 text") from None
-        except OSError as exc:
-            raise map_os_error(exc, what) from None
-        rel = source.relative_to(component.repo_root.resolve()).as_posix()
+        key = (component.repo_root, component.base_dir, template)
+        found = _TEMPLATES.get(key)
+        if found is None:
+            what = f"component {component.key}: template"
+            source = repo_file(component.base_dir, component.repo_root, template, what=what)
+            try:
+                text = source.read_text(encoding="utf-8")
+            except UnicodeDecodeError:
+                raise PermanentError(f"{what}: {template} is not UTF-8 text") from None
+            except OSError as exc:
+                raise map_os_error(exc, what) from None
+            rel = source.relative_to(component.repo_root.resolve()).as_posix()
+            if len(_TEMPLATES) >= _TEMPLATES_KEPT:
+                _TEMPLATES.clear()
+            found = _TEMPLATES[key] = (text, rel)
+        text, rel = found
         return render_text(text, component.template_context, source=rel).encode("utf-8")
 
     def _diff(self, component: Component, old: bytes, new: bytes, rel: str, *,

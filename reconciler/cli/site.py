@@ -84,7 +84,6 @@ def sync(config_path: Path, once: bool, retry: bool, target: str, fmt: str) -> N
     from reconciler.cli.progress import Progress, ProgressObserver
     from reconciler.core.registry import ProviderRegistry
     from reconciler.core.statefiles import StateLock
-    from reconciler.daemon.daemon import why_nothing_served
     from reconciler.engine.pipeline import Reconciler
 
     try:
@@ -95,8 +94,10 @@ def sync(config_path: Path, once: bool, retry: bool, target: str, fmt: str) -> N
                 reconciler.request_retry(target)
             summary = reconciler.run("sync")
             # a run without a revision has logged why, as an error; say why for the others
-            nothing = why_nothing_served(reconciler, summary) \
-                if summary.revision and not summary.statuses else ""
+            nothing = ""
+            if summary.revision and not summary.statuses:  # the daemon only imported then
+                from reconciler.daemon.daemon import why_nothing_served
+                nothing = why_nothing_served(reconciler, summary)
     except ReconcilerError as exc:
         fail(exc.message)
     if nothing:

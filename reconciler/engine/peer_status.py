@@ -12,9 +12,9 @@ With per-site status branches, a target's status is on the branch of the daemon 
 subtree: the branch of its own site or of a site above it (``reconciler-status/<site id>``
 for each). Each is fetched with a pattern, so a site that does not exist yet is no error; the
 newest status file found wins. Once a target's status was found on a branch, later runs fetch
-that branch alone (an ancestor's pattern matches every branch of its subtree). With the shared layout there is one branch. A site's sign of
-life is the newer of its status file's ``lastChange`` and its branch's last commit (status
-commits and heartbeats both move it).
+that branch alone (an ancestor's pattern matches every branch of its subtree). With the
+shared layout there is one branch. A site's sign of life is the newer of its status file's
+``lastChange`` and its branch's last commit (status commits and heartbeats both move it).
 """
 
 from __future__ import annotations

@@ -55,6 +55,8 @@ class RenderDigests:
         self._key = _site_key(state_dir / "digest.key")
         self._known: dict[tuple[str, str, str], str] = {}
         self._trees: dict[tuple[str, Path], bytes] = {}
+        # (revision, checkout, directory, value) -> its tree digest (b"": names no file)
+        self._named: dict[tuple[str, Path, Path, str], bytes] = {}
 
     def of(self, placement: Placement, revision: str) -> str:
         """The digest of ``placement`` (rendered from ``revision``)."""
@@ -74,6 +76,7 @@ class RenderDigests:
         wanted = set(revisions)
         self._known = {k: v for k, v in self._known.items() if k[0] in wanted}
         self._trees = {k: v for k, v in self._trees.items() if k[0] in wanted}
+        self._named = {k: v for k, v in self._named.items() if k[0] in wanted}
 
     def _files(self, placement: Placement, comp: Component,
                revision: str) -> list[tuple[str, bytes]]:
@@ -87,10 +90,16 @@ class RenderDigests:
                 value = value[0] if value and isinstance(value[0], str) else None
             if not isinstance(value, str) or "://" in value or os.path.isabs(value):
                 continue
-            root = comp.repo_root.resolve()
-            path = (comp.base_dir / value).resolve()
-            if path.is_relative_to(root) and path.exists():
-                out.append((prop, self._tree(revision, path)))
+            key = (revision, comp.repo_root, comp.base_dir, value)
+            tree = self._named.get(key)
+            if tree is None:  # resolved once per revision, not once per component
+                root = comp.repo_root.resolve()
+                path = (comp.base_dir / value).resolve()
+                tree = self._tree(revision, path) \
+                    if path.is_relative_to(root) and path.exists() else b""
+                self._named[key] = tree
+            if tree:
+                out.append((prop, tree))
         return out
 
     def _tree(self, revision: str, path: Path) -> bytes:

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 import os
 import pty
+import re
 import subprocess
 import tempfile
 from collections.abc import Iterator

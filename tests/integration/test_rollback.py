@@ -226,7 +226,7 @@ def test_on_failure_stay_keeps_the_half_applied_state_and_retries(tmp_path: Path
 def test_other_instances_on_the_target_are_untouched(tmp_path: Path) -> None:
     repo = fleet(tmp_path / "fleet", revision_a())
     repo.write("other.yaml", [solution("other", [file_component("o", "other.txt", "o1\n")])])
-    docs = docs_of(repo, "targets.yaml") + [instance("other", "other", names=[TARGET])]
+    docs = [*docs_of(repo, "targets.yaml"), instance("other", "other", names=[TARGET])]
     repo.write("targets.yaml", docs)
     repo.commit("second instance")
     s = make_site(tmp_path, "site", repo=repo.url, site=LINE)

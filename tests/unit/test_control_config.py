@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.core.durations import format_duration, parse_duration
 from reconciler.core.errors import ConfigError
 from reconciler.daemon.config import DaemonConfig, load_config
-from reconciler.core.durations import format_duration, parse_duration
 
 MINIMAL = """\
 repo:

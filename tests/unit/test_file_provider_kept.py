@@ -8,6 +8,7 @@ that observation instead of reading the file again; a file changed in between is
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from reconciler.core.errors import PolicyError
@@ -77,6 +78,8 @@ def test_a_component_is_rendered_once_and_its_file_read_once_per_observe(
     # shows that observe does not render it again for the same component
     template.write_text("changed\n")
     assert prov.observe(comp, record).in_sync
-    # a new component object (another revision) is rendered afresh
-    again = component(site, {"path": "motd", "template": "files/motd.txt"})
+    # another revision (its own checkout) is rendered afresh
+    other = site["repo"].parent / "checkout-2"
+    shutil.copytree(site["repo"], other)
+    again = component({**site, "repo": other}, {"path": "motd", "template": "files/motd.txt"})
     assert not prov.observe(again, record).in_sync
