@@ -34,6 +34,7 @@ __all__ = [
     "TEMP_PREFIX",
     "StateLock",
     "create_temp",
+    "file_signature",
     "is_temp_name",
     "read_json",
     "remove_leftovers",
@@ -230,3 +231,13 @@ class StateLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def file_signature(path: Path) -> tuple[int, int, int] | None:
+    """(inode, size, mtime in ns) of ``path``, None when it cannot be stat'ed: one stat
+    that tells a file someone replaced, edited or removed since it was last seen."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_ino, info.st_size, info.st_mtime_ns

@@ -14,7 +14,6 @@ file is next written. Thread-safe: the control socket changes holds while a run 
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from typing import Any
 
 import structlog
 
-from reconciler.core.statefiles import read_json, write_json
+from reconciler.core.statefiles import file_signature, read_json, write_json
 
 __all__ = ["Hold", "HoldStore"]
 
@@ -85,7 +84,7 @@ class HoldStore:
         self.path = path
         self._holds = list(holds)
         self._lock = threading.Lock()
-        self._signature = _signature(path)
+        self._signature = file_signature(path)
 
     @classmethod
     def load(cls, path: Path) -> HoldStore:
@@ -102,16 +101,16 @@ class HoldStore:
         holds = [h for item in (items if isinstance(items, list) else [])
                  if (h := Hold.from_json(item)) is not None]
         self._holds = holds
-        self._signature = _signature(self.path)
+        self._signature = file_signature(self.path)
 
     def _refresh(self) -> None:
-        if _signature(self.path) != self._signature:
+        if file_signature(self.path) != self._signature:
             self._read()
 
     def _save(self, now: datetime) -> None:
         self._holds = [h for h in self._holds if h.until > now]
         write_json(self.path, {"holds": [h.to_json() for h in self._holds]})
-        self._signature = _signature(self.path)
+        self._signature = file_signature(self.path)
 
     # -- changing ------------------------------------------------------------------------
     def add(self, hold: Hold, now: datetime | None = None) -> None:
@@ -167,11 +166,3 @@ class HoldStore:
 
     def to_json(self, now: datetime) -> list[dict[str, Any]]:
         return [h.to_json() for h in self.current(now)]
-
-
-def _signature(path: Path) -> tuple[int, int, int] | None:
-    try:
-        info = os.stat(path)
-    except OSError:
-        return None
-    return info.st_ino, info.st_size, info.st_mtime_ns

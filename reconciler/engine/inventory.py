@@ -16,7 +16,6 @@ the planner.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import threading
 from collections.abc import Iterator, Mapping
@@ -27,7 +26,7 @@ from typing import Any
 
 from reconciler.core.errors import ReconcilerError
 from reconciler.core.provider_api import Record
-from reconciler.core.statefiles import read_json, write_json
+from reconciler.core.statefiles import file_signature, read_json, write_json
 
 __all__ = ["Entry", "Inventory"]
 
@@ -81,7 +80,7 @@ class Inventory:
         configs: dict[str, dict[str, Any]] = {}
         entries = {k: Entry.from_dict(k, v, configs)
                    for k, v in (raw.get("entries") or {}).items()}
-        return cls(path, target, entries, signature=_signature(path))
+        return cls(path, target, entries, signature=file_signature(path))
 
     def get(self, key: str) -> Entry | None:
         return self.entries.get(key)
@@ -128,7 +127,7 @@ class Inventory:
             write_json(self.path, {"target": self.target,
                                    "entries": {k: e.to_dict() for k, e in self.entries.items()}})
             self.dirty = False
-            self.signature = _signature(self.path)
+            self.signature = file_signature(self.path)
         except OSError as exc:
             raise ReconcilerError(f"{doing} the inventory {self.path}: {exc.strerror or exc}",
                                   reason="StateWriteFailed") from exc
@@ -136,18 +135,10 @@ class Inventory:
     def changed_on_disk(self) -> bool:
         """True when the file is not the one last read or written (someone restored,
         edited or removed it): one stat."""
-        return _signature(self.path) != self.signature
+        return file_signature(self.path) != self.signature
 
     def __iter__(self) -> Iterator[Entry]:
         return iter(sorted(self.entries.values(), key=lambda e: e.order))
 
     def __len__(self) -> int:
         return len(self.entries)
-
-
-def _signature(path: Path) -> tuple[int, int, int] | None:
-    try:
-        info = os.stat(path)
-    except OSError:
-        return None
-    return info.st_ino, info.st_size, info.st_mtime_ns
