@@ -133,8 +133,11 @@ def _step(ctx: StepContext, name: str, new: Placement | None) -> InstanceStep:
     if failed is not None and (ctx.retry or failed.digest != digest):
         record = replace(record, failed=None)  # a new render, or asked to retry
         failed = None
-    state = window_state(ctx.fleet.window_levels(ctx.target, new.instance if new else None),
-                         ctx.now) if ctx.fleet is not None else None
+    changing = digest != record.applied_digest or (new is not None and not record.applied)
+    # the windows matter to a change, or to anything at all when repairs wait for them too
+    levels = ctx.fleet.window_levels(ctx.target, new.instance if new else None) \
+        if ctx.fleet is not None and (changing or not ctx.repair_outside_windows) else ()
+    state = window_state(levels, ctx.now) if levels else None
     closed = state is not None and not state.open
     if closed and not ctx.repair_outside_windows and (failed is not None
                                                       or digest == record.applied_digest):
@@ -147,13 +150,12 @@ def _step(ctx: StepContext, name: str, new: Placement | None) -> InstanceStep:
         return InstanceStep(name, Step.ROLLED_BACK, record.last_good if good else "", good,
                             record, digest, record.good_digest, on_failure)
     release = ctx.release_of(new) if new is not None else ""
-    changed = digest != record.applied_digest or (new is not None and not record.applied)
-    if changed and name in ctx.blocked:  # stays where it is, whatever else it waits for
+    if changing and name in ctx.blocked:  # stays where it is, whatever else it waits for
         kept = _at(ctx, record.applied, name)
         return InstanceStep(name, Step.BLOCKED, record.applied if kept else "", kept, record,
                             digest, record.applied_digest, on_failure, ctx.blocked[name],
                             release=release)
-    if changed:
+    if changing:
         why, wake = _gate(ctx, state)
         if not why and new is not None and release != record.release:
             verdict = ctx.gate(new)  # a new release moves in its rollout's waves

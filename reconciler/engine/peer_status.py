@@ -149,25 +149,11 @@ class PeerStatuses:
         if not names:
             return {}
         try:
-            out = self.source.git.run("cat-file", "--batch",
-                                      input=("\n".join(names) + "\n").encode()).stdout
+            return self.source.git.read_blobs(names, context="reading peer statuses",
+                                              missing_ok=True)
         except ReconcilerError as exc:
             _log.warning("peer_status_read_failed", error=describe(exc))
             return {}
-        result: dict[str, bytes] = {}
-        pos = 0
-        for name in names:
-            eol = out.index(b"\n", pos)
-            header = out[pos:eol].decode(errors="replace").split()
-            if len(header) != 3 or header[1] != "blob":
-                pos = eol + 1  # "<name> missing" (or not a blob: nothing follows)
-                if len(header) == 3:
-                    pos += int(header[2]) + 1
-                continue
-            size = int(header[2])
-            result[name] = out[eol + 1:eol + 1 + size]
-            pos = eol + 1 + size + 1
-        return result
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

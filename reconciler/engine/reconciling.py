@@ -135,12 +135,6 @@ class TargetReconciler:
         inventory = Inventory.load(self.settings.state_dir, target.name)
         return plan_target(target, placements, providers, inventory, revision)
 
-    def execute(self, target: Target, placements: Sequence[Placement], revision: str,
-                retry: RetryPolicy) -> TargetResult:
-        return reconcile_target(target, placements, self.providers(target.name, revision),
-                                self.inventory(target.name), revision, retry=retry,
-                                cancelled=self.cancellation.cancelled)
-
     def placement_at(self, target: str) -> Callable[[str, str], Placement | None]:
         """(revision, instance) -> what ``revision`` renders for the instance on ``target``
         (None when nothing, or when the revision cannot be had any more)."""

@@ -296,8 +296,11 @@ class Git:
         self.run("archive", "--format=tar", f"--output={dest}", commit,
                  context=f"exporting {commit[:12]}")
 
-    def read_blobs(self, blobs: Iterable[str], *, context: str = "") -> dict[str, bytes]:
-        """Contents of many blobs through one ``git cat-file --batch``."""
+    def read_blobs(self, blobs: Iterable[str], *, context: str = "",
+                   missing_ok: bool = False) -> dict[str, bytes]:
+        """Contents of many blobs (ids, or ``<rev>:<path>`` names) through one ``git
+        cat-file --batch``; one that is missing is an error, or left out with
+        ``missing_ok``."""
         wanted = sorted(blobs)
         if not wanted:
             return {}
@@ -309,6 +312,9 @@ class Git:
             eol = out.index(b"\n", pos)
             header = out[pos:eol].decode().split()
             if len(header) != 3:  # "<sha> missing"
+                if missing_ok:
+                    pos = eol + 1
+                    continue
                 prefix = f"{context}: " if context else ""
                 raise self._error(f"{prefix}object {sha} is missing in {self.name}")
             size = int(header[2])
