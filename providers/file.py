@@ -192,7 +192,8 @@ class FileProvider:
                                  f"{context.target}: root: relative root without a site "
                                  "state directory", reason="InvalidConfig")
         self._root = root
-        self._resolved_root: Path | None = None  # see _contained
+        # resolved once here (check_config held it to the policy), again before a write
+        self._resolved_root = Path(os.path.realpath(root))  # see _contained
         self._known: dict[int, _Kept] = {}  # see _desired
         self._directories: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._seen: dict[str, _Seen] = {}  # see health
@@ -376,7 +377,7 @@ class FileProvider:
         problem = relative_path_problem(rel, allow_parent=False)
         if problem is not None:
             raise PermanentError(f"{what}: {problem}")
-        path, root = self._contained(str(rel), what, fresh=fresh)
+        path, root, parents = self._contained(str(rel), what, fresh=fresh)
         mode, problem = _parse_mode(props.get("mode", _DEFAULT_MODE))
         if mode is None:
             raise PermanentError(f"component {component.key}: mode: {problem}")
@@ -385,9 +386,12 @@ class FileProvider:
         else:
             data = _encode(props.get("content"), f"component {component.key}")
         digest = hashlib.sha256(data)
-        parents = path.parent.relative_to(root).parts
-        checked = (str(root), *(str(root.joinpath(*parents[:i + 1]))
-                                for i in range(len(parents))))
+        directory = str(root)
+        dirs = [directory]
+        for part in parents:
+            directory = f"{directory}/{part}" if directory != "/" else f"/{part}"
+            dirs.append(directory)
+        checked = tuple(dirs)
         # the files of a directory share one tuple
         checked = self._directories.setdefault(checked, checked)
         self._known[id(component)] = _Kept(component, str(path), digest.digest(), mode,
@@ -456,35 +460,38 @@ class FileProvider:
             os.close(fd)
         return info, data
 
-    def _contained(self, rel: str, what: str, *, fresh: bool = False) -> tuple[Path, Path]:
-        """``contained(root, rel)`` and the resolved root, which is resolved (and held to
-        the local policy) once per provider instance, and again when ``fresh``.
+    def _contained(self, rel: str, what: str, *,
+                   fresh: bool = False) -> tuple[Path, Path, tuple[str, ...]]:
+        """``contained(root, rel)``, the resolved root, and the directories between them
+        (names, from the root down). The root is resolved (and held to the local policy)
+        once per provider instance (in ``__init__``), and again when ``fresh``.
 
         Resolving the root again for each of its files (``Path.resolve`` lstat()s every
         component of the path) was about a third of the time a no-op run spent observing
-        files. ``rel`` has passed ``relative_path_problem`` already.
+        files. ``rel`` has passed ``relative_path_problem`` already, so it is relative and
+        free of NUL bytes.
         """
-        if self._resolved_root is None or fresh:
-            resolved = self._root.resolve()
+        if fresh:
+            resolved = Path(os.path.realpath(self._root))
             if resolved != self._resolved_root and not self._context.policy.allows_path(
                     resolved):
                 raise PolicyError(f"{what}: the root {self._root} now resolves to {resolved}, "
                                   "which the local policy does not allow writing under")
             self._resolved_root = resolved
         base = self._resolved_root
-        candidate = base / rel
-        parts = candidate.parts[len(base.parts):]
-        if parts and ".." not in parts and not _any_symlink(base, parts):
+        # the parts Path(base, rel) would have below base: "." and empty names dropped
+        parts = [part for part in rel.split("/") if part and part != "."]
+        if parts and ".." not in parts and not _any_symlink(str(base), parts):
             # what resolve() returns when no component below the resolved root is a
             # symlink: the path itself (two lstat() calls instead of a dozen)
-            return candidate, base
+            return base.joinpath(*parts), base, tuple(parts[:-1])
         try:
-            resolved = candidate.resolve()
+            resolved = (base / rel).resolve()
         except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
             raise PermanentError(f"{what}: {rel!r} cannot be resolved: {exc}") from None
         if resolved == base or not resolved.is_relative_to(base):
             raise PolicyError(f"{what}: {rel!r} resolves to {resolved}, outside {base}")
-        return resolved, base
+        return resolved, base, resolved.parent.relative_to(base).parts
 
     def _render_template(self, component: Component, template: str) -> bytes:
         key = (component.repo_root, component.base_dir, template)
@@ -619,13 +626,13 @@ class FileProvider:
             directory = directory.parent
 
 
-def _any_symlink(base: Path, parts: Sequence[str]) -> bool:
+def _any_symlink(base: str, parts: Sequence[str]) -> bool:
     """True when a component of ``base/parts...`` below ``base`` is a symlink.
 
     A component that cannot be looked at (missing, not a directory) counts as no symlink,
     as ``os.path.realpath`` counts it.
     """
-    current = str(base)
+    current = base
     for part in parts:
         current = os.path.join(current, part)
         try:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.core.errors import ReconcilerError
-from reconciler.gitops.releases import pin_version
+from reconciler.gitops.version_pin import pin_version
 
 HEAD = "apiVersion: reconciler/v1\nkind: Instance\nmetadata:\n  name: edge\n"
 
