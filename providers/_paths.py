@@ -43,12 +43,14 @@ def relative_path_problem(value: object, *, allow_parent: bool) -> str | None:
         return "must be a non-empty string"
     if "\0" in value:
         return "must not contain a NUL byte"
-    pure = PurePosixPath(value)
-    if pure.is_absolute():
+    # PurePosixPath's decisions, on the string (validation asks for every component of every
+    # target): absolute when it starts with a slash; its parts are the segments between
+    # slashes but empty ones and "."; no part at all is the path ".".
+    if value[0] == "/":
         return f"{value!r} must be a relative path, not an absolute one"
-    if not allow_parent and ".." in pure.parts:
+    if not allow_parent and ".." in value and ".." in value.split("/"):
         return f"{value!r} must not contain '..'"
-    if pure == PurePosixPath("."):
+    if not value.strip("./") and all(part in ("", ".") for part in value.split("/")):
         return f"{value!r} names the directory itself, not a file"
     return None
 
