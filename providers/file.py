@@ -179,21 +179,25 @@ class FileProvider:
                  "_resolved_root", "_root", "_seen", "_sound")
 
     def __init__(self, config: Mapping[str, Any], context: ProviderContext) -> None:
-        problems = self.check_config(config, context.policy)
+        policy = context.policy
+        raw = config.get("root")
+        root = policy.resolve(raw) if isinstance(raw, str) and raw and "\0" not in raw \
+            else None
+        # resolved once here, held to the policy by the check, again before every write
+        real = Path(os.path.realpath(root)) if root is not None else None
+        problems = self._config_problems(config, policy, real)
         if problems:
             text = "; ".join(f"{p.field}: {p.message}" for p in problems)
             message = f"file provider of binding {context.binding!r} on {context.target}: {text}"
             if any("local policy" in p.message for p in problems):
                 raise PolicyError(message)
             raise PermanentError(message, reason="InvalidConfig")
-        root = context.policy.resolve(config["root"])
-        if root is None:
+        if root is None or real is None:
             raise PermanentError(f"file provider of binding {context.binding!r} on "
                                  f"{context.target}: root: relative root without a site "
                                  "state directory", reason="InvalidConfig")
         self._root = root
-        # resolved once here (check_config held it to the policy), again before a write
-        self._resolved_root = Path(os.path.realpath(root))  # see _contained
+        self._resolved_root = real  # see _contained
         self._known: dict[int, _Kept] = {}  # see _desired
         self._directories: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._seen: dict[str, _Seen] = {}  # see health
@@ -213,6 +217,12 @@ class FileProvider:
 
     @classmethod
     def check_config(cls, config: Mapping[str, Any], policy: LocalPolicy) -> Sequence[Problem]:
+        return cls._config_problems(config, policy, None)
+
+    @classmethod
+    def _config_problems(cls, config: Mapping[str, Any], policy: LocalPolicy,
+                         real: Path | None) -> list[Problem]:
+        """The problems of ``config``; ``real``: its root resolved already, when it is."""
         problems = [Problem(key, "unknown setting of the file provider (known: root)")
                     for key in sorted(set(config) - _CONFIG_KEYS)]
         root = config.get("root")
@@ -223,7 +233,8 @@ class FileProvider:
         elif not Path(root).is_absolute() and ".." in Path(root).parts:
             problems.append(Problem("root", f"{root!r}: a relative root (resolved under the "
                                             "site's state directory) must not contain '..'"))
-        elif (resolved := policy.resolve(root)) is not None and not policy.allows_path(resolved):
+        elif (resolved := policy.resolve(root)) is not None and not policy.allows_path(
+                real or resolved):
             allowed = ", ".join(str(r) for r in policy.file_roots) or "none"
             problems.append(Problem("root", f"the local policy does not allow writing under "
                                             f"{resolved} (allowed file roots: {allowed})"))
@@ -568,7 +579,7 @@ class FileProvider:
         Once per root and process: leftovers come only from a process that died, so a
         daemon's start is the moment. Another daemon's write in progress is left alone.
         """
-        root = os.path.realpath(self._root)
+        root = str(self._resolved_root)
         with _SWEPT_LOCK:
             if root in _SWEPT:
                 return
