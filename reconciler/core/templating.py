@@ -9,13 +9,17 @@ names are errors, never empty strings.
 A property whose whole value is one expression keeps the value's type (``${{ params.replicas }}``
 stays an int); anything else is string interpolation. Used by ``reconciler.core.rendering`` for
 properties and by providers for files they render (``render_text``).
+
+Text whose only template syntax is lookups (``${{ params.x }}``, ``${{ site.labels['y'] |
+tojson }}``) is rendered by ``reconciler.core.template_lookups`` with the same result;
+everything else, and every error, comes from Jinja.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import jinja2
@@ -24,6 +28,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from reconciler.core.errors import TemplateError
+from reconciler.core.template_lookups import MISS, TextLookups, compile_lookup, compile_text
 
 __all__ = [
     "ROOT_NAMES",
@@ -128,12 +133,31 @@ def _fail(source: str, exc: Exception) -> TemplateError:
     return TemplateError(f"{source}: template failed: {exc}")
 
 
+Renderer = Callable[[Mapping[str, Any]], Any]
+
+
+@functools.lru_cache(maxsize=8192)
+def _prepared(value: str) -> tuple[str | None, Renderer | None]:
+    """(the whole expression or None, what renders the value without Jinja or None)."""
+    expr = _whole_expression(value)
+    if expr is not None:
+        lookup = compile_lookup(_ENV, expr, ROOT_NAMES)
+        return expr, None if lookup is None else lookup.value
+    text = compile_text(_ENV, value, ROOT_NAMES)
+    return None, None if text is None else text.render
+
+
 def render_value(value: str, context: Mapping[str, Any], *, source: str) -> Any:
     """Render one string property; a single whole expression keeps its type."""
     if not has_template(value):
         return value
+    expr, fast = _prepared(value)
+    if fast is not None:  # text and lookups only (see template_lookups): Jinja's result
+        result = fast(context)
+        if result is not MISS:
+            # a filter's Markup made a plain str, as below
+            return str(result) if isinstance(result, str) else result
     try:
-        expr = _whole_expression(value)
         if expr is not None:
             result = _expression(expr)(**context)
             if isinstance(result, jinja2.Undefined):
@@ -152,10 +176,20 @@ def render_text(text: str, context: Mapping[str, Any], *, source: str) -> str:
     """Render a whole file (or any text) with string interpolation."""
     if not has_template(text):
         return text
+    fast = _text(text)
+    if fast is not None:
+        result = fast.render(context)
+        if isinstance(result, str):
+            return result
     try:
         return _template(text).render(**context)
     except (jinja2.TemplateError, SecurityError, TypeError, ValueError, ArithmeticError) as exc:
         raise _fail(source, exc) from None
+
+
+@functools.lru_cache(maxsize=1024)
+def _text(text: str) -> TextLookups | None:
+    return compile_text(_ENV, text, ROOT_NAMES)
 
 
 @functools.lru_cache(maxsize=8192)

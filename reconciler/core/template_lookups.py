@@ -1,0 +1,166 @@
+"""Templates that are only text and lookups, rendered without running a Jinja template.
+
+Nearly every property a fleet templates is text with lookup chains in it,
+``${{ params.lineId }}``, ``${{ site.labels['product'] }}``, now and then through filters
+without arguments (``${{ params.signals | tojson }}``), rendered once per component of every
+target. :mod:`reconciler.core.templating` renders those here, for the same result Jinja gives:
+
+* the root name is one of the names templates may use, looked up in the context;
+* each step is looked up by the environment's own ``getattr``/``getitem`` (the sandbox's:
+  keys of mappings, indexes of lists), a plain dict's key directly, which is what they do;
+* each filter is called through the environment (``call_filter``), as compiled code calls it;
+* interpolated values are ``str()``-ed and joined, as Jinja's output is.
+
+Anything else answers :data:`MISS` and the caller renders with Jinja: other syntax (found
+when the text is read), and, when rendering, a lookup that finds nothing, a filter that
+fails or whose result is undefined. So every error is Jinja's own, message included.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+import jinja2
+from jinja2.nodes import EvalContext
+
+__all__ = ["MISS", "Lookup", "TextLookups", "compile_lookup", "compile_text"]
+
+MISS: Final = object()  # not rendered here: ask Jinja
+
+_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+# a step: .name, ['key'], ["key"] (no escapes), [index]
+_STEP = re.compile(rf"\.(?P<attr>{_NAME})|\['(?P<single>[^'\\]*)'\]|\[\"(?P<double>[^\"\\]*)\"\]"
+                   r"|\[(?P<index>0|[1-9][0-9]*)\]")
+_STEPS = rf"(?:\.{_NAME}|\['[^'\\]*'\]|\[\"[^\"\\]*\"\]|\[(?:0|[1-9][0-9]*)\])*"
+_EXPRESSION = re.compile(rf"\s*(?P<root>{_NAME})(?P<steps>{_STEPS})"
+                         rf"(?P<filters>(?:\s*\|\s*{_NAME})*)\s*")
+_FILTER = re.compile(_NAME)
+_START, _END = "${{", "}}"
+
+
+Getter = Callable[[Any, Any], Any]
+Step = tuple[Getter, str | int]  # the environment's getattr or getitem, the key
+Filter = Callable[[Any], Any]
+
+
+def _evaluate(context: Mapping[str, Any], root: str, steps: tuple[Step, ...],
+              filters: tuple[Filter, ...]) -> Any:
+    """What a lookup chain and its filters evaluate to, or MISS; may raise."""
+    if root not in context:
+        return MISS
+    obj = context[root]
+    for getter, key in steps:
+        if type(obj) is dict:
+            # the sandbox's getattr and getitem on a dict: its key, when it has it
+            if key not in obj:
+                return MISS
+            obj = obj[key]
+        else:
+            obj = getter(obj, key)
+            if isinstance(obj, jinja2.Undefined):
+                return MISS
+    if filters:
+        for call in filters:
+            obj = call(obj)
+        if isinstance(obj, jinja2.Undefined):
+            return MISS
+    return obj
+
+
+class Lookup:
+    """One lookup chain and its filters: ``params.retention['days'] | string``."""
+
+    __slots__ = ("filters", "root", "steps")
+
+    def __init__(self, root: str, steps: tuple[Step, ...], filters: tuple[Filter, ...]) -> None:
+        self.root = root
+        self.steps = steps
+        self.filters = filters
+
+    def value(self, context: Mapping[str, Any]) -> Any:
+        """What the expression evaluates to, or MISS."""
+        try:
+            return _evaluate(context, self.root, self.steps, self.filters)
+        except Exception:  # Jinja says what went wrong, the same way
+            return MISS
+
+
+class TextLookups:
+    """Text with lookups in it: ``head``, then the value of each lookup and the text after it."""
+
+    __slots__ = ("head", "pieces")
+
+    def __init__(self, head: str, lookups: tuple[Lookup, ...], texts: tuple[str, ...]) -> None:
+        self.head = head
+        self.pieces = tuple((lookup.root, lookup.steps, lookup.filters, text)
+                            for lookup, text in zip(lookups, texts, strict=True))
+
+    def render(self, context: Mapping[str, Any]) -> Any:
+        """The text rendered (a str), or MISS."""
+        out = [self.head]
+        try:
+            for root, steps, filters, text in self.pieces:
+                value = _evaluate(context, root, steps, filters)
+                if value is MISS:
+                    return MISS
+                out.append(value if type(value) is str else str(value))
+                out.append(text)
+        except Exception:  # Jinja says what went wrong, the same way
+            return MISS
+        return "".join(out)
+
+
+def compile_lookup(environment: jinja2.Environment, expression: str,
+                   roots: frozenset[str]) -> Lookup | None:
+    """The expression inside ``${{ }}`` as a :class:`Lookup`, None when it is anything else."""
+    match = _EXPRESSION.fullmatch(expression)
+    if match is None or match["root"] not in roots:
+        return None
+    steps: list[tuple[Getter, str | int]] = []
+    for step in _STEP.finditer(match["steps"]):
+        if step["attr"] is not None:
+            steps.append((environment.getattr, step["attr"]))
+        elif step["index"] is not None:
+            steps.append((environment.getitem, int(step["index"])))
+        else:
+            key = step["single"] if step["single"] is not None else step["double"]
+            steps.append((environment.getitem, key))
+    names = _FILTER.findall(match["filters"])
+    if any(name not in environment.filters for name in names):
+        return None  # Jinja refuses the template: let it say so
+    # called the way compiled templates call them, with one evaluation context for all
+    # (filters read it: autoescape is off)
+    eval_ctx = EvalContext(environment)
+    filters = tuple(functools.partial(environment.call_filter, name, eval_ctx=eval_ctx)
+                    for name in names)
+    return Lookup(match["root"], tuple(steps), filters)
+
+
+def compile_text(environment: jinja2.Environment, text: str,
+                 roots: frozenset[str]) -> TextLookups | None:
+    """``text`` as literal pieces and lookups, None when it holds any other template syntax
+    (blocks, comments, other expressions) or a carriage return (which Jinja's lexer turns
+    into a newline)."""
+    if "${%" in text or "${#" in text or "\r" in text:
+        return None
+    texts: list[str] = []
+    lookups: list[Lookup] = []
+    position = 0
+    while True:
+        start = text.find(_START, position)
+        if start < 0:
+            break
+        end = text.find(_END, start + len(_START))
+        if end < 0:
+            return None
+        lookup = compile_lookup(environment, text[start + len(_START):end], roots)
+        if lookup is None:
+            return None
+        texts.append(text[position:start])
+        lookups.append(lookup)
+        position = end + len(_END)
+    texts.append(text[position:])
+    return TextLookups(texts[0], tuple(lookups), tuple(texts[1:]))
