@@ -22,6 +22,7 @@ __all__ = [
     "YamlDocument",
     "YamlFileError",
     "line_at",
+    "parse_documents",
     "read_documents",
 ]
 
@@ -120,6 +121,79 @@ def _decode(raw: bytes) -> str:
                                   f"{exc.start})") from None
 
 
+_STR, _MAP, _SEQ = ("tag:yaml.org,2002:str", "tag:yaml.org,2002:map",
+                    "tag:yaml.org,2002:seq")
+# the safe constructors of scalars that build a value from the scalar alone
+_SCALARS = {tag: _Loader.yaml_constructors[tag] for tag in (
+    f"tag:yaml.org,2002:{name}" for name in ("null", "bool", "int", "float", "binary",
+                                             "timestamp"))}
+
+
+class _Unusual(Exception):
+    """A document the plain walk leaves to PyYAML's constructor."""
+
+
+def _plain(loader: Any, node: yaml.Node, path: Path_, lines: dict[Path_, int],
+           dups: list[tuple[Path_, int]], seen: set[int]) -> Any:
+    """What the safe constructor builds of ``node``, and its line index, in one walk; only
+    for plain data: _Unusual for an alias (a node met twice), a merge key, any other tag."""
+    if id(node) in seen:
+        raise _Unusual
+    seen.add(id(node))
+    kind = node.__class__
+    if kind is yaml.ScalarNode:
+        if node.tag == _STR:
+            return node.value
+        build = _SCALARS.get(node.tag)
+        if build is None:
+            raise _Unusual
+        return build(loader, node)
+    if len(seen) > MAX_NODES:
+        raise _Unusual
+    if kind is yaml.MappingNode and node.tag == _MAP:
+        out: dict[Any, Any] = {}
+        names: set[str] = set()
+        for key, value in node.value:
+            if key.__class__ is not yaml.ScalarNode:
+                raise _Unusual
+            name = key.value
+            child = (*path, name)
+            if name in names and name != "<<":
+                dups.append((child, key.start_mark.line + 1))
+            names.add(name)
+            lines.setdefault(child, key.start_mark.line + 1)
+            built = _plain(loader, key, path, lines, dups, seen)
+            out[built] = _plain(loader, value, child, lines, dups, seen)
+        return out
+    if kind is yaml.SequenceNode and node.tag == _SEQ:
+        items = []
+        for i, item in enumerate(node.value):
+            child = (*path, i)
+            lines[child] = item.start_mark.line + 1
+            items.append(_plain(loader, item, child, lines, dups, seen))
+        return items
+    raise _Unusual
+
+
+def _document(loader: Any, node: yaml.Node) -> YamlDocument:
+    """One composed document: plain data built and indexed in one walk (most documents), or
+    else checked for its expanded size, built by PyYAML's constructor and indexed after."""
+    lines: dict[Path_, int] = {}
+    dups: list[tuple[Path_, int]] = []
+    try:
+        data = _plain(loader, node, (), lines, dups, set())
+    except Exception:  # anything unusual, errors included: the constructor has the last word
+        if _expanded_size(node, {}, MAX_NODES) > MAX_NODES:
+            raise YamlFileError(node.start_mark.line + 1,
+                                f"document expands to more than {MAX_NODES} nodes "
+                                "(recursive or exponential aliases?)") from None
+        data = loader.construct_document(node)
+        lines = {}
+        dups = []
+        _index(node, (), lines, dups)
+    return YamlDocument(data, node.start_mark.line + 1, lines, tuple(dups))
+
+
 def _documents(text: str) -> Iterator[YamlDocument]:
     loader = _Loader(text)
     try:
@@ -127,15 +201,7 @@ def _documents(text: str) -> Iterator[YamlDocument]:
             node = loader.get_node()
             if node is None:  # pragma: no cover - check_node said there is one
                 break
-            if _expanded_size(node, {}, MAX_NODES) > MAX_NODES:
-                raise YamlFileError(node.start_mark.line + 1,
-                                    f"document expands to more than {MAX_NODES} nodes "
-                                    "(recursive or exponential aliases?)")
-            data = loader.construct_document(node)
-            lines: dict[Path_, int] = {}
-            dups: list[tuple[Path_, int]] = []
-            _index(node, (), lines, dups)
-            yield YamlDocument(data, node.start_mark.line + 1, lines, tuple(dups))
+            yield _document(loader, node)
     finally:
         loader.dispose()
 
@@ -149,7 +215,11 @@ def read_documents(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> list[Ya
         raw = path.read_bytes()
     except OSError as exc:
         raise YamlFileError(0, f"cannot read: {exc.strerror or exc}") from None
-    text = _decode(raw)
+    return parse_documents(_decode(raw))
+
+
+def parse_documents(text: str) -> list[YamlDocument]:
+    """All documents of YAML text, or :class:`YamlFileError` naming the line."""
     try:
         return [doc for doc in _documents(text) if doc.data is not None]
     except yaml.MarkedYAMLError as exc:
