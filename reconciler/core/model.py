@@ -14,6 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from reconciler.core.line_index import compact_lines
 from reconciler.core.projects import Project
 from reconciler.core.rollouts import Rollout
 from reconciler.core.windows import Window
@@ -43,13 +44,17 @@ KINDS = ("Settings", "Site", "Target", "Solution", "Instance", "Project")
 FieldPath = tuple[str | int, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Source:
-    """Where an object is written: repository-relative file, first line, line index."""
+    """Where an object is written: repository-relative file, first line, line index (kept
+    compactly, see :mod:`reconciler.core.line_index`)."""
 
     path: str
     line: int
     lines: Mapping[FieldPath, int] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lines", compact_lines(self.lines))
 
     def line_of(self, *path: str | int) -> int:
         return line_at(self.lines, path, self.line)
@@ -60,7 +65,7 @@ class StatusLayout(enum.Enum):
     SHARED = "shared"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Defaults:
     interval: int = 180  # seconds between scheduled runs
     jitter: int = 30  # seconds of random delay added to each scheduled run
@@ -69,7 +74,7 @@ class Defaults:
     health_timeout: int = 300  # seconds a component may take to become healthy
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Settings:
     hierarchy: tuple[str, ...] = ("region", "site", "line")
     defaults: Defaults = Defaults()
@@ -79,7 +84,7 @@ class Settings:
     source: Source | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Site:
     name: str
     labels: Mapping[str, str]
@@ -92,14 +97,14 @@ class Site:
     suspend: bool = False  # nothing under this site is changed
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Binding:
     role: str
     provider: str
     config: Mapping[str, Any]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Target:
     name: str
     labels: Mapping[str, str]
@@ -115,7 +120,7 @@ class Target:
         return next((b for b in self.bindings if b.role == role), None)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ParameterDef:
     name: str
     rules: Mapping[str, Any]  # cerberus rules, without our own keys
@@ -128,7 +133,7 @@ class ParameterDef:
         return "default" in self.rules
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ComponentDef:
     name: str
     type: str
@@ -137,7 +142,7 @@ class ComponentDef:
     index: int  # position in spec.components, for line lookups
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Solution:
     name: str
     labels: Mapping[str, str]
@@ -157,13 +162,13 @@ class Solution:
         return "" if parent == "." else parent
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Selector:
     sites: tuple[str, ...]
     match_labels: Mapping[str, str]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Instance:
     name: str
     labels: Mapping[str, str]
