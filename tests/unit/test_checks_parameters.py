@@ -205,3 +205,19 @@ def test_a_release_is_checked_against_its_own_rules_not_the_heads(tmp_path: Path
     assert [d.format() for d in report.diagnostics] == []
     values = {p.instance.name: p.values["port"] for p in report.placements["t1"]}
     assert values == {"a-head": 8080, "b-pinned": "http"}
+
+
+def test_list_values_are_checked_for_each_pair_by_their_content(tmp_path: Path) -> None:
+    # t1 and t3 share the default list, t2 sets one that breaks the rule, t3 an equal one
+    second = ("\n---\napiVersion: reconciler/v1\nkind: Target\nmetadata: {{name: {name}}}\n"
+              "spec:\n  site: l1\n  params: {{tags: {tags}}}\n  bindings:\n"
+              "    - {{role: config-file, provider: file, config: {{root: /srv/{name}}}}}\n")
+    found = placements(tmp_path, [
+        declare("tags: {type: list, schema: {type: string}, default: [a, b], "
+                "editableAt: [target]}"),
+        ("targets.yaml", "root: /srv/t1}}\n", "root: /srv/t1}}\n"
+         + second.format(name="t2", tags="[a, 1]") + second.format(name="t3", tags="[a, b]")),
+        ("instances.yaml", "names: [t1]", "names: [t1, t2, t3]"),
+    ])
+    assert found == ["targets.yaml:15: Target/t2: spec.params.tags: must be of string type "
+                     "(value ['a', 1] for solution 'app') [t2/app]"]

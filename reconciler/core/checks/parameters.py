@@ -32,9 +32,12 @@ _CROSS_FIELD_RULES = frozenset({"dependencies", "excludes"})
 _ValueError = tuple[tuple[Any, ...], str]
 
 
+_SCALAR = (str, int, float, bool)
+
+
 def _value_key(value: Any) -> Any:
     """A hashable key for a parameter value (the type too: 1, 1.0 and True differ)."""
-    if value is None or isinstance(value, str | int | float | bool):
+    if value is None or isinstance(value, _SCALAR):
         return (type(value).__name__, value)
     return ("json", json.dumps(value, sort_keys=True, default=repr))
 
@@ -56,7 +59,10 @@ class ParameterChecks:
         self._param_validators: dict[str, cerberus.Validator] = {}  # rules JSON -> validator
         # (solution, release, object) whose general params were checked: the same for every
         # placement that reaches them
-        self._general_checked: dict[tuple[str, str, str], list[Diagnostic]] = {}
+        self._general_checked: dict[tuple[str, str, str, str], list[Diagnostic]] = {}
+        self._required_names: dict[tuple[str, str], tuple[str, ...]] = {}
+        self._cross_field: dict[tuple[str, str], bool] = {}  # rules that relate two fields
+        self._value_keys: dict[int, tuple[Any, Any]] = {}  # id -> (value, its key)
 
     # -- documents ---------------------------------------------------------------------
     def check_sites(self) -> None:
@@ -171,12 +177,10 @@ class ParameterChecks:
         resolved = placement.params
         # general params at site and target levels: editableAt is checked where they apply
         for site in fleet.site_chains.get(target.site, ()):
-            self._general(solution, site.params, site.source, f"Site/{site.name}",
-                          fleet.site_level(site.name))
-        self._general(solution, target.params, target.source, f"Target/{target.name}",
-                      "target")
-        for pname, param in solution.parameters.items():
-            if param.rules.get("required") and pname not in resolved:
+            self._general(solution, "Site", site.name, site.params, site.source)
+        self._general(solution, "Target", target.name, target.params, target.source)
+        for pname in self._required(solution):
+            if pname not in resolved:
                 self.findings.add(
                     solution.source.path,
                     solution.source.line_of("spec", "parameters", pname),
@@ -210,18 +214,42 @@ class ParameterChecks:
                 instance=inst.name,
             )
 
-    def _general(self, solution: Solution, params: Mapping[str, Any], src: Source, obj: str,
-                 level: str) -> None:
-        key = (solution.name, solution.release, obj)
+    def _required(self, solution: Solution) -> tuple[str, ...]:
+        which = (solution.name, solution.release)
+        found = self._required_names.get(which)
+        if found is None:
+            found = self._required_names[which] = tuple(
+                pname for pname, param in solution.parameters.items()
+                if param.rules.get("required"))
+        return found
+
+    def _general(self, solution: Solution, kind: str, name: str, params: Mapping[str, Any],
+                 src: Source) -> None:
+        key = (solution.name, solution.release, kind, name)
         found = self._general_checked.get(key)
         if found is not None:  # said again for each placement: see PlacementMemo
-            self.findings.replay(found)
+            if found:
+                self.findings.replay(found)
             return
+        obj = f"{kind}/{name}"
+        level = "target" if kind == "Target" else self.fleet.site_level(name)
         record = self.findings.record()
         general = {k: v for k, v in params.items() if k in solution.parameters}
         self.declared(solution, general, src, obj, ("spec", "params"), level)
         self.findings.stop(record)
         self._general_checked[key] = record
+
+    def _value_key(self, value: Any) -> Any:
+        """``_value_key(value)``, a value that is not a scalar made its key once: pairs
+        share the very objects of their documents' values, never changed while checked."""
+        if value is None or isinstance(value, _SCALAR):
+            return (type(value).__name__, value)
+        found = self._value_keys.get(id(value))
+        if found is not None and found[0] is value:
+            return found[1]
+        key = _value_key(value)
+        self._value_keys[id(value)] = (value, key)  # the value kept: its id stays its own
+        return key
 
     def value_errors(self, solution: Solution, values: Mapping[str, Any]) -> list[_ValueError]:
         """Schema errors of one pair's resolved values, each (rules, value) checked once.
@@ -239,7 +267,9 @@ class ParameterChecks:
                 for n, p in solution.parameters.items()
             }
             self._rule_keys[which] = keys
-        if any(_CROSS_FIELD_RULES & p.rules.keys() for p in solution.parameters.values()):
+            self._cross_field[which] = any(_CROSS_FIELD_RULES & p.rules.keys()
+                                           for p in solution.parameters.values())
+        if self._cross_field[which]:
             whole = (which, json.dumps(values, sort_keys=True, default=repr))
             errors = self._value_checks.get(whole)
             if errors is None:
@@ -256,7 +286,7 @@ class ParameterChecks:
             rules_key = keys.get(pname)
             if rules_key is None:
                 continue  # not declared: reported where it is set
-            key = (rules_key, _value_key(value))
+            key = (rules_key, self._value_key(value))
             errors = self._value_checks.get(key)
             if errors is None:
                 validator = self._param_validators.get(rules_key)
@@ -270,7 +300,8 @@ class ParameterChecks:
                     else list(schema_errors(validator._errors, {}))
                 )
                 self._value_checks[key] = errors
-            found.extend(((pname, *path[1:]), message) for path, message in errors)
+            if errors:
+                found.extend(((pname, *path[1:]), message) for path, message in errors)
         return found
 
     def _validator(self, solution: Solution) -> cerberus.Validator:
