@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final
 
 import jinja2
@@ -111,6 +111,15 @@ class TextLookups:
         except Exception:  # Jinja says what went wrong, the same way
             return MISS
         return "".join(out)
+
+    def chains(self) -> Iterator[tuple[str, ...]]:
+        """The lookup chains of the text as the lookups of Jinja's syntax tree give them
+        (templating.referenced_paths): each expression's whole chain, then each shorter
+        one it is made of, down to two names."""
+        for root, steps, _, _ in self.pieces:
+            chain = (root, *(str(key) for _, key in steps))
+            for length in range(len(chain), 1, -1):
+                yield chain[:length]
 
 
 def compile_lookup(environment: jinja2.Environment, expression: str,

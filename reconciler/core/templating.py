@@ -210,6 +210,8 @@ def _parse(text: str, source: str) -> nodes.Template:
 
 def undeclared_roots(text: str, *, source: str) -> set[str]:
     """Top-level names a template uses that are not among ``ROOT_NAMES``."""
+    if _text(text) is not None:  # lookups from ROOT_NAMES through known filters only
+        return set()
     tree = _parse(text, source)
     try:
         # this compiles the tree, which is where an unknown filter or test is found
@@ -232,6 +234,10 @@ def _chain(node: nodes.Node) -> tuple[str, ...] | None:
 
 def referenced_paths(text: str, *, source: str) -> Iterator[tuple[str, ...]]:
     """Every lookup chain a template makes, e.g. ``("params", "replicas")``."""
+    lookups = _text(text)
+    if lookups is not None:  # as Jinja's tree gives them: see TextLookups.chains
+        yield from lookups.chains()
+        return
     tree = _parse(text, source)
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
         chain = _chain(node)

@@ -12,6 +12,7 @@ from typing import Any
 
 import jinja2
 import pytest
+from jinja2 import meta, nodes
 from jinja2.exceptions import SecurityError
 from markupsafe import Markup
 
@@ -20,14 +21,17 @@ from reconciler.core.template_lookups import MISS, compile_lookup, compile_text
 from reconciler.core.templating import (
     _ENV,
     ROOT_NAMES,
+    _chain,
     _expression,
     _fail,
     _prepared,
     _template,
     _whole_expression,
     has_template,
+    referenced_paths,
     render_text,
     render_value,
+    undeclared_roots,
 )
 
 
@@ -241,3 +245,18 @@ def test_what_finds_nothing_is_left_to_jinja() -> None:
     text = compile_text(_ENV, "a ${{ params.n }} ${{ params.nope }}", ROOT_NAMES)
     assert text is not None
     assert text.render(context) is MISS
+
+
+def test_the_chains_and_names_of_lookups_are_those_of_jinjas_tree() -> None:
+    analysed = 0
+    for text in corpus():
+        if compile_text(_ENV, text, ROOT_NAMES) is None:
+            continue
+        analysed += 1
+        tree = _ENV.parse(text)
+        chains = [chain for node in tree.find_all((nodes.Getattr, nodes.Getitem))
+                  if (chain := _chain(node)) is not None and len(chain) >= 2]
+        assert list(referenced_paths(text, source="s")) == chains, text
+        assert undeclared_roots(text, source="s") \
+            == set(meta.find_undeclared_variables(tree)) - ROOT_NAMES == set(), text
+    assert analysed > 300
