@@ -10,10 +10,12 @@ the provider accepts the rendered properties. Called by ``reconciler.core.valida
 
 from __future__ import annotations
 
+from typing import Any
+
 from reconciler.core.checks.findings import Findings
 from reconciler.core.checks.paths import PathChecks
 from reconciler.core.checks.templates import contains_template
-from reconciler.core.model import Fleet
+from reconciler.core.model import ComponentDef, Fleet, Solution
 from reconciler.core.provider_api import LocalPolicy
 from reconciler.core.registry import ProviderRegistry
 from reconciler.core.rendering import Placement
@@ -73,13 +75,33 @@ class ProviderChecks:
         self.registry = registry
         self.paths = paths
         self.findings = findings
+        # a solution's component definitions by name, the solution kept (see _definitions)
+        self._definitions: dict[int, tuple[Solution, dict[str, ComponentDef]]] = {}
+        # a provider's untemplated and path properties, each sorted
+        self._properties: dict[type[Any], tuple[tuple[str, ...], tuple[str, ...]]] = {}
+
+    def _components(self, solution: Solution) -> dict[str, ComponentDef]:
+        found = self._definitions.get(id(solution))
+        if found is None or found[0] is not solution:
+            found = self._definitions[id(solution)] = (
+                solution, {c.name: c for c in solution.components})
+        return found[1]
+
+    def _provider_properties(self, provider: type[Any]) -> tuple[tuple[str, ...],
+                                                                 tuple[str, ...]]:
+        found = self._properties.get(provider)
+        if found is None:
+            found = self._properties[provider] = (
+                tuple(sorted(getattr(provider, "untemplated", frozenset()))),
+                tuple(sorted(getattr(provider, "path_properties", frozenset()))))
+        return found
 
     def check_placement(self, placement: Placement) -> None:
         target, solution = placement.target, placement.solution
         src = solution.source
         obj = f"Solution/{solution.name}"
         instance = placement.instance.name
-        comps = {c.name: c for c in solution.components}
+        comps = self._components(solution)
         for component in placement.components:
             comp = comps[component.name]
             base = ("spec", "components", comp.index)
@@ -101,7 +123,8 @@ class ProviderChecks:
             provider = self.registry.get(binding.provider)
             if provider is None:
                 continue  # reported on the target
-            for prop in sorted(getattr(provider, "untemplated", frozenset())):
+            untemplated, path_properties = self._provider_properties(provider)
+            for prop in untemplated:
                 raw = comp.properties.get(prop)
                 if raw is not None and contains_template(raw):
                     self.findings.add(
@@ -112,9 +135,9 @@ class ProviderChecks:
                         f"templates are not allowed in '{prop}' for provider "
                         f"'{binding.provider}' (parameters reach it another way)",
                         target=target.name,
-                    instance=instance,
+                        instance=instance,
                     )
-            for prop in sorted(getattr(provider, "path_properties", frozenset())):
+            for prop in path_properties:
                 if prop in component.properties:
                     self.paths.check(component.properties[prop], placement, comp.index, prop)
             for problem in provider.check_properties(component.properties):
