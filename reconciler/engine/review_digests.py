@@ -57,11 +57,17 @@ class Digests:
 
     def summarize(self, p: Placement) -> PairSummary:
         values = self.digest(p.components[0].params) if p.components else b""
+        suspended = p.instance.suspend
+        by_role: dict[str, tuple[str, ...]] = {}  # the path properties of each role bound
         out: dict[str, tuple[str, bytes, bool]] = {}
         for c in p.components:
-            files = [(label, self._tree(path)) for label, path in self.files(p.target, c)]
+            props = by_role.get(c.type)
+            if props is None:
+                props = by_role[c.type] = self._path_props(p.target, c.type)
+            files = [(label, self._tree(path)) for label, path in self._files(c, props)] \
+                if props else []
             out[c.key] = (c.type, self.digest((c.type, c.depends_on, c.properties, values,
-                                                files)), p.instance.suspend)
+                                                files)), suspended)
         return out
 
     def _path_props(self, target: Target, role: str) -> tuple[str, ...]:
@@ -80,7 +86,10 @@ class Digests:
         """The repository files and directories a component names in the path properties of
         the provider its target binds its type to: (path in the repository, path on
         disk)."""
-        for prop in self._path_props(target, c.type):
+        return self._files(c, self._path_props(target, c.type))
+
+    def _files(self, c: Component, props: tuple[str, ...]) -> Iterator[tuple[str, Path]]:
+        for prop in props:
             value = c.properties.get(prop)
             if isinstance(value, list):
                 value = value[0] if value and isinstance(value[0], str) else None
