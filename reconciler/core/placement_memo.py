@@ -64,17 +64,28 @@ def _digest(parts: Iterable[bytes]) -> bytes:
     return h.digest()
 
 
+def _could_name(value: str) -> bool:
+    return bool(value) and len(value) <= 4096 and "\n" not in value and "://" not in value \
+        and not os.path.isabs(value)
+
+
 def _named(value: Any, out: set[str]) -> None:
     """Every string of a rendered property that could name a repository path."""
     if isinstance(value, str):
-        if value and len(value) <= 4096 and "\n" not in value and "://" not in value \
-                and not os.path.isabs(value):
+        if _could_name(value):
             out.add(value)
-    elif isinstance(value, dict):
-        for item in value.values():
-            _named(item, out)
+        return
+    if isinstance(value, dict):
+        items: Iterable[Any] = value.values()
     elif isinstance(value, list):
-        for item in value:
+        items = value
+    else:
+        return
+    for item in items:  # strings here, without a call each: most properties are strings
+        if isinstance(item, str):
+            if "\n" not in item and _could_name(item):
+                out.add(item)
+        elif isinstance(item, dict | list):
             _named(item, out)
 
 
@@ -227,9 +238,11 @@ class PlacementMemo(Generic[T]):
         what :meth:`pair` keeps: findings are only recorded (:meth:`Findings.scratch`), so
         that :meth:`pair`, called in order next, repeats them in the order of the pairs.
         If the child fails, its pairs are simply rendered by :meth:`pair`."""
+        if self.workers < 2:
+            return
         todo = [(key, render) for key, render in pairs
                 if key is not None and self._known(key) is None]
-        if self.workers < 2 or len(todo) < self.min_ahead:
+        if len(todo) < self.min_ahead:
             return
         mine, theirs = todo[:len(todo) // 2], todo[len(todo) // 2:]
         context = multiprocessing.get_context("fork")
