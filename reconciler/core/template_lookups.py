@@ -8,7 +8,9 @@ target. :mod:`reconciler.core.templating` renders those here, for the same resul
 * the root name is one of the names templates may use, looked up in the context;
 * each step is looked up by the environment's own ``getattr``/``getitem`` (the sandbox's:
   keys of mappings, indexes of lists), a plain dict's key directly, which is what they do;
-* each filter is called through the environment (``call_filter``), as compiled code calls it;
+* each filter is the environment's own, called as compiled templates call it: given the
+  evaluation context or the environment first when it asks for them (a filter that asks for
+  the template's context is left to Jinja);
 * interpolated values are ``str()``-ed and joined, as Jinja's output is.
 
 Anything else answers :data:`MISS` and the caller renders with Jinja: other syntax (found
@@ -140,12 +142,36 @@ def compile_lookup(environment: jinja2.Environment, expression: str,
     names = _FILTER.findall(match["filters"])
     if any(name not in environment.filters for name in names):
         return None  # Jinja refuses the template: let it say so
-    # called the way compiled templates call them, with one evaluation context for all
-    # (filters read it: autoescape is off)
+    # one evaluation context for all (filters read it: autoescape is off)
     eval_ctx = EvalContext(environment)
-    filters = tuple(functools.partial(environment.call_filter, name, eval_ctx=eval_ctx)
-                    for name in names)
-    return Lookup(match["root"], tuple(steps), filters)
+    filters = [_bound_filter(environment, name, eval_ctx) for name in names]
+    if any(call is None for call in filters):
+        return None
+    return Lookup(match["root"], tuple(steps), tuple(call for call in filters if call))
+
+
+def _marker(decorator: Callable[[Any], Any]) -> Any:
+    """What one of Jinja's ``pass_*`` decorators marks a function with."""
+    return getattr(decorator(lambda: None), "jinja_pass_arg", None)
+
+
+_PASS_EVAL_CONTEXT = _marker(jinja2.pass_eval_context)
+_PASS_ENVIRONMENT = _marker(jinja2.pass_environment)
+
+
+def _bound_filter(environment: jinja2.Environment, name: str,
+                  eval_ctx: EvalContext) -> Filter | None:
+    """The filter called as the environment calls it, with what it asks to be passed first
+    (None: it wants the template's context, which only Jinja has)."""
+    func = environment.filters[name]
+    wants = getattr(func, "jinja_pass_arg", None)
+    if wants is None:
+        return func  # type: ignore[no-any-return]
+    if wants is _PASS_EVAL_CONTEXT:
+        return functools.partial(func, eval_ctx)
+    if wants is _PASS_ENVIRONMENT:
+        return functools.partial(func, environment)
+    return None
 
 
 def compile_text(environment: jinja2.Environment, text: str,

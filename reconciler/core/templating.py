@@ -18,6 +18,7 @@ everything else, and every error, comes from Jinja.
 from __future__ import annotations
 
 import functools
+import json
 import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -93,6 +94,18 @@ _ENV = _Sandbox(
     autoescape=False,
     keep_trailing_newline=True,
 )
+# tojson dumps with Jinja's own arguments (sorted keys) through one encoder made once, not one
+# made for each call as json.dumps does with any argument: the same text, in half the time
+_ENCODER = json.JSONEncoder(sort_keys=True)
+
+
+def _dumps(obj: Any, **kwargs: Any) -> str:
+    if kwargs == {"sort_keys": True}:
+        return _ENCODER.encode(obj)
+    return json.dumps(obj, **kwargs)
+
+
+_ENV.policies["json.dumps_function"] = _dumps
 # Jinja's default globals (range, dict, lipsum, cycler, joiner, namespace) are all callables,
 # which the sandbox refuses anyway; without them every render also skips copying them into
 # its context, a quarter of the cost of rendering a short property.

@@ -4,6 +4,7 @@ give what Jinja gives, values, types and errors alike, over generated templates 
 from __future__ import annotations
 
 import datetime
+import json
 import random
 import re
 from collections import OrderedDict
@@ -260,3 +261,14 @@ def test_the_chains_and_names_of_lookups_are_those_of_jinjas_tree() -> None:
         assert undeclared_roots(text, source="s") \
             == set(meta.find_undeclared_variables(tree)) - ROOT_NAMES == set(), text
     assert analysed > 300
+
+
+@pytest.mark.parametrize(
+    "value",
+    [["a", "b"], {"b": 1, "a": [1.5, None, True]}, "<é>&'", 3, float("nan"), {1: "x", 2: "y"},
+     {1: "x", "b": "y"}, {"k": {1, 2}}, [{"z": 1, "a": {"y": 2, "b": 3}}], (1, "t")],
+)
+@pytest.mark.parametrize("kwargs", [{"sort_keys": True}, {"sort_keys": True, "indent": 2}])
+def test_tojson_dumps_as_json_dumps(value: Any, kwargs: dict[str, Any]) -> None:
+    dumps = _ENV.policies["json.dumps_function"]
+    assert outcome(lambda: dumps(value, **kwargs)) == outcome(lambda: json.dumps(value, **kwargs))
