@@ -3,9 +3,10 @@
 The offline plan loads two revisions of one repository, which share nearly every file. A
 :class:`DocumentCache` passed to :func:`reconciler.core.loading.load_fleet` keeps each YAML
 file parsed by the digest of its content (and its path: a document's findings name the file),
-and each parsed document's schema check (its result and its findings): a file unchanged from
-one revision to the next is neither parsed nor checked again. Parsed documents are shared,
-never changed, by the fleets built from them.
+each parsed document's schema check (its result and its findings), and the object the loader
+made of it (a Site, a Target ..., with the findings made on the way): a file unchanged from
+one revision to the next is neither parsed, nor checked, nor built again. Parsed documents
+and what is made of them are shared, never changed, by the fleets built from them.
 
 Each document also gets a *fingerprint*: a digest of its file's path and content and of its
 place in the file. Two documents with equal fingerprints build equal objects with equal
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 from reconciler.core.diagnostics import Diagnostic
 from reconciler.core.yamlio import YamlDocument, YamlFileError, read_documents
@@ -52,6 +54,9 @@ class DocumentCache:
         self._files: dict[bytes, Parsed] = {}
         # id of a parsed document -> (the document, kept alive; passed; findings)
         self._checks: dict[int, tuple[YamlDocument, bool, tuple[Diagnostic, ...]]] = {}
+        # id of a checked document -> (the document, kept alive; the object the loader made
+        # of it, a value never changed; findings)
+        self._built: dict[int, tuple[YamlDocument, Any, tuple[Diagnostic, ...]]] = {}
 
     def read(self, root: Path, rel: str, max_bytes: int) -> tuple[Parsed, bytes]:
         path = root / rel
@@ -70,6 +75,15 @@ class DocumentCache:
                 found = exc
             self._files[digest] = found
         return found, digest
+
+    def built(self, doc: YamlDocument) -> tuple[Any, tuple[Diagnostic, ...]] | None:
+        """What the loader made of a checked document, and the findings it made them with."""
+        found = self._built.get(id(doc))
+        return None if found is None else (found[1], found[2])
+
+    def remember_built(self, doc: YamlDocument, made: Any,
+                       findings: tuple[Diagnostic, ...]) -> None:
+        self._built[id(doc)] = (doc, made, findings)
 
     def checked(self, doc: YamlDocument) -> tuple[bool, tuple[Diagnostic, ...]] | None:
         found = self._checks.get(id(doc))

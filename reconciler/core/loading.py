@@ -249,6 +249,8 @@ class _Loader:
         targets: dict[str, Target] = {}
         solutions: dict[str, Solution] = {}
         instances: dict[str, Instance] = {}
+        by_kind: dict[str, dict[str, Any]] = {"Site": sites, "Target": targets,
+                                              "Solution": solutions, "Instance": instances}
         seen: dict[tuple[str, str], _Doc] = {}
         settings_docs = 0
         broken: set[tuple[str, str]] = set()
@@ -264,10 +266,6 @@ class _Loader:
                              f"{first.rel}:{first.doc.line_of(('metadata', 'name'))}")
                 continue
             seen[key] = d
-            meta = d.data["metadata"]
-            labels = dict(meta.get("labels") or {})
-            spec = d.data.get("spec") or {}
-            src = d.source()
             if d.kind == "Settings":
                 settings_docs += 1
                 if d.rel != SETTINGS_FILE:
@@ -275,49 +273,69 @@ class _Loader:
                                  f"Settings must be in {SETTINGS_FILE} at the repository root")
                 elif settings_docs > 1:
                     self.col.add(d.rel, d.doc.line, d.obj, "", "only one Settings is allowed")
-            elif d.kind == "Site":
-                sites[d.name] = Site(d.name, labels, spec.get("parent"),
-                                     dict(spec.get("params") or {}),
-                                     {k: dict(v or {}) for k, v in
-                                      (spec.get("solutionParams") or {}).items()},
-                                     src, spec.get("description", ""),
-                                     self.windows(d, spec), bool(spec.get("suspend", False)))
-            elif d.kind == "Target":
-                bindings = tuple(Binding(b["role"], b["provider"], dict(b.get("config") or {}))
-                                 for b in spec.get("bindings") or [])
-                targets[d.name] = Target(d.name, labels, spec["site"],
-                                         dict(spec.get("params") or {}), bindings, src,
-                                         spec.get("description", ""), self.windows(d, spec),
-                                         bool(spec.get("suspend", False)))
+                continue
+            built = self.built(d)
+            if built is not None:
+                by_kind[d.kind][d.name] = built
             elif d.kind == "Solution":
-                solution = self.build_solution(d, labels, spec, src)
-                if solution is not None:
-                    solutions[d.name] = solution
-                else:
-                    broken.add((d.kind, d.name))
-            elif d.kind == "Instance":
-                tsel = spec["targets"]
-                selector = None
-                if "selector" in tsel:
-                    sel = tsel["selector"] or {}
-                    selector = Selector(tuple(sel.get("sites") or ()),
-                                        dict(sel.get("matchLabels") or {}))
-                    if not selector.sites and not selector.match_labels:
-                        self.col.add(d.rel, d.doc.line_of(("spec", "targets", "selector")),
-                                     d.obj, "spec.targets.selector",
-                                     "empty selector: name sites and/or matchLabels")
-                if not tsel.get("names") and selector is None:
-                    self.col.add(d.rel, d.doc.line_of(("spec", "targets")), d.obj,
-                                 "spec.targets", "names or selector is required")
-                instances[d.name] = Instance(
-                    d.name, labels, spec["solution"], spec.get("version"),
-                    tuple(tsel.get("names") or ()), selector, spec.get("profile"),
-                    dict(spec.get("params") or {}), bool(spec.get("suspend", False)), src,
-                    spec.get("onFailure", "rollback"), self.windows(d, spec),
-                    self.rollout(d, spec))
+                broken.add((d.kind, d.name))
         self.fingerprints = {key: self.fingerprint(d) for key, d in seen.items()}
         return Fleet(self.root, settings, sites, targets, solutions, instances,
                      frozenset(broken), build_projects(seen.values()))
+
+    def built(self, d: _Doc) -> Site | Target | Solution | Instance | None:
+        """The object a checked document of a kind besides Settings makes (None: a Solution
+        with a problem), its findings added; once per parsed document with a cache."""
+        if self.cache is None:
+            return self.build_one(d)
+        if (found := self.cache.built(d.doc)) is not None:
+            self.col.items.extend(found[1])
+            made: Site | Target | Solution | Instance | None = found[0]
+            return made
+        mark = len(self.col.items)
+        made = self.build_one(d)
+        self.cache.remember_built(d.doc, made, tuple(self.col.items[mark:]))
+        return made
+
+    def build_one(self, d: _Doc) -> Site | Target | Solution | Instance | None:
+        meta = d.data["metadata"]
+        labels = dict(meta.get("labels") or {})
+        spec = d.data.get("spec") or {}
+        src = d.source()
+        if d.kind == "Site":
+            return Site(d.name, labels, spec.get("parent"), dict(spec.get("params") or {}),
+                        {k: dict(v or {}) for k, v in (spec.get("solutionParams") or {}).items()},
+                        src, spec.get("description", ""), self.windows(d, spec),
+                        bool(spec.get("suspend", False)))
+        if d.kind == "Target":
+            bindings = tuple(Binding(b["role"], b["provider"], dict(b.get("config") or {}))
+                             for b in spec.get("bindings") or [])
+            return Target(d.name, labels, spec["site"], dict(spec.get("params") or {}),
+                          bindings, src, spec.get("description", ""), self.windows(d, spec),
+                          bool(spec.get("suspend", False)))
+        if d.kind == "Solution":
+            return self.build_solution(d, labels, spec, src)
+        if d.kind == "Instance":
+            tsel = spec["targets"]
+            selector = None
+            if "selector" in tsel:
+                sel = tsel["selector"] or {}
+                selector = Selector(tuple(sel.get("sites") or ()),
+                                    dict(sel.get("matchLabels") or {}))
+                if not selector.sites and not selector.match_labels:
+                    self.col.add(d.rel, d.doc.line_of(("spec", "targets", "selector")),
+                                 d.obj, "spec.targets.selector",
+                                 "empty selector: name sites and/or matchLabels")
+            if not tsel.get("names") and selector is None:
+                self.col.add(d.rel, d.doc.line_of(("spec", "targets")), d.obj,
+                             "spec.targets", "names or selector is required")
+            return Instance(
+                d.name, labels, spec["solution"], spec.get("version"),
+                tuple(tsel.get("names") or ()), selector, spec.get("profile"),
+                dict(spec.get("params") or {}), bool(spec.get("suspend", False)), src,
+                spec.get("onFailure", "rollback"), self.windows(d, spec),
+                self.rollout(d, spec))
+        return None  # another kind of ours: its document is kept for the projects
 
     def fingerprint(self, d: _Doc) -> bytes:
         digest = self.digests.get(d.rel, b"")
