@@ -90,29 +90,60 @@ class Lookup:
             return MISS
 
 
-class TextLookups:
-    """Text with lookups in it: ``head``, then the value of each lookup and the text after it."""
+class _Missing(Exception):
+    """A lookup found nothing: the text is left to Jinja."""
 
-    __slots__ = ("head", "pieces")
+
+def _step(obj: Any, key: str | int, getter: Getter) -> Any:
+    """A step from anything but a dict, through the environment's getattr or getitem."""
+    found = getter(obj, key)
+    if isinstance(found, jinja2.Undefined):
+        raise _Missing
+    return found
+
+
+class TextLookups:
+    """Text with lookups in it: ``head``, then the value of each lookup and the text after it.
+
+    Rendered by a function written for the text, as Jinja compiles a template (but from what
+    the text is known to hold: keys and texts as literals, each root looked up once, a plain
+    dict's key directly), any exception making it answer MISS."""
+
+    __slots__ = ("head", "pieces", "render")
 
     def __init__(self, head: str, lookups: tuple[Lookup, ...], texts: tuple[str, ...]) -> None:
         self.head = head
         self.pieces = tuple((lookup.root, lookup.steps, lookup.filters, text)
                             for lookup, text in zip(lookups, texts, strict=True))
+        self.render: Callable[[Mapping[str, Any]], Any] = self._compiled()
 
-    def render(self, context: Mapping[str, Any]) -> Any:
-        """The text rendered (a str), or MISS."""
-        out = [self.head]
-        try:
-            for root, steps, filters, text in self.pieces:
-                value = _evaluate(context, root, steps, filters)
-                if value is MISS:
-                    return MISS
-                out.append(value if type(value) is str else str(value))
-                out.append(text)
-        except Exception:  # Jinja says what went wrong, the same way
-            return MISS
-        return "".join(out)
+    def _compiled(self) -> Callable[[Mapping[str, Any]], Any]:
+        names: dict[str, Any] = {"MISS": MISS, "_Missing": _Missing, "_step": _step,
+                                 "_Undefined": jinja2.Undefined}
+        roots = {root: f"r{i}" for i, root in enumerate(dict.fromkeys(
+            root for root, _, _, _ in self.pieces))}
+        lines = ["def render(context):", "  try:"]
+        lines += [f"    {name} = context[{root!r}]" for root, name in roots.items()]
+        out = [repr(self.head)]
+        for n, (root, steps, filters, text) in enumerate(self.pieces):
+            lines.append(f"    o = {roots[root]}")
+            for m, (getter, key) in enumerate(steps):
+                names[f"g{n}_{m}"] = getter
+                # the sandbox's getattr and getitem on a dict: its key (KeyError: MISS)
+                lines.append(f"    o = o[{key!r}] if type(o) is dict "
+                             f"else _step(o, {key!r}, g{n}_{m})")
+            for m, call in enumerate(filters):
+                names[f"f{n}_{m}"] = call
+                lines.append(f"    o = f{n}_{m}(o)")
+            if filters:
+                lines.append("    if isinstance(o, _Undefined): return MISS")
+            lines.append(f"    v{n} = o if type(o) is str else str(o)")
+            out += [f"v{n}", repr(text)]
+        lines.append(f"    return ''.join(({', '.join(out)},))")
+        lines += ["  except Exception:  # Jinja says what went wrong, the same way",
+                  "    return MISS"]
+        exec(compile("\n".join(lines), "<template lookups>", "exec"), names)  # noqa: S102
+        return names["render"]  # type: ignore[no-any-return]
 
     def chains(self) -> Iterator[tuple[str, ...]]:
         """The lookup chains of the text as the lookups of Jinja's syntax tree give them
