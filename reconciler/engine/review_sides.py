@@ -34,7 +34,13 @@ from reconciler.core.model import Fleet
 from reconciler.core.projects import Ownership
 from reconciler.core.provider_api import Component
 from reconciler.core.registry import ProviderRegistry
-from reconciler.core.rendering import Origin, Placement, render_placement, select_targets
+from reconciler.core.rendering import (
+    Origin,
+    ParamCache,
+    Placement,
+    render_placement,
+    select_targets,
+)
 from reconciler.core.secrets import MASK, mask
 from reconciler.core.validation import Report, validate_repository
 from reconciler.engine.review_digests import PairSummary, Shared, tree_digest
@@ -152,10 +158,11 @@ class _Revision:
             wanted.setdefault(target, set()).add(key)
         out: dict[Key, ComponentView] = {}
         fleet = self.fleet
+        cache = ParamCache()  # as validation renders the pairs
         for target, names in wanted.items():
             for instance in sorted({name.partition("/")[0] for name in names}):
                 p = render_placement(fleet, fleet.instances[instance], fleet.targets[target],
-                                     self.solutions[instance])
+                                     self.solutions[instance], cache=cache)
                 for c in p.components:
                     if c.key in names:
                         out[(target, c.key)] = self._view(p, c)
