@@ -17,6 +17,7 @@ from typing import Any
 from reconciler.core.line_index import compact_lines
 from reconciler.core.projects import Project
 from reconciler.core.rollouts import Rollout
+from reconciler.core.target_selection import TargetIndex
 from reconciler.core.windows import Window
 from reconciler.core.yamlio import line_at
 
@@ -215,6 +216,17 @@ class Fleet:
                 current = site.parent
             chains[name] = tuple(reversed(chain))
         return chains
+
+    @cached_property
+    def target_index(self) -> TargetIndex:
+        """The targets by site and by label, for selecting the targets of instances (made
+        on first use; not part of what is pickled, see __getstate__)."""
+        return TargetIndex(self)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # what a stored revision keeps: the fields and the site chains, not the index,
+        # which is made again when a selection needs it
+        return {k: v for k, v in self.__dict__.items() if k != "target_index"}
 
     def suspended(self, target: Target) -> bool:
         """True when ``target`` or a site above it has ``spec.suspend``."""

@@ -1,31 +1,42 @@
 """The render stage: resolve parameters with their provenance, select targets, render
 components.
 
-Precedence, lowest first (DESIGN §2): solution defaults < the instance's profile < instance
-params < site params from the root down to the target's site (general, then solution-scoped,
-at each level) < target params. General site and target params apply to the solutions that
-declare them; everything else must name a declared parameter (checked by validation).
-
-:func:`render_fleet` renders every (instance, target) pair of a revision once; validation
-calls it between the document checks and the placement checks, and the placements it returns
-are what explain, plan and sync use. Pure: reads nothing but the
-:class:`~reconciler.core.model.Fleet` it is given (and secret files, through the resolver passed).
+Parameters are resolved by :mod:`reconciler.core.param_resolution` (precedence and
+provenance) and targets selected by :mod:`reconciler.core.target_selection`; both are
+re-exported here. :func:`render_fleet` renders every (instance, target) pair of a revision
+once; validation calls it between the document checks and the placement checks, and the
+placements it returns are what explain, plan and sync use, for as long as the revision is in
+use (in a daemon, for every target it serves). So the placements of one rendering share
+what they have in common (:class:`ParamCache`): resolved parameters, the parts of the
+template context that are the same for every pair of a target, a site, an instance or a
+solution, and properties a template does not change; these are only ever read (templates
+see them through an immutable sandbox). Pure: reads nothing but the
+:class:`~reconciler.core.model.Fleet` it is given (and secret files, through the resolver
+passed).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import graphlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from reconciler.core.errors import ReconcilerError, TemplateError
-from reconciler.core.model import Fleet, Instance, Solution, Source, Target
+from reconciler.core.errors import TemplateError
+from reconciler.core.model import Fleet, Instance, Solution, Target
+from reconciler.core.param_resolution import (
+    Origin,
+    ResolvedParam,
+    SecretResolver,
+    SharedParams,
+    resolve_params,
+)
 from reconciler.core.provider_api import Component
 from reconciler.core.schema_messages import split_field
-from reconciler.core.secrets import is_secret_ref, secret_file
+from reconciler.core.target_selection import select_targets
 from reconciler.core.templating import has_template, render_value
 
 __all__ = [
@@ -35,6 +46,7 @@ __all__ = [
     "RenderProblem",
     "Rendering",
     "ResolvedParam",
+    "SecretResolver",
     "component_order",
     "fleet_pairs",
     "render_fleet",
@@ -45,37 +57,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class Origin:
-    """Where a parameter value was set."""
-
-    level: str  # "default", "profile:<name>", "instance", a hierarchy level name, "target"
-    obj: str  # "Solution/web", "Site/berlin", ...
-    path: str  # repository-relative file
-    line: int
-    field: str  # dotted field path of the setting
-
-    def format(self) -> str:
-        return f"{self.path}:{self.line} ({self.level}, {self.obj} {self.field})"
-
-
-@dataclass(frozen=True)
-class ResolvedParam:
-    name: str
-    value: Any
-    origin: Origin
-    overridden: tuple[Origin, ...] = ()  # lower-precedence settings this value replaced
-    secret: bool = False
-    secret_ref: str = ""  # the site-local file a secretFrom value names
-    error: str = ""  # why a secretFrom value could not be read (value is then a placeholder)
-
-    @property
-    def unresolved(self) -> bool:
-        """A secretFrom value whose file was not read (repository-only validation, error)."""
-        return bool(self.secret_ref) and (bool(self.error) or self.value is None)
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RenderProblem:
     """A problem found while resolving or rendering one (instance, target) pair."""
 
@@ -86,7 +68,7 @@ class RenderProblem:
     message: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Placement:
     """One instance on one target: resolved parameters and rendered components."""
 
@@ -102,126 +84,13 @@ class Placement:
         return {name: p.value for name, p in self.params.items()}
 
 
-def select_targets(fleet: Fleet, instance: Instance,
-                   labels: dict[str, Mapping[str, str]] | None = None,
-                   by_site: Mapping[str, list[Target]] | None = None) -> list[Target]:
-    """Targets an instance deploys to: its names plus every target its selector matches.
-
-    For selecting the targets of many instances of one fleet: ``labels``, each target's
-    labels, filled as they are needed; ``by_site``, the targets of each site."""
-    chosen: dict[str, Target] = {}
-    for name in instance.names:
-        target = fleet.targets.get(name)
-        if target is not None:
-            chosen[name] = target
-    sel = instance.selector
-    if sel is not None and (sel.sites or sel.match_labels):
-        roots = {s.name for ref in sel.sites if (s := fleet.find_site(ref)) is not None}
-        # the sites whose chain reaches a root: once per site, not per target
-        under = {name for name, chain in fleet.site_chains.items()
-                 if any(s.name in roots for s in chain)}
-        candidates: Iterable[Target] = fleet.targets.values()
-        if sel.sites and by_site is not None:
-            candidates = [t for site in under for t in by_site.get(site, ())]
-        for target in candidates:
-            if sel.sites and target.site not in under:
-                continue
-            if sel.match_labels:
-                if labels is None:
-                    found: Mapping[str, str] = fleet.target_labels(target)
-                elif (known := labels.get(target.name)) is not None:
-                    found = known
-                else:
-                    found = labels[target.name] = fleet.target_labels(target)
-                if any(found.get(k) != v for k, v in sel.match_labels.items()):
-                    continue
-            chosen[target.name] = target
-    return sorted(chosen.values(), key=lambda t: t.name)
-
-
-def _layers(fleet: Fleet, instance: Instance, target: Target, solution: Solution
-            ) -> Iterator[tuple[Origin, Mapping[str, Any], Source]]:
-    """Each layer of settings, lowest precedence first: (origin template, values, source).
-
-    A released solution's settings are named ``<tag>:<path>`` (``app/v1.2.0:solution.yaml``):
-    they come from the tag, not from the tracked revision.
-    """
-    src = solution.source
-    sol_path = f"{solution.release}:{src.path}" if solution.release else src.path
-    for name, param in solution.parameters.items():
-        if param.has_default:
-            yield (Origin("default", f"Solution/{solution.name}", sol_path,
-                          src.line_of("spec", "parameters", name, "default"),
-                          f"spec.parameters.{name}.default"),
-                   {name: param.rules["default"]}, src)
-    if instance.profile and instance.profile in solution.profiles:
-        yield (Origin(f"profile:{instance.profile}", f"Solution/{solution.name}", sol_path, 0,
-                      f"spec.profiles.{instance.profile}"),
-               solution.profiles[instance.profile], src)
-    yield (Origin("instance", f"Instance/{instance.name}", instance.source.path, 0,
-                  "spec.params"), instance.params, instance.source)
-    for site in fleet.site_chains.get(target.site, ()):
-        level = fleet.site_level(site.name)
-        yield (Origin(level, f"Site/{site.name}", site.source.path, 0, "spec.params"),
-               site.params, site.source)
-        scoped = site.solution_params.get(solution.name)
-        if scoped:
-            yield (Origin(level, f"Site/{site.name}", site.source.path, 0,
-                          f"spec.solutionParams.{solution.name}"), scoped, site.source)
-    yield (Origin("target", f"Target/{target.name}", target.source.path, 0, "spec.params"),
-           target.params, target.source)
-
-
-SecretResolver = Callable[[Mapping[str, Any]], str]
-
-
-def resolve_params(fleet: Fleet, instance: Instance, target: Target,
-                   solution: Solution, *, secrets: SecretResolver | None = None
-                   ) -> dict[str, ResolvedParam]:
-    """Every declared parameter that has a value, with where the value came from.
-
-    ``{secretFrom: {file: NAME}}`` values are read with ``secrets`` (the site's secrets
-    directory); without one they stay unresolved (value None), which validation skips.
-    """
-    resolved: dict[str, ResolvedParam] = {}
-    for template, values, source in _layers(fleet, instance, target, solution):
-        for name, value in values.items():
-            param = solution.parameters.get(name)
-            if param is None:
-                continue  # general params for other solutions; unknown names: validation
-            if template.line:
-                origin = template
-            else:
-                field_parts = [*template.field.split("."), name]
-                origin = Origin(template.level, template.obj, template.path,
-                                source.line_of(*field_parts), ".".join(field_parts))
-            previous = resolved.get(name)
-            overridden = (*previous.overridden, previous.origin) if previous else ()
-            if is_secret_ref(value):
-                ref, error, secret_value = "", "", None
-                try:
-                    ref = secret_file(value)
-                    if secrets is not None:
-                        secret_value = secrets(value)
-                except ReconcilerError as exc:
-                    error = exc.message
-                resolved[name] = ResolvedParam(name, secret_value, origin, overridden, True,
-                                               ref or "?", error)
-                continue
-            resolved[name] = ResolvedParam(name, value, origin, overridden, param.secret)
-    return resolved
-
-
 def template_context(fleet: Fleet, instance: Instance, target: Target, solution: Solution,
                      values: Mapping[str, Any]) -> dict[str, Any]:
-    site = fleet.sites.get(target.site)
     return {
         "params": dict(values),
         "target": {"name": target.name, "labels": fleet.target_labels(target),
                    "site": target.site},
-        "site": {"name": target.site, "path": fleet.site_path(target.site),
-                 "level": fleet.site_level(target.site) if site else "",
-                 "labels": fleet.site_labels(target.site)},
+        "site": _site_context(fleet, target.site),
         "instance": {"name": instance.name, "labels": dict(instance.labels)},
         "solution": {"name": solution.name, "labels": dict(solution.labels)},
     }
@@ -254,6 +123,8 @@ def _order(graph: tuple[tuple[str, tuple[str, ...]], ...]) -> tuple[str, ...]:
 
 def _render(value: Any, context: Mapping[str, Any], where: str,
             problems: list[tuple[str, str]], path: str) -> Any:
+    """``value`` with its templates rendered; a dict or list no template changed is
+    returned itself (the solution's, shared by every pair: nothing changes it)."""
     if isinstance(value, str):
         if not has_template(value):
             return value
@@ -263,21 +134,30 @@ def _render(value: Any, context: Mapping[str, Any], where: str,
             problems.append((path, exc.message.removeprefix(where + ": ")))
             return value
     if isinstance(value, dict):
-        return {k: _render(v, context, where, problems, f"{path}.{k}") for k, v in value.items()}
+        out = {k: _render(v, context, where, problems, f"{path}.{k}") for k, v in value.items()}
+        return value if all(out[k] is v for k, v in value.items()) else out
     if isinstance(value, list):
-        return [_render(v, context, where, problems, f"{path}[{i}]")
-                for i, v in enumerate(value)]
+        items = [_render(v, context, where, problems, f"{path}[{i}]")
+                 for i, v in enumerate(value)]
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
     return value
 
 
 class ParamCache:
-    """Resolved parameters shared by the pairs of one instance at one site, for rendering
-    many pairs of one fleet: a target that sets no parameters of its own resolves to what
-    every such target of its site resolves to (the target's name is in no layer)."""
+    """What the pairs of one fleet rendered at once share (see the module docstring):
+    resolved parameters (:class:`~reconciler.core.param_resolution.SharedParams`), the
+    values of one resolution, the parts of the template context that are the same for
+    every pair of a target, a site, an instance or a solution, equal label dicts and sets of
+    secret names, and each solution's directory."""
 
     def __init__(self) -> None:
-        self._found: dict[tuple[str, int, str], dict[str, ResolvedParam]] = {}
+        self._params = SharedParams()
         self._dirs: dict[int, Path] = {}  # solution -> the directory it renders from
+        self._values: dict[int, tuple[Mapping[str, ResolvedParam], dict[str, Any]]] = {}
+        self._sites: dict[str, tuple[str, dict[str, Any]]] = {}  # site -> (path, context)
+        self._targets: dict[str, tuple[Target, dict[str, Any]]] = {}
+        self._named: dict[tuple[str, str], tuple[Mapping[str, str], dict[str, Any]]] = {}
+        self._same: dict[Any, Any] = {}  # equal label dicts and sets of names: one object
 
     def base_dir(self, fleet: Fleet, solution: Solution) -> Path:
         found = self._dirs.get(id(solution))
@@ -287,14 +167,66 @@ class ParamCache:
 
     def resolve(self, fleet: Fleet, instance: Instance, target: Target, solution: Solution,
                 secrets: SecretResolver | None) -> dict[str, ResolvedParam]:
-        if target.params:
-            return resolve_params(fleet, instance, target, solution, secrets=secrets)
-        key = (instance.name, id(solution), target.site)
-        found = self._found.get(key)
-        if found is None:
-            found = self._found[key] = resolve_params(fleet, instance, target, solution,
-                                                      secrets=secrets)
+        return self._params.resolve(fleet, instance, target, solution, secrets)
+
+    def values(self, resolved: Mapping[str, ResolvedParam]) -> dict[str, Any]:
+        """:func:`_values` of ``resolved``, once per resolution shared by several pairs."""
+        found = self._values.get(id(resolved))
+        if found is None or found[0] is not resolved:
+            found = self._values[id(resolved)] = (resolved, _values(resolved))
+        return found[1]
+
+    def secret_names(self, resolved: Mapping[str, ResolvedParam]) -> frozenset[str]:
+        names = _secret_names(resolved)
+        found: frozenset[str] = self._same.setdefault(names, names)
         return found
+
+    def site(self, fleet: Fleet, site: str) -> tuple[str, dict[str, Any]]:
+        """The site's path and its part of the template context."""
+        found = self._sites.get(site)
+        if found is None:
+            context = _site_context(fleet, site)
+            found = self._sites[site] = (context["path"], context)
+        return found
+
+    def context(self, fleet: Fleet, instance: Instance, target: Target, solution: Solution,
+                values: dict[str, Any]) -> dict[str, Any]:
+        """What :func:`template_context` returns, its parts shared (``values`` itself)."""
+        known = self._targets.get(target.name)
+        if known is None or known[0] is not target:
+            labels = fleet.target_labels(target)
+            with contextlib.suppress(TypeError):  # a value that cannot be a key: not shared
+                labels = self._same.setdefault(("labels", *labels.items()), labels)
+            known = self._targets[target.name] = (
+                target, {"name": target.name, "labels": labels, "site": target.site})
+        return {"params": values, "target": known[1],
+                "site": self.site(fleet, target.site)[1],
+                "instance": self._named_context("instance", instance.name, instance.labels),
+                "solution": self._named_context("solution", solution.name, solution.labels)}
+
+    def _named_context(self, kind: str, name: str, labels: Mapping[str, str]
+                       ) -> dict[str, Any]:
+        found = self._named.get((kind, name))
+        if found is None or found[0] != labels:
+            found = (labels, {"name": name, "labels": dict(labels)})
+            self._named.setdefault((kind, name), found)
+        return found[1]
+
+
+def _values(resolved: Mapping[str, ResolvedParam]) -> dict[str, Any]:
+    """The values templates and providers see (a placeholder for an unread secret)."""
+    return {name: (f"<secret {p.secret_ref}>" if p.unresolved else p.value)
+            for name, p in resolved.items()}
+
+
+def _secret_names(resolved: Mapping[str, ResolvedParam]) -> frozenset[str]:
+    return frozenset(n for n, p in resolved.items() if p.secret)
+
+
+def _site_context(fleet: Fleet, site: str) -> dict[str, Any]:
+    return {"name": site, "path": fleet.site_path(site),
+            "level": fleet.site_level(site) if site in fleet.sites else "",
+            "labels": fleet.site_labels(site)}
 
 
 def _base_dir(fleet: Fleet, solution: Solution) -> Path:
@@ -310,24 +242,28 @@ def render_placement(fleet: Fleet, instance: Instance, target: Target, solution:
 
     ``cache``: one for every pair of a fleet rendered at once (the solutions must stay
     alive as long as it does)."""
-    if params is not None:
-        resolved = params
-    elif cache is not None:
-        resolved = cache.resolve(fleet, instance, target, solution, secrets)
+    if params is None:
+        params = cache.resolve(fleet, instance, target, solution, secrets) \
+            if cache is not None else resolve_params(fleet, instance, target, solution,
+                                                     secrets=secrets)
+    resolved = params
+    if cache is not None:
+        values = cache.values(resolved)
+        context = cache.context(fleet, instance, target, solution, values)
+        base_dir = cache.base_dir(fleet, solution)
+        site_path = cache.site(fleet, target.site)[0]
+        secret_names = cache.secret_names(resolved)
     else:
-        resolved = resolve_params(fleet, instance, target, solution, secrets=secrets)
-    values = {name: (f"<secret {p.secret_ref}>" if p.unresolved else p.value)
-              for name, p in resolved.items()}
-    context = template_context(fleet, instance, target, solution, values)
+        values = _values(resolved)
+        context = template_context(fleet, instance, target, solution, values)
+        base_dir = _base_dir(fleet, solution)
+        site_path = fleet.site_path(target.site)
+        secret_names = _secret_names(resolved)
     problems: list[RenderProblem] = []
     by_name = {c.name: c for c in solution.components}
     components: list[Component] = []
     src = solution.source
     root = solution.root or fleet.root  # a released version renders from its own checkout
-    base_dir = cache.base_dir(fleet, solution) if cache is not None \
-        else _base_dir(fleet, solution)
-    site_path = fleet.site_path(target.site)
-    secret_names = frozenset(n for n, p in resolved.items() if p.secret)
     for name in component_order(solution):
         comp = by_name[name]
         found: list[tuple[str, str]] = []
@@ -365,20 +301,18 @@ def fleet_pairs(fleet: Fleet, solutions: Mapping[str, Solution]
     a triple says so."""
     pairs: list[tuple[Instance, Target, Solution]] = []
     unplaced: list[Instance] = []
-    labels: dict[str, Mapping[str, str]] = {}
-    by_site: dict[str, list[Target]] = {}
-    for target in fleet.targets.values():
-        by_site.setdefault(target.site, []).append(target)
     for inst in sorted(fleet.instances.values(), key=lambda i: i.name):
         solution = solutions.get(inst.name)
         if solution is None:
             continue
-        chosen = select_targets(fleet, inst, labels, by_site)
+        chosen = select_targets(fleet, inst)
         if not chosen:
             unplaced.append(inst)
+        suspended: Instance | None = None  # one copy for all its suspended targets
         for target in chosen:
-            placed = replace(inst, suspend=True) if not inst.suspend \
-                and fleet.suspended(target) else inst
+            placed = inst
+            if not inst.suspend and fleet.suspended(target):
+                placed = suspended = suspended or replace(inst, suspend=True)
             pairs.append((placed, target, solution))
     return pairs, unplaced
 
