@@ -81,13 +81,13 @@ class Health(enum.Enum):
     DEGRADED = "Degraded"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HealthReport:
     state: Health
     message: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Problem:
     """A problem with a binding config or a component property (``field`` is dotted)."""
 
@@ -123,7 +123,7 @@ class LocalPolicy:
         return any(resolved == r or resolved.is_relative_to(r) for r in self._resolved_roots)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Component:
     """One rendered component of one instance on one target: the provider's input."""
 
@@ -151,7 +151,7 @@ class Component:
         return f"{self.instance}/{self.name}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Record:
     """What the inventory keeps about an applied component (JSON-serialisable ``data``)."""
 
@@ -168,7 +168,7 @@ class Record:
                    data=dict(raw.get("data") or {}))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Observation:
     """The result of comparing a desired component with the live state."""
 
