@@ -49,18 +49,52 @@ class Entry:
                   configs: dict[str, dict[str, Any]] | None = None) -> Entry:
         """An entry read from the file. The engine keeps inventories in memory, so what
         entries have in common is shared: the strings of revisions, times and provider
-        names, and (through ``configs``) equal binding configs."""
-        record = Record.from_dict(raw["record"])
+        names, the names of the record's fields, a string equal to the entry's key (a
+        record naming its component), small numbers, and (through ``configs``) equal
+        binding configs."""
+        record = raw["record"]
         config = dict(raw.get("bindingConfig") or {})
         if configs is not None:
             config = configs.setdefault(json.dumps(config, sort_keys=True, default=str), config)
-        return cls(key, Record(sys.intern(record.provider), sys.intern(record.binding),
-                               record.data), config,
+        return cls(key, Record(sys.intern(str(record["provider"])),
+                               sys.intern(str(record.get("binding", ""))),
+                               _shared(dict(record.get("data") or {}), key)), config,
                    sys.intern(str(raw.get("revision", ""))), int(raw.get("order", 0)),
                    sys.intern(str(raw.get("appliedAt", ""))))
 
 
-@dataclass
+# what equal values of entries share: the names of fields, small numbers (a file mode, a
+# count, a port); bounded, since the names are a provider's choice
+_SHARED_MAX = 65536
+_NAMES: dict[str, str] = {}
+_NUMBERS: dict[int, int] = {}
+
+
+def _name(text: str) -> str:
+    found = _NAMES.get(text)
+    if found is None:
+        if len(_NAMES) >= _SHARED_MAX:
+            return text
+        found = _NAMES.setdefault(text, text)
+    return found
+
+
+def _shared(value: Any, key: str) -> Any:
+    """JSON data read from a file, what entries have in common made one object (see
+    :meth:`Entry.from_dict`); the same types and values."""
+    kind = type(value)
+    if kind is str:
+        return key if value == key else value
+    if kind is dict:
+        return {_name(k): _shared(v, key) for k, v in value.items()}
+    if kind is list:
+        return [_shared(v, key) for v in value]
+    if kind is int and 0 <= value < _SHARED_MAX:
+        return _NUMBERS.setdefault(value, value)
+    return value
+
+
+@dataclass(slots=True)
 class Inventory:
     path: Path
     target: str
