@@ -64,8 +64,8 @@ class Digests:
             props = by_role.get(c.type)
             if props is None:
                 props = by_role[c.type] = self._path_props(p.target, c.type)
-            files = [(label, self._tree(path)) for label, path in self._files(c, props)] \
-                if props else []
+            named = self._files(c, props) if props else ()
+            files = [(label, self._tree(path)) for label, path in named] if named else []
             out[c.key] = (c.type, self.digest((c.type, c.depends_on, c.properties, values,
                                                 files)), suspended)
         return out
@@ -86,11 +86,14 @@ class Digests:
         """The repository files and directories a component names in the path properties of
         the provider its target binds its type to: (path in the repository, path on
         disk)."""
-        return self._files(c, self._path_props(target, c.type))
+        return iter(self._files(c, self._path_props(target, c.type)))
 
-    def _files(self, c: Component, props: tuple[str, ...]) -> Iterator[tuple[str, Path]]:
+    def _files(self, c: Component, props: tuple[str, ...]) -> list[tuple[str, Path]]:
+        out: list[tuple[str, Path]] = []
         for prop in props:
             value = c.properties.get(prop)
+            if value is None:
+                continue
             if isinstance(value, list):
                 value = value[0] if value and isinstance(value[0], str) else None
             if not isinstance(value, str) or "://" in value or os.path.isabs(value):
@@ -104,7 +107,8 @@ class Digests:
                     (str(candidate.relative_to(root)), candidate) if inside else None
             found = self._referenced[cached]
             if found is not None:
-                yield found
+                out.append(found)
+        return out
 
     def _tree(self, path: Path) -> bytes:
         if path not in self._digests:
