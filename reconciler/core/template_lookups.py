@@ -109,13 +109,20 @@ class TextLookups:
     the text is known to hold: keys and texts as literals, each root looked up once, a plain
     dict's key directly), any exception making it answer MISS."""
 
-    __slots__ = ("head", "pieces", "render")
+    __slots__ = ("_render", "head", "pieces")
 
     def __init__(self, head: str, lookups: tuple[Lookup, ...], texts: tuple[str, ...]) -> None:
         self.head = head
         self.pieces = tuple((lookup.root, lookup.steps, lookup.filters, text)
                             for lookup, text in zip(lookups, texts, strict=True))
-        self.render: Callable[[Mapping[str, Any]], Any] = self._compiled()
+        # written when first rendered: validation analyses texts it may never render
+        self._render: Callable[[Mapping[str, Any]], Any] | None = None
+
+    def render(self, context: Mapping[str, Any]) -> Any:
+        """The text rendered (a str), or MISS."""
+        if self._render is None:
+            self._render = self._compiled()
+        return self._render(context)
 
     def _compiled(self) -> Callable[[Mapping[str, Any]], Any]:
         names: dict[str, Any] = {"MISS": MISS, "_Missing": _Missing, "_step": _step,

@@ -156,7 +156,7 @@ def _prepared(value: str) -> tuple[str | None, Renderer | None]:
     if expr is not None:
         lookup = compile_lookup(_ENV, expr, ROOT_NAMES)
         return expr, None if lookup is None else lookup.value
-    text = compile_text(_ENV, value, ROOT_NAMES)
+    text = _text(value)
     return None, None if text is None else text.render
 
 
@@ -200,8 +200,9 @@ def render_text(text: str, context: Mapping[str, Any], *, source: str) -> str:
         raise _fail(source, exc) from None
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=8192)
 def _text(text: str) -> TextLookups | None:
+    """``text`` as text and lookups, for rendering it and for analysing it."""
     return compile_text(_ENV, text, ROOT_NAMES)
 
 

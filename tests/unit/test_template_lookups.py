@@ -272,3 +272,13 @@ def test_the_chains_and_names_of_lookups_are_those_of_jinjas_tree() -> None:
 def test_tojson_dumps_as_json_dumps(value: Any, kwargs: dict[str, Any]) -> None:
     dumps = _ENV.policies["json.dumps_function"]
     assert outcome(lambda: dumps(value, **kwargs)) == outcome(lambda: json.dumps(value, **kwargs))
+
+
+def test_a_text_is_written_as_a_function_once_when_first_rendered() -> None:
+    text = compile_text(_ENV, "a ${{ params.n }} b", ROOT_NAMES)
+    assert text is not None
+    assert text._render is None  # analysed only: nothing written
+    assert text.render(CONTEXTS[0]) == "a 3 b"
+    written = text._render
+    assert text.render({"params": {"n": 4}}) == "a 4 b"
+    assert text._render is written
