@@ -16,6 +16,9 @@ target. :mod:`reconciler.core.templating` renders those here, for the same resul
 Anything else answers :data:`MISS` and the caller renders with Jinja: other syntax (found
 when the text is read), and, when rendering, a lookup that finds nothing, a filter that
 fails or whose result is undefined. So every error is Jinja's own, message included.
+A text is rendered by a small function written for it when it is first rendered (as Jinja
+compiles a template); templating also reads a text's names and chains off its lookups
+(:meth:`TextLookups.chains`) instead of compiling Jinja's tree.
 """
 
 from __future__ import annotations
