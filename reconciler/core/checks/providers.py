@@ -15,7 +15,7 @@ from typing import Any
 from reconciler.core.checks.findings import Findings
 from reconciler.core.checks.paths import PathChecks
 from reconciler.core.checks.templates import contains_template
-from reconciler.core.model import ComponentDef, Fleet, Solution
+from reconciler.core.model import Binding, ComponentDef, Fleet, Solution
 from reconciler.core.provider_api import LocalPolicy
 from reconciler.core.registry import ProviderRegistry
 from reconciler.core.rendering import Placement
@@ -102,10 +102,14 @@ class ProviderChecks:
         obj = f"Solution/{solution.name}"
         instance = placement.instance.name
         comps = self._components(solution)
+        bindings: dict[str, Binding | None] = {}  # the target's binding of each role
         for component in placement.components:
             comp = comps[component.name]
             base = ("spec", "components", comp.index)
-            binding = target.binding(component.type)
+            if component.type in bindings:
+                binding = bindings[component.type]
+            else:
+                binding = bindings[component.type] = target.binding(component.type)
             if binding is None:
                 roles = ", ".join(b.role for b in target.bindings) or "none"
                 self.findings.add(
