@@ -40,7 +40,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +55,10 @@ from bench_oneshot import (  # noqa: E402
     limit,
     make_tree,
     run_measured,
-    spread,
     status_tip,
 )
 from bench_reconcile import _git, build_fleet, machine, mtimes  # noqa: E402
+from benchkit import spread, work_dir  # noqa: E402
 
 ANSIBLE_CORE = "ansible-core==2.17.7"  # supports Python 3.10 to 3.12 on the control node
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) \
@@ -227,13 +226,8 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--keep", type=Path, help="work here and keep it (default: a temp dir)")
     args = parser.parse_args()
-    work = args.keep or Path(tempfile.mkdtemp(prefix="bench-ansible-"))
-    work.mkdir(parents=True, exist_ok=True)
-    try:
+    with work_dir(args.keep, "bench-ansible-") as work:
         results = measure(work, args.runs, args.full_runs, args.cache, args.rev, args.baseline)
-    finally:
-        if args.keep is None:
-            shutil.rmtree(work, ignore_errors=True)
     if args.json:
         print(json.dumps(results, indent=1))
     else:

@@ -38,6 +38,8 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
+from benchkit import cpu_model, ram_gb  # noqa: E402
+
 GOAL_FLEET_SECONDS = 2.0
 GOAL_FLEET_MB = 150.0
 GOAL_CLI_SECONDS = 0.5
@@ -63,16 +65,7 @@ print(hwm, elapsed)
 
 
 def machine() -> dict[str, Any]:
-    model = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    ram_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
-    return {"cpus": os.cpu_count(), "model": model, "ram_gb": round(ram_gb, 1),
+    return {"cpus": os.cpu_count(), "model": cpu_model(), "ram_gb": ram_gb(),
             "python": platform.python_version(), "load_avg": os.getloadavg()[0]}
 
 

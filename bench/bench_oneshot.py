@@ -52,7 +52,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +60,9 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
+
+from benchkit import spread, work_dir  # noqa: E402
+
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) \
     / "reconciler-bench"
 
@@ -254,10 +256,6 @@ def _where(file: str, line: int, name: str) -> str:
     return f"{file}:{line}({name})" if line else name
 
 
-def spread(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
-
 def measure(work: Path, runs: int, per_line: int, baseline: str | None,
             with_profile: bool, rev: str | None = None,
             others: dict[str, Path] | None = None,
@@ -370,16 +368,11 @@ def main() -> int:
                         help="where the runtime environment is kept")
     args = parser.parse_args()
     python = runtime_python(args.cache) if args.env == "runtime" else sys.executable
-    work = args.keep or Path(tempfile.mkdtemp(prefix="bench-oneshot-"))
-    work.mkdir(parents=True, exist_ok=True)
-    try:
-        others = {name: Path(directory) for name, _, directory in
-                  (item.partition("=") for item in args.tree)}
+    others = {name: Path(directory) for name, _, directory in
+              (item.partition("=") for item in args.tree)}
+    with work_dir(args.keep, "bench-oneshot-") as work:
         results = measure(work, args.runs, args.targets_per_line, args.baseline, args.profile,
                           args.rev, others, python)
-    finally:
-        if args.keep is None:
-            shutil.rmtree(work, ignore_errors=True)
     if args.json:
         print(json.dumps(results, indent=1))
     else:

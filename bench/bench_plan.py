@@ -49,22 +49,15 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
+from benchkit import cpu_model, ram_gb  # noqa: E402
+
 GOAL_SECONDS = 10.0
 GOAL_MB = 500.0
 COMMAND = str(Path(sys.executable).parent / "reconciler")
 
 
 def machine() -> dict[str, Any]:
-    model = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    ram_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
-    return {"cpus": os.cpu_count(), "model": model, "ram_gb": round(ram_gb, 1),
+    return {"cpus": os.cpu_count(), "model": cpu_model(), "ram_gb": ram_gb(),
             "python": platform.python_version(), "load_avg": round(os.getloadavg()[0], 2)}
 
 

@@ -42,7 +42,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -53,6 +52,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
+from benchkit import cpu_model, ram_gb, spread, work_dir  # noqa: E402
 from fleetgen import FleetShape, file_binding, generate  # noqa: E402
 
 GOAL_NOOP_SECONDS = 1.0
@@ -288,20 +288,8 @@ def wall(argv: list[str], runs: int) -> float:
 
 
 def machine() -> dict[str, Any]:
-    model = ""
-    with open("/proc/cpuinfo") as handle:
-        for line in handle:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    with open("/proc/meminfo") as handle:
-        mem_kb = int(handle.readline().split()[1])
-    return {"nproc": os.cpu_count(), "cpu": model, "ram_gb": round(mem_kb / 1024 ** 2, 1),
+    return {"nproc": os.cpu_count(), "cpu": cpu_model(), "ram_gb": ram_gb(),
             "python": platform.python_version(), "load": os.getloadavg()}
-
-
-def spread(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
 def checks(first: dict[str, Any], shape: FleetShape) -> list[str]:
@@ -337,13 +325,8 @@ def main() -> int:
     if args.child:
         return _child(args.child)
 
-    work = args.keep or Path(tempfile.mkdtemp(prefix="bench-reconcile-"))
-    work.mkdir(parents=True, exist_ok=True)
-    try:
+    with work_dir(args.keep, "bench-reconcile-") as work:
         results = measure(work, args.runs)
-    finally:
-        if args.keep is None:
-            shutil.rmtree(work, ignore_errors=True)
     if args.json:
         print(json.dumps(results, indent=1))
     else:

@@ -71,6 +71,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from benchkit import cpu_model, ram_gb  # noqa: E402
 from rollout_fleet import (  # noqa: E402
     RECONCILER,
     GitServer,
@@ -644,12 +645,8 @@ def extrapolate(costs: Mapping[str, Mapping[str, float]], sites: int) -> dict[st
 # ================================================================ the report
 
 def machine() -> dict[str, Any]:
-    model = next((line.split(":", 1)[1].strip() for line in
-                  Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
-    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
     version = subprocess.run(["git", "--version"], capture_output=True, text=True).stdout
-    return {"nproc": os.cpu_count(), "cpu": model, "ram_gb": round(ram, 1),
+    return {"nproc": os.cpu_count(), "cpu": cpu_model(), "ram_gb": ram_gb(),
             "python": platform.python_version(),
             "git": version.strip().removeprefix("git version "),
             "load_avg_start": [round(x, 2) for x in os.getloadavg()]}

@@ -51,6 +51,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
+from benchkit import cpu_model  # noqa: E402
+
 from reconciler.engine.executing import ComponentPhase, ComponentResult, TargetResult  # noqa: E402
 from reconciler.engine.status import build_status, render_status  # noqa: E402
 
@@ -264,10 +266,7 @@ def push_some(remote: Path, sites: int, share: int) -> int:
 
 
 def machine() -> dict[str, Any]:
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
-               platform.processor())
-    return {"cpus": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
+    return {"cpus": os.cpu_count(), "cpu": cpu_model(), "python": platform.python_version(),
             "load": round(os.getloadavg()[0], 1)}
 
 

@@ -47,6 +47,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
+from benchkit import cpu_model  # noqa: E402
+
 from reconciler.gitops.commit_history import read_history  # noqa: E402
 from reconciler.gitops.commit_signers import read_signers  # noqa: E402
 from reconciler.gitops.gitrun import Git  # noqa: E402
@@ -237,13 +239,10 @@ def scenario(root: Path, key_type: str, commits: int, runs: int) -> dict[str, An
 
 
 def machine() -> dict[str, Any]:
-    model = next((line.split(":", 1)[1].strip() for line in
-                  Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
     versions = {tool: sh([tool, "--version"]).splitlines()[0] for tool in ("git", "gpg")}
     versions["ssh"] = subprocess.run(["ssh", "-V"], capture_output=True, text=True,
                                      check=False).stderr.strip()
-    return {"cpus": os.cpu_count(), "cpu": model, "python": platform.python_version(),
+    return {"cpus": os.cpu_count(), "cpu": cpu_model(), "python": platform.python_version(),
             "load_average": [round(x, 2) for x in os.getloadavg()], **versions}
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from benchkit import cpu_model, ram_gb
 
 NAMESPACE = "bench"
 TARGET = "bench-cluster"
@@ -225,16 +226,5 @@ def measure(name: str, repeat: int, run: Callable[[], None], server: ServerProce
 
 
 def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        mem = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text()
-                   .splitlines() if line.startswith("MemTotal"))
-        ram = f"{mem / 2**20:.1f} GiB RAM"
-    except (OSError, StopIteration, ValueError):
-        ram = "RAM unknown"
-    return (f"machine: {os.cpu_count()} CPUs ({cpu}), {ram}; Python "
+    return (f"machine: {os.cpu_count()} CPUs ({cpu_model()}), {ram_gb()} GiB RAM; Python "
             f"{platform.python_version()}")
