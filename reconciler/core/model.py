@@ -17,6 +17,7 @@ from typing import Any
 from reconciler.core.line_index import compact_lines
 from reconciler.core.projects import Project
 from reconciler.core.rollouts import Rollout
+from reconciler.core.sharing import shared_map, shared_text
 from reconciler.core.target_selection import TargetIndex
 from reconciler.core.windows import Window
 from reconciler.core.yamlio import line_at
@@ -104,6 +105,11 @@ class Binding:
     provider: str
     config: Mapping[str, Any]
 
+    def __post_init__(self) -> None:
+        # the few roles and providers of a fleet: one string each (reconciler.core.sharing)
+        object.__setattr__(self, "role", shared_text(self.role))
+        object.__setattr__(self, "provider", shared_text(self.provider))
+
 
 @dataclass(frozen=True, slots=True)
 class Target:
@@ -116,6 +122,12 @@ class Target:
     description: str = ""
     windows: tuple[Window, ...] = ()
     suspend: bool = False
+
+    def __post_init__(self) -> None:
+        # what targets mostly have in common, one object (reconciler.core.sharing)
+        object.__setattr__(self, "labels", shared_map(self.labels))
+        object.__setattr__(self, "site", shared_text(self.site))
+        object.__setattr__(self, "params", shared_map(self.params))
 
     def binding(self, role: str) -> Binding | None:
         return next((b for b in self.bindings if b.role == role), None)
