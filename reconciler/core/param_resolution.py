@@ -133,7 +133,8 @@ class _Shared(_Same):
 def _lay(resolved: dict[str, ResolvedParam], layers: Iterable[Layer], solution: Solution,
          secrets: SecretResolver | None, shared: _Same, chains: _Same) -> None:
     """Lay ``layers`` over ``resolved``, lowest precedence first; ``shared`` makes equal
-    origins and parameters one object, ``chains`` equal chains of overridden origins."""
+    origins and parameters one object, ``chains`` equal chains of overridden origins and
+    equal field names."""
     for template, values, source in layers:
         for name, value in values.items():
             param = solution.parameters.get(name)
@@ -144,7 +145,8 @@ def _lay(resolved: dict[str, ResolvedParam], layers: Iterable[Layer], solution: 
             else:
                 field_parts = [*template.field.split("."), name]
                 origin = shared(Origin(template.level, template.obj, template.path,
-                                       source.line_of(*field_parts), ".".join(field_parts)))
+                                       source.line_of(*field_parts),
+                                       chains(".".join(field_parts))))
             previous = resolved.get(name)
             overridden = chains((*previous.overridden, previous.origin)) if previous else ()
             if is_secret_ref(value):

@@ -28,21 +28,26 @@ class TargetIndex:
     __slots__ = ("_under", "by_label", "by_site", "targets")
 
     def __init__(self, fleet: Fleet) -> None:
-        # by name, the last one of a name as when every target is compared
-        self.targets: dict[str, Target] = {}
-        self.by_site: dict[str, list[str]] = {}
-        by_label: dict[tuple[str, Any], set[str]] | None = {}
+        # by name, the last one of a name as when every target is compared (the fleet's
+        # own mapping when it is by name, as the loader makes it)
+        self.targets: Mapping[str, Target] = fleet.targets
+        if any(name != target.name for name, target in fleet.targets.items()):
+            self.targets = {target.name: target for target in fleet.targets.values()}
+        by_site: dict[str, list[str]] = {}
+        by_label: dict[tuple[str, Any], list[str]] | None = {}
         for target in fleet.targets.values():
-            self.targets[target.name] = target
-            self.by_site.setdefault(target.site, []).append(target.name)
+            by_site.setdefault(target.site, []).append(target.name)
             if by_label is None:
                 continue
             try:
                 for item in fleet.target_labels(target).items():
-                    by_label.setdefault(item, set()).add(target.name)
+                    by_label.setdefault(item, []).append(target.name)
             except TypeError:  # a value that cannot be a key: compare one by one
                 by_label = None
-        self.by_label = by_label
+        # kept as long as the fleet is: tuples, the smallest way to hold the names
+        self.by_site = {site: tuple(names) for site, names in by_site.items()}
+        self.by_label = None if by_label is None else \
+            {item: tuple(names) for item, names in by_label.items()}
         self._under: dict[frozenset[str], set[str]] = {}
 
     def under(self, fleet: Fleet, roots: frozenset[str]) -> set[str]:
@@ -59,16 +64,16 @@ class TargetIndex:
         cannot say."""
         if self.by_label is None:
             return None
-        found: list[set[str]] = []
+        found: list[tuple[str, ...]] = []
         try:
             for key, value in match.items():
                 if value is None:  # a missing label matches it as well
                     return None
-                found.append(self.by_label.get((key, value), set()))
+                found.append(self.by_label.get((key, value), ()))
         except TypeError:
             return None
         found.sort(key=len)
-        return found[0].intersection(*found[1:])
+        return set(found[0]).intersection(*found[1:])
 
 
 def _matching(fleet: Fleet, sel: Selector, index: TargetIndex) -> Iterable[Target]:

@@ -140,8 +140,9 @@ def test_what_pairs_have_in_common_is_one_object(tmp_path: Path) -> None:
     for name in ("line", "token", "tags"):
         assert t1.params[name] is t0.params[name]
     assert t1.params["size"] is not t0.params["size"]
-    assert t1.params["size"].overridden is by_site[("r0-l1-t1", "by-site")] \
-        .params["size"].overridden
+    other_t1 = by_site[("r0-l1-t1", "by-site")]
+    assert t1.params["size"].overridden is other_t1.params["size"].overridden
+    assert t1.params["size"].origin.field is other_t1.params["size"].origin.field
     # equal origins are one object across sites
     other = by_site[("r0-l1-t0", "by-site")]
     assert other.params["tags"] is t0.params["tags"]
