@@ -53,12 +53,16 @@ class Entry:
         record naming its component), small numbers, and (through ``configs``) equal
         binding configs."""
         record = raw["record"]
-        config = dict(raw.get("bindingConfig") or {})
-        if configs is not None:
-            config = configs.setdefault(json.dumps(config, sort_keys=True, default=str), config)
+        found = raw.get("bindingConfig") or {}
+        text = json.dumps(found, sort_keys=True, default=str) if configs is not None else ""
+        config = configs.get(text) if configs is not None else None
+        if config is None:
+            config = {_name(k): _shared(v, key) for k, v in found.items()}
+            if configs is not None:
+                configs[text] = config
         return cls(key, Record(sys.intern(str(record["provider"])),
                                sys.intern(str(record.get("binding", ""))),
-                               _shared(dict(record.get("data") or {}), key)), config,
+                               _shared(_mapping(record.get("data")), key)), config,
                    sys.intern(str(raw.get("revision", ""))), int(raw.get("order", 0)),
                    sys.intern(str(raw.get("appliedAt", ""))))
 
@@ -68,6 +72,11 @@ class Entry:
 _SHARED_MAX = 65536
 _NAMES: dict[str, str] = {}
 _NUMBERS: dict[int, int] = {}
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    """A record's data as read: a dict (made of anything else dict() takes)."""
+    return value if type(value) is dict else dict(value or {})
 
 
 def _name(text: str) -> str:
