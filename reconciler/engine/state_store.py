@@ -137,6 +137,19 @@ class TargetRecord:
         return out
 
 
+def _shared(value: Any, strings: dict[str, str]) -> Any:
+    """JSON data with equal strings made one object: a daemon keeps a record per target,
+    and their revisions, releases, sites and times are mostly the same few."""
+    if isinstance(value, str):
+        return strings.setdefault(value, value)
+    if isinstance(value, dict):
+        return {strings.setdefault(k, k) if isinstance(k, str) else k: _shared(v, strings)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shared(v, strings) for v in value]
+    return value
+
+
 class StateStore:
     """The per-target records of one state directory, in the order they were first seen."""
 
@@ -149,7 +162,7 @@ class StateStore:
 
     @classmethod
     def load(cls, path: Path) -> StateStore:
-        raw = read_json(path, {})
+        raw = _shared(read_json(path, {}), {})
         if not isinstance(raw, dict):
             raw = {}
         targets = raw.get("targets")

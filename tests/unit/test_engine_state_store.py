@@ -164,3 +164,22 @@ def test_save_is_atomic_and_says_when_the_os_refuses(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         refused.save(A)
     assert not [n for n in os.listdir(blocked) if is_temp_name(n)]
+
+
+def test_records_read_share_equal_strings(tmp_path: Path) -> None:
+    # a daemon keeps a record per target: the revisions, releases and sites they have in
+    # common are one string each, not one per target and field
+    path = tmp_path / "state.json"
+    instances = {"app": {"applied": A, "lastGood": A, "appliedDigest": "d1", "goodDigest": "d1",
+                         "release": "r-1", "goodRelease": "r-1"}}
+    path.write_text(json.dumps({"revision": A, "targets": {
+        name: {"applied": A, "lastGood": A, "site": "hq/line-1", "digest": name,
+               "lastChange": "2026-03-01T10:00:00+00:00", "instances": instances}
+        for name in ("t1", "t2")}}))
+    store = StateStore.load(path)
+    one, two = store.get("t1"), store.get("t2")
+    assert one.applied == A and one.applied is two.applied is one.last_good is store.revision
+    assert one.site is two.site and one.last_change is two.last_change
+    a, b = one.instances["app"], two.instances["app"]
+    assert a.applied is b.applied is one.applied and a.release is b.good_release
+    assert a.applied_digest is b.good_digest
