@@ -21,6 +21,7 @@ tests call it directly.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import structlog
@@ -234,8 +235,8 @@ class TargetReconciler:
         wakes = [s.wake_at for s in steps if s.wake_at is not None]
         self.wake_at = min([*wakes, *([self.wake_at] if self.wake_at else [])]) \
             if wakes else self.wake_at
-        status = self._status(target, newest, choice.errors, result, solutions,
-                              "; ".join(failures), views)
+        status, result = self._status(target, newest, choice.errors, result, solutions,
+                                      "; ".join(failures), views)
         self.observer.record_target(
             target.name, status.phase.value,
             applied=result.applied if result else 0, failed=result.failed if result else 0,
@@ -245,7 +246,10 @@ class TargetReconciler:
 
     def _status(self, target: Target, newest: NewestRevision, errors: Sequence[Diagnostic],
                 result: TargetResult | None, solutions: dict[str, str],
-                failure: str, views: dict[str, InstanceView]) -> TargetStatus:
+                failure: str, views: dict[str, InstanceView]
+                ) -> tuple[TargetStatus, TargetResult | None]:
+        """The target's status, and ``result`` holding the component results of the last
+        run when they are equal (an idle run then keeps one set of them, not two)."""
         fleet = newest.report.fleet if newest.report is not None \
             and target.name in newest.report.fleet.targets else None
         record = self.store.get(target.name)
@@ -261,6 +265,9 @@ class TargetReconciler:
         known = self._statuses.get(target.name)
         if known is not None and known[0] == inputs:
             status, digest = known[1], known[2]
+            last = known[0][-1]
+            if result is not None and isinstance(last, tuple):
+                result = replace(result, components=last[1])
         else:
             status = build_status(target=target.name, site=site, observed=newest.commit,
                                   applied=record.applied, last_good=record.last_good,
@@ -274,7 +281,7 @@ class TargetReconciler:
         now = record.last_change if digest == record.digest \
             else self.now().isoformat(timespec="seconds")
         self.store.status_seen(target.name, site=site, digest=digest, now=now)
-        return status
+        return status, result
 
     def retire(self, name: str, commit: str) -> TargetResult | None:
         """A target no longer served: prune what was applied there, then forget it (kept
