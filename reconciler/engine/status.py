@@ -45,7 +45,7 @@ class Phase(enum.Enum):
     WAITING = "Waiting"  # a change waits for a maintenance window or a hold
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TargetStatus:
     target: str
     site: str  # site path
@@ -135,6 +135,43 @@ def _instances(result: TargetResult | None, solutions: Mapping[str, str],
     return dict(sorted(out.items()))
 
 
+# What the statuses a daemon keeps say alike is kept once: targets at one revision with the
+# same results have equal instances (their solution, release, phase, components). Bounded, as
+# a daemon builds statuses run after run; the values are only ever read once built.
+_SHARED_MAX = 4096
+_shared_values: dict[Any, Any] = {}
+
+
+def _frozen(value: Any) -> Any:
+    """A key equal for equal JSON-like values (of the same types, dicts in the same order);
+    TypeError for anything else that cannot be a key."""
+    if isinstance(value, dict):
+        return dict, tuple((k, _frozen(v)) for k, v in value.items())
+    if isinstance(value, list):
+        return list, tuple(_frozen(v) for v in value)
+    return type(value), value
+
+
+def _shared(instances: dict[str, Any]) -> dict[str, Any]:
+    """``instances``, or an equal one a status made before (each instance shared too)."""
+    try:
+        for name, inst in instances.items():
+            instances[name] = _shared_value(inst)
+        return _shared_value(instances)  # type: ignore[no-any-return]
+    except TypeError:  # a value that cannot be a key: kept as it is
+        return instances
+
+
+def _shared_value(value: Any) -> Any:
+    key = _frozen(value)
+    found = _shared_values.get(key)
+    if found is None:
+        if len(_shared_values) >= _SHARED_MAX:
+            _shared_values.clear()
+        found = _shared_values.setdefault(key, value)
+    return found
+
+
 _INSTANCE_RANK = ("Failed", "Blocked", "RolledBack", "Progressing", "Degraded", "Waiting")
 
 
@@ -194,7 +231,8 @@ def build_status(*, target: str, site: str, observed: str, applied: str, last_go
     ``releases`` map each instance to its solution and to the version of the solution's
     release it runs ("" or absent: the solution as at the revision)."""
     phase, message = _phase(result, errors, blocked, failure)
-    shown_instances = _instances(result, solutions or {}, releases or {}, instances or {})
+    shown_instances = _shared(_instances(result, solutions or {}, releases or {},
+                                         instances or {}))
     marked = _instance_phase(shown_instances)
     if marked is not None and phase in (Phase.READY, Phase.DEGRADED, Phase.PROGRESSING,
                                         Phase.FAILED):
