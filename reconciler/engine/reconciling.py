@@ -54,6 +54,7 @@ from reconciler.gitops.tenancy import TenancyCheck
 __all__ = ["TargetReconciler"]
 
 _log = structlog.get_logger(__name__)
+_SHARED_MAX = 65536  # parts of statuses' inputs kept for sharing (see _shared)
 
 
 class TargetReconciler:
@@ -86,6 +87,7 @@ class TargetReconciler:
         self._inventories: dict[str, Inventory] = {}
         self._statuses: dict[str, tuple[tuple[object, ...], TargetStatus, str]] = {}
         self._retry: tuple[Fleet, RetryPolicy] | None = None
+        self._same: dict[object, object] = {}  # parts of statuses' inputs, see _shared
 
     def providers(self, name: str, revision: str = "") -> ProviderSet:
         """The provider set of target ``name`` for ``revision``: the one of the last run when
@@ -248,8 +250,9 @@ class TargetReconciler:
                 result: TargetResult | None, solutions: dict[str, str],
                 failure: str, views: dict[str, InstanceView]
                 ) -> tuple[TargetStatus, TargetResult | None]:
-        """The target's status, and ``result`` holding the component results of the last
-        run when they are equal (an idle run then keeps one set of them, not two)."""
+        """The target's status, and ``result`` holding the component results kept with it
+        (those of the last run when they are equal, so an idle run keeps one set of them,
+        not two; those of another target when they are equal, see _shared)."""
         fleet = newest.report.fleet if newest.report is not None \
             and target.name in newest.report.fleet.targets else None
         record = self.store.get(target.name)
@@ -257,18 +260,16 @@ class TargetReconciler:
         # an idle run builds the status it built last time: built and digested only when
         # one of its inputs changed (results compare by value; durations are not in them)
         hold = self.holds.active(target.name, self.now()) if self.holds else None
-        inputs = (site, newest.commit, record.applied, record.last_good, newest.blocked,
-                  failure, tuple(errors), tuple(solutions.items()), tuple(views.items()),
-                  hold,
-                  (result.revision, result.components, result.cancelled)
-                  if result is not None else None)
+        inputs: tuple[object, ...] = (
+            site, newest.commit, record.applied, record.last_good, newest.blocked, failure,
+            tuple(errors), tuple(solutions.items()), tuple(views.items()), hold,
+            (result.revision, result.components, result.cancelled)
+            if result is not None else None)
         known = self._statuses.get(target.name)
         if known is not None and known[0] == inputs:
-            status, digest = known[1], known[2]
-            last = known[0][-1]
-            if result is not None and isinstance(last, tuple):
-                result = replace(result, components=last[1])
+            inputs, status, digest = known
         else:
+            inputs = self._shared(inputs)
             status = build_status(target=target.name, site=site, observed=newest.commit,
                                   applied=record.applied, last_good=record.last_good,
                                   result=result, errors=errors, blocked=newest.blocked,
@@ -277,11 +278,31 @@ class TargetReconciler:
                                   hold=hold.to_json() if hold is not None else None)
             digest = self.renderer.digest(status)
             self._statuses[target.name] = (inputs, status, digest)
+        last = inputs[-1]
+        if result is not None and isinstance(last, tuple) and last[1] is not result.components:
+            result = replace(result, components=last[1])
         # the time is only kept when the status changed
         now = record.last_change if digest == record.digest \
             else self.now().isoformat(timespec="seconds")
         self.store.status_seen(target.name, site=site, digest=digest, now=now)
         return status, result
+
+    def _shared(self, inputs: tuple[object, ...]) -> tuple[object, ...]:
+        """``inputs`` with each part that is equal to a part of another target's inputs
+        that very object: targets at one revision with the same results have equal
+        results, solutions and views (their keys name instances and components, not
+        targets), and the targets of a site the same site path. Bounded: what a run no
+        longer uses is dropped after a while."""
+        same = self._same
+        if len(same) > _SHARED_MAX:
+            same.clear()
+        parts: list[object] = []
+        for part in inputs:
+            try:
+                parts.append(same.setdefault(part, part))
+            except TypeError:  # a part that cannot be a key: kept as it is
+                parts.append(part)
+        return tuple(parts)
 
     def retire(self, name: str, commit: str) -> TargetResult | None:
         """A target no longer served: prune what was applied there, then forget it (kept

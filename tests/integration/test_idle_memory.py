@@ -1,7 +1,7 @@
 """What a daemon keeps between idle runs, in-process against real git and real files: an idle
 run hands back the component results of the run before when they are equal (one set kept,
 not one per run), with its own counts of provider calls; a run that changed something hands
-back its own."""
+back its own; targets whose results are equal share them."""
 
 from __future__ import annotations
 
@@ -43,6 +43,8 @@ def test_idle_runs_keep_one_set_of_component_results(tmp_path: Path) -> None:
         policy=LocalPolicy(file_roots=(state / "files",))), default_registry())
     assert reconciler.run("sync").ok
     first = reconciler.run("schedule")
+    # targets with equal results share them (the keys name the instance, not the target)
+    assert result(first, "alpha").components is result(first, "beta").components
     second = reconciler.run("schedule")
     for name in ("alpha", "beta"):
         before, after = result(first, name), result(second, name)
