@@ -235,10 +235,15 @@ class Fleet:
         on first use; not part of what is pickled, see __getstate__)."""
         return TargetIndex(self)
 
+    @cached_property
+    def _site_paths(self) -> dict[str, str]:
+        return {}  # site -> its path, filled by site_path
+
     def __getstate__(self) -> dict[str, Any]:
-        # what a stored revision keeps: the fields and the site chains, not the index,
-        # which is made again when a selection needs it
-        return {k: v for k, v in self.__dict__.items() if k != "target_index"}
+        # what a stored revision keeps: the fields and the site chains, not the index or
+        # the site paths, which are made again when they are asked for
+        return {k: v for k, v in self.__dict__.items()
+                if k not in ("target_index", "_site_paths")}
 
     def suspended(self, target: Target) -> bool:
         """True when ``target`` or a site above it has ``spec.suspend``."""
@@ -255,7 +260,13 @@ class Fleet:
         return tuple(level for level in levels if level)
 
     def site_path(self, site: str) -> str:
-        return "/".join(s.name for s in self.site_chains.get(site, ()))
+        """``eu/berlin/line-1``: the names of the site's chain; one string per site (a
+        daemon keeps it in the status of every target of the site)."""
+        paths = self._site_paths
+        found = paths.get(site)
+        if found is None:
+            found = paths[site] = "/".join(s.name for s in self.site_chains.get(site, ()))
+        return found
 
     def site_level(self, site: str) -> str:
         depth = len(self.site_chains.get(site, ())) - 1

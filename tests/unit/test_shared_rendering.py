@@ -211,11 +211,13 @@ def test_selection_through_the_index_is_selection_by_comparison(tmp_path: Path) 
         assert select_targets(fleet, instance) == reference(fleet, instance), (sites, labels)
 
 
-def test_the_index_is_made_again_not_stored(tmp_path: Path) -> None:
+def test_the_index_and_site_paths_are_made_again_not_stored(tmp_path: Path) -> None:
     fleet = build(tmp_path)
     chosen = select_targets(fleet, fleet.instances["by-label"])
-    assert "target_index" in vars(fleet)
+    assert fleet.site_path("r1-l0") is fleet.site_path("r1-l0") == "r1/r1-l0"
+    assert "target_index" in vars(fleet) and "_site_paths" in vars(fleet)
     back = pickle.loads(pickle.dumps(fleet))
-    assert "target_index" not in vars(back) and back == fleet
+    assert "target_index" not in vars(back) and "_site_paths" not in vars(back)
+    assert back == fleet and back.site_path("r1-l0") == "r1/r1-l0"
     assert [t.name for t in select_targets(back, back.instances["by-label"])] == \
         [t.name for t in chosen]
