@@ -27,7 +27,7 @@ _MAX_LINE = 2 ** 32 - 1
 # paths shared by the documents seen lately; bounded, so a long-running daemon reading
 # revision after revision keeps no more than this many shapes (a shape no longer found is
 # made again, which costs memory only while both copies are in use)
-_MAX_SHAPES = 4096
+_MAX_SHAPES = 1024
 _shapes: dict[tuple[FieldPath, ...], Paths] = {}
 _paths: dict[FieldPath, FieldPath] = {}
 _lock = threading.Lock()

@@ -20,6 +20,7 @@ tests call it directly.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -54,7 +55,7 @@ from reconciler.gitops.tenancy import TenancyCheck
 __all__ = ["TargetReconciler"]
 
 _log = structlog.get_logger(__name__)
-_SHARED_MAX = 65536  # parts of statuses' inputs kept for sharing (see _shared)
+_SHARED_SLACK = 1024  # parts of statuses' inputs no status uses that may be kept (_shared)
 
 
 class TargetReconciler:
@@ -88,6 +89,7 @@ class TargetReconciler:
         self._statuses: dict[str, tuple[tuple[object, ...], TargetStatus, str]] = {}
         self._retry: tuple[Fleet, RetryPolicy] | None = None
         self._same: dict[object, object] = {}  # parts of statuses' inputs, see _shared
+        self._same_limit = _SHARED_SLACK
 
     def providers(self, name: str, revision: str = "") -> ProviderSet:
         """The provider set of target ``name`` for ``revision``: the one of the last run when
@@ -291,11 +293,17 @@ class TargetReconciler:
         """``inputs`` with each part that is equal to a part of another target's inputs
         that very object: targets at one revision with the same results have equal
         results, solutions and views (their keys name instances and components, not
-        targets), and the targets of a site the same site path. Bounded: what a run no
-        longer uses is dropped after a while."""
+        targets), and the targets of a site the same site path. What no status uses any
+        more is dropped once it is as much as what they use (the table is made again from
+        the statuses kept)."""
         same = self._same
-        if len(same) > _SHARED_MAX:
-            same.clear()
+        if len(same) > self._same_limit:
+            self._same = same = {}
+            for known, _, _ in self._statuses.values():
+                for part in known:
+                    with contextlib.suppress(TypeError):
+                        same.setdefault(part, part)
+            self._same_limit = 2 * len(same) + _SHARED_SLACK
         parts: list[object] = []
         for part in inputs:
             try:

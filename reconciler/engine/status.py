@@ -138,7 +138,7 @@ def _instances(result: TargetResult | None, solutions: Mapping[str, str],
 # What the statuses a daemon keeps say alike is kept once: targets at one revision with the
 # same results have equal instances (their solution, release, phase, components). Bounded, as
 # a daemon builds statuses run after run; the values are only ever read once built.
-_SHARED_MAX = 4096
+_SHARED_MAX = 1024
 _shared_values: dict[Any, Any] = {}
 
 
