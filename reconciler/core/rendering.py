@@ -196,7 +196,7 @@ class ParamCache:
         if known is None or known[0] is not target:
             labels = fleet.target_labels(target)
             with contextlib.suppress(TypeError):  # a value that cannot be a key: not shared
-                labels = self._same.setdefault(("labels", *labels.items()), labels)
+                labels = self._same.setdefault(("labels", *_exactly(labels)), labels)
             known = self._targets[target.name] = (
                 target, {"name": target.name, "labels": labels, "site": target.site})
         return {"params": values, "target": known[1],
@@ -207,10 +207,16 @@ class ParamCache:
     def _named_context(self, kind: str, name: str, labels: Mapping[str, str]
                        ) -> dict[str, Any]:
         found = self._named.get((kind, name))
-        if found is None or found[0] != labels:
+        if found is None or (found[0] is not labels
+                             and _exactly(found[0]) != _exactly(labels)):
             found = (labels, {"name": name, "labels": dict(labels)})
             self._named.setdefault((kind, name), found)
         return found[1]
+
+
+def _exactly(mapping: Mapping[str, Any]) -> tuple[tuple[str, type, Any], ...]:
+    """What makes two mappings the same to a template: keys in order, values and types."""
+    return tuple((k, type(v), v) for k, v in mapping.items())
 
 
 def _values(resolved: Mapping[str, ResolvedParam]) -> dict[str, Any]:
