@@ -238,37 +238,39 @@ class RevisionCache:
             found = self._verified(data, key, commit)
             if found is None:
                 return None
-            inputs, payload = found
+            inputs, offset = found
             if not still(inputs):
                 _log.info("revision_cache_stale", revision=commit[:12])
                 return None
-            return load_report(payload)
+            return load_report(data, offset=offset)
         except Exception as exc:  # a file of an older program, a class that moved
             _log.info("revision_cache_unusable", revision=commit[:12],
                       error=f"{type(exc).__name__}: {exc}")
             return None
 
-    def _verified(self, data: bytes, key: bytes, commit: str) -> tuple[Inputs, bytes] | None:
-        """The inputs and payload of a file whose header matches and whose MAC verifies."""
+    def _verified(self, data: bytes, key: bytes, commit: str) -> tuple[Inputs, int] | None:
+        """The inputs of a file whose header matches and whose MAC verifies, and where in
+        ``data`` its payload begins (it is not copied out: it is most of the file)."""
         if not data.startswith(_MAGIC):
             return None
         header_end = data.find(b"\n", len(_MAGIC))
         if header_end < 0:
             return None
         header = json.loads(data[len(_MAGIC):header_end])
-        payload = data[header_end + 1:]
+        offset = header_end + 1
         if (not isinstance(header, dict) or header.get("format") != FORMAT
                 or header.get("version") != reconciler.__version__
                 or header.get("context") != self.context or header.get("commit") != commit
-                or header.get("length") != len(payload)):
+                or header.get("length") != len(data) - offset):
             return None
-        expected = hmac.new(key, _signed(header, payload), hashlib.sha256).hexdigest()
+        with memoryview(data) as view:
+            expected = _mac(key, header, view[offset:])
         if not hmac.compare_digest(expected, str(header.get("mac", ""))):
             _log.warning("revision_cache_rejected", revision=commit[:12],
                          why="its MAC does not verify")
             return None
         inputs = Inputs.from_json(header.get("inputs"))
-        return (inputs, payload) if inputs is not None else None
+        return (inputs, offset) if inputs is not None else None
 
     def store(self, commit: str, report: Report, inputs: Inputs, keep: Collection[str]) -> None:
         """Write the file of ``commit`` and remove those of revisions not in ``keep``; a
@@ -287,7 +289,7 @@ class RevisionCache:
             header: dict[str, Any] = {"format": FORMAT, "version": reconciler.__version__,
                                       "context": self.context, "commit": commit,
                                       "inputs": inputs.to_json(), "length": len(payload)}
-            header["mac"] = hmac.new(key, _signed(header, payload), hashlib.sha256).hexdigest()
+            header["mac"] = _mac(key, header, payload)
             write_atomic(self.path(commit), _MAGIC + json.dumps(header, sort_keys=True)
                          .encode() + b"\n" + payload)
             wanted = {f"{c}{_SUFFIX}" for c in (*keep, commit)}
@@ -334,7 +336,10 @@ class RevisionCache:
         self._off = True
 
 
-def _signed(header: Mapping[str, Any], payload: bytes) -> bytes:
-    """What the MAC covers: the header (without the MAC) and the payload."""
+def _mac(key: bytes, header: Mapping[str, Any], payload: bytes | memoryview) -> str:
+    """The MAC of the header (without the MAC) and the payload: over the header's JSON, a
+    newline and the payload (fed in parts: the payload is not copied)."""
     fields = {k: v for k, v in header.items() if k != "mac"}
-    return json.dumps(fields, sort_keys=True).encode() + b"\n" + payload
+    mac = hmac.new(key, json.dumps(fields, sort_keys=True).encode() + b"\n", hashlib.sha256)
+    mac.update(payload)
+    return mac.hexdigest()

@@ -96,13 +96,17 @@ def dump_report(report: Report) -> bytes:
     return out.getvalue()
 
 
-def load_report(data: bytes) -> Report:
-    """The report of :func:`dump_report`'s bytes; :class:`pickle.UnpicklingError` (or what a
-    class raises when it is made again) when they name anything outside the allow-list."""
+def load_report(data: bytes, *, offset: int = 0) -> Report:
+    """The report of :func:`dump_report`'s bytes (those of ``data`` from ``offset`` on: a
+    file's payload is read where it is, not copied); :class:`pickle.UnpicklingError` (or
+    what a class raises when it is made again) when they name anything outside the
+    allow-list."""
     from reconciler.core.validation import Report
 
+    stream = io.BytesIO(data)  # shares the bytes: nothing is copied unless written
+    stream.seek(offset)
     with bulk_allocation():  # every object stays alive: see bulk_allocation
-        found = _Unpickler(io.BytesIO(data)).load()
+        found = _Unpickler(stream).load()
     # The report stays while its revision is in use, and every later collection of the
     # oldest generation would scan its hundreds of thousands of objects again (a third of
     # the CPU time of an idle sync --once of 1,000 targets): what is alive now is moved out

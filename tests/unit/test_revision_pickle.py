@@ -128,3 +128,9 @@ def test_a_report_read_back_holds_no_reference_cycles(report: Report) -> None:
         assert _core_objects() == before  # without a collection
     finally:
         gc.enable()
+
+
+def test_a_report_is_read_where_it_is_in_a_file(report: Report) -> None:
+    data = b"reconciler-revision\n{}\n" + dump_report(report)
+    back = load_report(data, offset=data.index(b"\n", 20) + 1)
+    assert back.placements == report.placements and back.fleet == report.fleet
