@@ -31,7 +31,10 @@ _lock = threading.Lock()
 
 
 def shared_text(text: str) -> str:
-    """The string kept for ``text`` (``text`` itself the first time)."""
+    """The string kept for ``text`` (``text`` itself the first time, or when it is not a
+    string)."""
+    if type(text) is not str:
+        return text
     found = _texts.get(text)
     if found is None:
         with _lock:

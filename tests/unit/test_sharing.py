@@ -41,6 +41,8 @@ def test_only_values_that_can_be_keys_are_shared() -> None:
     assert shared_map({"a": 1.0}) is not shared_map({"a": 1})
     assert shared_map({"a": 1, "b": 2}) is not shared_map({"b": 2, "a": 1})  # order is kept
     assert shared_map({}) is shared_map({})
+    odd: Any = ["not", "text"]
+    assert shared_text(odd) is odd
 
 
 def test_the_tables_are_bounded() -> None:
