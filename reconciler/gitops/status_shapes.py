@@ -34,12 +34,14 @@ _KEY = r"[A-Za-z][A-Za-z0-9_./-]*"
 # what PyYAML's reader takes for no printable character, or for a line break (NEL, LS, PS);
 # and the byte order mark
 _UNPRINTABLE = r"\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufeff\ufffe\uffff"
-_PLAIN = r"""(?:[A-Za-z0-9_./()+,=;'"!@%&*?|<>\[\]{}\\-]|:(?=[^ \n]))"""
+# what a plain string may hold after its start (and ":", but not at the end of a word)
+_PLAIN = r"""A-Za-z0-9_./()+,=;'"!@%&*?|<>\[\]{}\\"""
 _VALUE = (
     # a plain string: it starts with a letter, "/", a number and a word or a version with
     # two dots, so it is no number, time or indicator; no ": " or " #" in it, no blank at
     # its end or two in a row (and, checked apart, no reserved word)
-    rf"(?:[A-Za-z/]|[0-9]+ [A-Za-z]|[0-9]+\.[0-9]+\.){_PLAIN}*(?: {_PLAIN}+)*"
+    rf"(?:[A-Za-z/]|[0-9]+ [A-Za-z]|[0-9]+\.[0-9]+\.)"
+    rf"(?:[{_PLAIN}:-]*[{_PLAIN}-])?(?: [{_PLAIN}:-]*[{_PLAIN}-])*"
     # a revision: hex digits with a letter (but no binary number such as 0b1)
     r"|(?=[0-9]*[a-f])(?!0b[01_]*\n)[0-9a-f]+"
     # one line in single quotes, '' for a quote
@@ -61,12 +63,21 @@ _Node = int | None | dict[str, Any]
 
 
 class _Shape:
-    """What one shape is: its structure, and its JSON text cut where the values go."""
+    """What one shape is: its structure, the part of it the fleet table reads, and its JSON
+    text cut where the values go."""
 
-    __slots__ = ("pieces", "tree")
+    __slots__ = ("fields", "pieces", "tree")
 
     def __init__(self, tree: dict[str, _Node]) -> None:
         self.tree = tree
+        self.fields = {key: tree[key] for key in _FIELDS if key in tree}
+        instances = tree.get("instances", False)
+        if isinstance(instances, dict):  # of each instance, the fields read
+            self.fields["instances"] = {
+                name: {key: node[key] for key in _INSTANCE_FIELDS if key in node}
+                if isinstance(node, dict) else node for name, node in instances.items()}
+        elif instances is not False:
+            self.fields["instances"] = instances
         pieces: list[str] = []
         text: list[str] = []
         _json_pieces(tree, text, pieces)
@@ -89,20 +100,7 @@ class Shaped:
     def fields(self) -> dict[str, Any]:
         """The document with only the fields the fleet table reads: the same values as in
         the whole document, so what is made of them is the same."""
-        tree, values = self.shape.tree, self.values
-        out: dict[str, Any] = {}
-        for key in _FIELDS:
-            if key in tree:
-                out[key] = _build(tree[key], values)
-        instances = tree.get("instances")
-        if isinstance(instances, dict):
-            out["instances"] = {name: {key: _build(node[key], values)
-                                       for key in _INSTANCE_FIELDS if key in node}
-                                if isinstance(node, dict) else _build(node, values)
-                                for name, node in instances.items()}
-        elif "instances" in tree:
-            out["instances"] = _build(instances, values)
-        return out
+        return _build(self.shape.fields, self.values)  # type: ignore[no-any-return]
 
     def document(self) -> dict[str, Any]:
         """The whole document, as ``yaml.safe_load`` gives it."""
@@ -114,10 +112,9 @@ class Shaped:
         """The document as compact JSON (``json.dumps(..., separators=(",", ":"),
         ensure_ascii=False)``), made from the values' text."""
         pieces = self.shape.pieces
-        parts = [pieces[0]]
-        for value, piece in zip(self.values, pieces[1:], strict=True):
-            parts.append(_json_value(value))
-            parts.append(piece)
+        parts = [""] * (2 * len(pieces) - 1)  # the pieces, the values' JSON between them
+        parts[0::2] = pieces
+        parts[1::2] = map(_json_value, self.values)
         return "".join(parts)
 
 
@@ -178,11 +175,12 @@ def _shape_of(lines_text: str) -> _Shape | None:
 
 
 def _build(node: _Node, values: list[str]) -> Any:
-    if node is None:
-        return None
     if isinstance(node, int):
         return _value(values[node])
-    return {key: _build(item, values) for key, item in node.items()}
+    if node is None:
+        return None
+    return {key: _value(values[item]) if item.__class__ is int else _build(item, values)
+            for key, item in node.items()}
 
 
 def _value(text: str) -> Any:
