@@ -10,6 +10,7 @@ exit 1.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -211,7 +212,11 @@ def _quiet(stage: str) -> None:
 
 class _FleetRead:
     """The status branches and the fleet model read together, for status and report: one
-    fetch, the model validated (or taken from the cache) while the status files are read."""
+    fetch, the model validated (or taken from the cache) while the status files are read.
+
+    While it is open the cyclic garbage collector is paused: reading a fleet makes hundreds
+    of thousands of objects that hold no cycles, and the collector's passes over them cost
+    a tenth of the command's time."""
 
     def __init__(self, url: str, shared_branch: str, ref: str, cache_dir: Path | None,
                  stale_after: float, progress: Callable[[str], None] | None = None,
@@ -232,7 +237,13 @@ class _FleetRead:
         from reconciler.gitops.fleet_model import IndexJob
         from reconciler.gitops.fleet_view import join
 
-        reader = self.reader.__enter__()
+        self._collecting = gc.isenabled()
+        gc.disable()
+        try:
+            reader = self.reader.__enter__()
+        except BaseException:
+            self._resume()
+            raise
         try:
             self.progress("fetching")
             reader.fetch()
@@ -254,12 +265,19 @@ class _FleetRead:
             self.view = join(self.index, self.status, now=dt.datetime.now(dt.UTC),
                              stale_after=self.stale_after)
         except BaseException:
-            self.reader.__exit__(None, None, None)
+            self.__exit__(None, None, None)
             raise
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.reader.__exit__(None, None, None)
+        try:
+            self.reader.__exit__(None, None, None)
+        finally:
+            self._resume()
+
+    def _resume(self) -> None:
+        if self._collecting:
+            gc.enable()
 
 
 @click.command()
