@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from reconciler.core.tables import render
@@ -41,10 +43,15 @@ from reconciler.core.tables import render
         "2026-01-01T00:01:00+00:00  Progressing",
         id="a-gap-per-column"),
 ])
-def test_render(rows: list[tuple[str, ...]], options: dict, expected: str) -> None:
+def test_render(rows: list[tuple[str, ...]], options: dict[str, Any], expected: str) -> None:
     assert render(rows, **options) == expected
 
 
 def test_rows_must_have_as_many_cells_as_the_header() -> None:
     with pytest.raises(ValueError, match="3 cells"):
         render([("a", "b", "c")], header=("A", "B"))
+
+
+def test_cells_and_gaps_are_written_as_they_are() -> None:
+    rows = [("100%", "%s", "50% done"), ("é", "%(x)s", "")]
+    assert render(rows, gaps=" % ") == "100% % %s    % 50% done\né    % %(x)s %"
