@@ -75,21 +75,33 @@ def _table(view: FleetView, out: TextIO, *, wide: bool, colour: bool) -> None:
     if wide:
         header[4:4] = ["OBSERVED"]
     rows = []
+    # what the rows repeat (messages, revisions, times) is made once each
+    messages: dict[str, str] = {}
+    revisions: dict[str, str] = {"": "-"}
+    times: dict[object, str] = {None: "-"}
     for row in view.rows:
         entry = row.entry
         message = row.message
-        if row.errors and row.entry is not None:
+        if row.errors and entry is not None:
             message += f" [{len(row.errors) + row.more_errors} validation error(s) at " \
                        f"{view.revision[:12]}]"
         if not wide:
-            message = " ".join(message.split())
-            if len(message) > _MESSAGE_WIDTH:
-                message = message[:_MESSAGE_WIDTH - 3] + "..."
-        cells = [row.site, row.target, row.state,
-                 entry.applied_revision[:8] or "-" if entry else "-",
-                 format_age(row.age),
-                 format_time(entry.last_change) if entry and entry.last_change else "-",
-                 message]
+            short = messages.get(message)
+            if short is None:
+                short = messages[message] = _one_line(message)
+            message = short
+        if entry is None:
+            cells = [row.site, row.target, row.state, "-", format_age(row.age), "-", message]
+        else:
+            applied = revisions.get(entry.applied_revision)
+            if applied is None:
+                applied = revisions[entry.applied_revision] = entry.applied_revision[:8]
+            changed = times.get(entry.last_change)
+            if changed is None:
+                assert entry.last_change is not None
+                changed = times[entry.last_change] = format_time(entry.last_change)
+            cells = [row.site, row.target, row.state, applied, format_age(row.age), changed,
+                     message]
         if wide:
             cells[4:4] = [entry.observed_revision[:8] or "-" if entry else "-"]
         rows.append(cells)
@@ -106,6 +118,14 @@ def _table(view: FleetView, out: TextIO, *, wide: bool, colour: bool) -> None:
         end = offset + len(row.state)
         styled = click.style(row.state, fg=_COLOURS.get(row.state), bold=row.state != "Ready")
         out.write(line[:offset] + styled + line[end:] + "\n")
+
+
+def _one_line(message: str) -> str:
+    """A message on one line of at most ``_MESSAGE_WIDTH`` characters."""
+    message = " ".join(message.split())
+    if len(message) > _MESSAGE_WIDTH:
+        message = message[:_MESSAGE_WIDTH - 3] + "..."
+    return message
 
 
 def write_json(view: FleetView, reader: StatusReader, out: TextIO, *, source: str, ref: str,

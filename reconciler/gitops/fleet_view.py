@@ -179,25 +179,25 @@ class FleetView:
 
     def instance_rollups(self) -> list[InstanceRollup]:
         known = self.index.instances if self.index is not None else {}
-        found: dict[str, list[InstanceOnTarget]] = {}
+        found: dict[str, list[tuple[InstanceOnTarget, TargetView]]] = {}
         for row in self.rows:
             for inst in row.instances:
-                found.setdefault(inst.name, []).append(inst)
+                found.setdefault(inst.name, []).append((inst, row))
         out = []
         for name in sorted(found):
-            items = found[name]
+            pairs = found[name]
             info = known.get(name)
             version = info.version if info is not None else ""
-            counts = Counter(i.state for i in items)
+            counts = Counter(i.state for i, _ in pairs)
             label = version or self.revision[:8]
             # Ready on what the model asks for: the release the target reports, else the
             # tracked revision applied (without a model: every Ready one)
-            on_version = sum(1 for i, row in _pairs(self.rows, name) if i.state == "Ready" and (
+            on_version = sum(1 for i, row in pairs if i.state == "Ready" and (
                 not label or (i.release == version if i.release and version else row.current)))
             out.append(InstanceRollup(
-                name=name, solution=info.solution if info else items[0].solution,
+                name=name, solution=info.solution if info else pairs[0][0].solution,
                 version=version, label=label,
-                counts=counts, ready_on_version=on_version, total=len(items)))
+                counts=counts, ready_on_version=on_version, total=len(pairs)))
         return out
 
     def site_rollups(self) -> list[SiteRollup]:
@@ -208,7 +208,10 @@ class FleetView:
             sites.update((s.path, s) for s in self.index.sites)
         own: dict[str, Counter[str]] = {}
         for row in self.rows:
-            own.setdefault(row.site, Counter())[row.state] += 1
+            counted = own.get(row.site)
+            if counted is None:
+                counted = own[row.site] = Counter()
+            counted[row.state] += 1
         counts: dict[str, Counter[str]] = {}
         for site, counted in own.items():  # each site's counts go to every site above it
             parts = site.split("/")
@@ -222,14 +225,6 @@ class FleetView:
             out.append(SiteRollup(path, info.level if info else "",
                                   counts[path], info.description if info else ""))
         return out
-
-
-def _pairs(rows: Iterable[TargetView], name: str) -> Iterator[tuple[InstanceOnTarget,
-                                                                     TargetView]]:
-    for row in rows:
-        for inst in row.instances:
-            if inst.name == name:
-                yield inst, row
 
 
 def _ordered(counts: Mapping[str, int]) -> list[tuple[str, int]]:

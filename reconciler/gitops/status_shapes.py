@@ -53,6 +53,7 @@ _VALUES = re.compile(r": (.*)")  # a line's value: after the first ": " (no key 
 _SHAPE = re.compile(r": .*")
 _EMPTY_DICT, _EMPTY_LIST = "{}", "[]"
 _SHAPES_LIMIT = 5000
+_ENCODED_LIMIT = 20_000
 # the fields of a status file the fleet table reads (reconciler.gitops.status_files)
 _FIELDS = ("site", "target", "phase", "message", "observedRevision", "appliedRevision",
            "lastGoodRevision", "lastChange", "heartbeat", "errors")
@@ -114,7 +115,7 @@ class Shaped:
         pieces = self.shape.pieces
         parts = [""] * (2 * len(pieces) - 1)  # the pieces, the values' JSON between them
         parts[0::2] = pieces
-        parts[1::2] = map(_json_value, self.values)
+        parts[1::2] = map(_ENCODED.__getitem__, self.values)
         return "".join(parts)
 
 
@@ -194,15 +195,26 @@ def _value(text: str) -> Any:
     return text
 
 
-def _json_value(text: str) -> str:
-    first = text[0]
-    if first == "'":
-        return json.dumps(text[1:-1].replace("''", "'"), ensure_ascii=False)
-    if text in (_EMPTY_DICT, _EMPTY_LIST):
-        return text
-    if '"' in text or "\\" in text:
-        return json.dumps(text, ensure_ascii=False)
-    return f'"{text}"'  # a plain string or a revision: ASCII that JSON does not escape
+class _Encoded(dict[str, str]):
+    """A value's text -> its JSON (a fleet's files repeat most values: made once each)."""
+
+    def __missing__(self, text: str) -> str:
+        if len(self) >= _ENCODED_LIMIT:
+            self.clear()
+        first = text[0]
+        if first == "'":
+            found = json.dumps(text[1:-1].replace("''", "'"), ensure_ascii=False)
+        elif text in (_EMPTY_DICT, _EMPTY_LIST):
+            found = text
+        elif '"' in text or "\\" in text:
+            found = json.dumps(text, ensure_ascii=False)
+        else:
+            found = f'"{text}"'  # a plain string or a revision: ASCII JSON does not escape
+        self[text] = found
+        return found
+
+
+_ENCODED = _Encoded()
 
 
 def _json_pieces(tree: dict[str, _Node], text: list[str], pieces: list[str]) -> None:
