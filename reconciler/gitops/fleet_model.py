@@ -21,20 +21,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from reconciler.core.errors import ReconcilerError, SourceError
-from reconciler.core.model import Fleet, Instance
-from reconciler.core.rendering import select_targets
-from reconciler.core.rollouts import Rollout, Wave, assign_waves, release_id
-from reconciler.core.validation import Report, validate_repository
 from reconciler.gitops.fleet_status import order
 from reconciler.gitops.gitrun import Git
-from reconciler.gitops.releases import ReleaseResolver
-from reconciler.gitops.source import export
 from reconciler.gitops.status_cache import StatusCache
+
+if TYPE_CHECKING:  # the validation's modules are imported where a revision is indexed:
+    # reading an index from the cache needs none of them (a tenth of a second to import)
+    from reconciler.core.model import Fleet, Instance
+    from reconciler.core.rollouts import Rollout
+    from reconciler.core.validation import Report
 
 __all__ = ["ExpectedTarget", "FleetIndex", "IndexJob", "InstanceInfo", "SiteInfo",
            "index_revision"]
@@ -120,6 +120,11 @@ class FleetIndex:
 def index_revision(git_dir: Path, commit: str) -> FleetIndex:
     """Export ``commit`` of the repository ``git_dir``, validate it and index it.
     :class:`SourceError` when it cannot be exported."""
+    from reconciler.core.rendering import select_targets
+    from reconciler.core.validation import validate_repository
+    from reconciler.gitops.releases import ReleaseResolver
+    from reconciler.gitops.source import export
+
     git = Git(git_dir)
     with tempfile.TemporaryDirectory(prefix="reconciler-model-") as tmp:
         exported: dict[str, Path] = {}
@@ -246,6 +251,8 @@ def _index_in_child(git_dir: Path, commit: str, send: Connection) -> None:
 
 def _releases(report: Report) -> dict[str, str]:
     """Each instance's release (the solution it renders from: a pinned one's release)."""
+    from reconciler.core.rollouts import release_id
+
     out: dict[str, str] = {}
     solutions = {p.instance.name: p.solution for ps in report.placements.values() for p in ps}
     for inst in report.fleet.instances.values():
@@ -256,6 +263,9 @@ def _releases(report: Report) -> dict[str, str]:
 
 
 def _waves(fleet: Fleet, inst: Instance) -> dict[str, str]:
+    from reconciler.core.rendering import select_targets
+    from reconciler.core.rollouts import assign_waves
+
     if inst.rollout is None:
         return {}
     return assign_waves(inst.name, inst.rollout, [
@@ -273,6 +283,8 @@ def _rollout_json(rollout: Rollout | None) -> dict[str, Any] | None:
 def _rollout_of(raw: Any) -> Rollout | None:
     if not isinstance(raw, dict):
         return None
+    from reconciler.core.rollouts import Rollout, Wave
+
     return Rollout(tuple(Wave(name, pause=pause, approval=approval)
                          for name, pause, approval in raw["waves"]),
                    tuple(raw["approvers"]), raw["staleAfter"])
