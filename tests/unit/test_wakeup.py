@@ -78,7 +78,9 @@ def test_a_run_without_a_revision_leaves_the_wake_job_alone(
 
 def test_a_wake_time_already_past_runs_soon_but_not_back_to_back(
         scheduler: BackgroundScheduler) -> None:
-    now = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
+    # the daemon's clock a year ahead of the scheduler's real one, so that the job set
+    # here is not due (and gone) before it is looked at
+    now = datetime.now(UTC).replace(microsecond=0) + timedelta(days=365)
     wake = WakeUp(scheduler, Woken(), now=lambda: now)
     wake.set(now - timedelta(minutes=5))
     assert wake.at == now + timedelta(seconds=1)
