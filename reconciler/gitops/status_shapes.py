@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from typing import Any
 
 __all__ = ["Shaped", "shaped"]
@@ -48,7 +49,10 @@ _VALUE = (
     rf"|'[^'{_UNPRINTABLE}]*(?:''[^'{_UNPRINTABLE}]*)*'"
     r"|\{\}|\[\]"
 )
-_FILE = re.compile(rf"(?: *{_KEY}:(?: (?:{_VALUE}))?\n)+")
+# atomic: a value matched is not taken apart again when a later line fails (which with a
+# few dozen values that two alternatives match would take exponential time); the plain
+# alternative matches as far as any other could, so nothing that fits is refused
+_FILE = re.compile(rf"(?: *{_KEY}:(?: (?>{_VALUE}))?\n)++")
 _VALUES = re.compile(r": (.*)")  # a line's value: after the first ": " (no key has one)
 _SHAPE = re.compile(r": .*")
 _EMPTY_DICT, _EMPTY_LIST = "{}", "[]"
@@ -94,7 +98,7 @@ class Shaped:
 
     __slots__ = ("shape", "values")
 
-    def __init__(self, shape: _Shape, values: list[str]) -> None:
+    def __init__(self, shape: _Shape, values: Sequence[str]) -> None:
         self.shape = shape
         self.values = values
 
@@ -175,7 +179,7 @@ def _shape_of(lines_text: str) -> _Shape | None:
     return _Shape(root)
 
 
-def _build(node: _Node, values: list[str]) -> Any:
+def _build(node: _Node, values: Sequence[str]) -> Any:
     if isinstance(node, int):
         return _value(values[node])
     if node is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
+import time
 from collections.abc import Mapping
 
 import pytest
@@ -230,3 +231,14 @@ def test_plain_values_of_every_awkward_character() -> None:
             continue  # PyYAML's int constructor fails on a bare "0x" (not a YAMLError)
         taken += check(f"message: {value}\n")
     assert taken > 2000
+
+
+def test_a_long_file_refused_at_its_end_is_refused_at_once() -> None:
+    # values that two kinds of value match (a word and a revision), then a line outside
+    # the layout: the check must not try every way of reading the values before it
+    revisions = "".join(f"k{i}: e4171c929458f6e2aa328167bd9fd4b79412555e\n" for i in range(400))
+    text = f"phase: Ready\n{revisions}errors:\n- x\n"
+    started = time.perf_counter()
+    assert shaped(text) is None
+    assert time.perf_counter() - started < 1.0  # exponential: never in our lifetime
+    assert check(text) is False
