@@ -192,8 +192,8 @@ class _Lines:
         single = _SINGLE.match(text)
         if single is not None:
             return single.group(1).replace("''", "'")
-        if text[:1] in "[{&*!|>%@`?#,":
-            raise _Unsupported
+        if text[:1] in "[{&*!|>%@`?#," or text.startswith(("---", "...")):
+            raise _Unsupported  # read alone, "---" and "..." would mark a document
         return _resolve(text)
 
 

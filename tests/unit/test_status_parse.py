@@ -126,6 +126,7 @@ def test_status_files_as_the_daemon_writes_them() -> None:
     "key: - x\n",
     "1: one\n2026-01-01: day\n",
     "on: yes\n",
+    "site: ---\n", "site: ...\n", "site: --- x\n", "site: ... x\n", "a: 1\nb: ---x\n",
     "a: \x00\n",
 ])
 def test_hand_written_and_broken_text_reads_the_same(text: str) -> None:
