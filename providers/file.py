@@ -162,6 +162,8 @@ def _secret_values(component: Component) -> list[str]:
 # checkout is one commit's files, so a template is found and read once however many
 # components and targets render it
 _TEMPLATES: dict[tuple[Path, Path, str], tuple[str, str]] = {}
+# one int object per file mode for the components kept (0644 is not among Python's small ints)
+_MODES: dict[int, int] = {}
 _TEMPLATES_KEPT = 4096
 
 
@@ -281,6 +283,9 @@ class FileProvider:
             moved_from = record.data.get("path") if record is not None else None
             if digest == kept.digest and stat.S_IMODE(info.st_mode) == kept.mode and (
                     moved_from is None or moved_from == kept.where):
+                if isinstance(moved_from, str) and moved_from is not kept.where:
+                    # one copy of the path for the daemon to keep: the inventory's
+                    kept = self._known[id(component)] = kept._replace(where=moved_from)
                 # the health call that follows an in-sync observe uses this, not the file
                 self._seen[kept.where] = _Seen(digest, _signature(info))
                 return _IN_SYNC
@@ -405,8 +410,8 @@ class FileProvider:
         checked = tuple(dirs)
         # the files of a directory share one tuple
         checked = self._directories.setdefault(checked, checked)
-        self._known[id(component)] = _Kept(component, str(path), digest.digest(), mode,
-                                           checked)
+        self._known[id(component)] = _Kept(component, str(path), digest.digest(),
+                                           _MODES.setdefault(mode, mode), checked)
         return _Desired(path, data, digest.hexdigest(), mode)
 
     def _kept(self, component: Component) -> _Kept:

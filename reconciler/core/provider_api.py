@@ -178,7 +178,7 @@ class Observation:
     message: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ProviderContext:
     """Everything a provider instance gets besides its binding config."""
 

@@ -23,7 +23,7 @@ class ComponentPhase(enum.Enum):
     PRUNE_FAILED = "PruneFailed"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ComponentResult:
     key: str
     instance: str
@@ -46,7 +46,7 @@ class RetryPolicy:
     health_poll: float = 2.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TargetResult:
     target: str
     revision: str
