@@ -235,8 +235,8 @@ class FileProvider:
         elif not Path(root).is_absolute() and ".." in Path(root).parts:
             problems.append(Problem("root", f"{root!r}: a relative root (resolved under the "
                                             "site's state directory) must not contain '..'"))
-        elif (resolved := policy.resolve(root)) is not None and not policy.allows_path(
-                real or resolved):
+        elif (resolved := policy.resolve(root)) is not None and not (
+                policy.allows_path(resolved) if real is None else policy.allows_resolved(real)):
             allowed = ", ".join(str(r) for r in policy.file_roots) or "none"
             problems.append(Problem("root", f"the local policy does not allow writing under "
                                             f"{resolved} (allowed file roots: {allowed})"))

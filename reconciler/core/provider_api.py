@@ -119,7 +119,10 @@ class LocalPolicy:
         return tuple(r.resolve() for r in self.file_roots)
 
     def allows_path(self, path: Path) -> bool:
-        resolved = path.resolve()
+        return self.allows_resolved(path.resolve())
+
+    def allows_resolved(self, resolved: Path) -> bool:
+        """:meth:`allows_path` of a path resolved already (``os.path.realpath``)."""
         return any(resolved == r or resolved.is_relative_to(r) for r in self._resolved_roots)
 
 
