@@ -12,6 +12,7 @@ document nor the status files are ever held in memory at once.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 from collections.abc import Iterator, Mapping
@@ -21,13 +22,14 @@ import click
 
 from reconciler.core import tables
 from reconciler.gitops.fleet_status import StatusReader
-from reconciler.gitops.fleet_view import FleetView, TargetView, format_age
+from reconciler.gitops.fleet_view import FleetView, InstanceOnTarget, TargetView, format_age
 from reconciler.gitops.status_files import format_time
 
 __all__ = ["SCHEMA_VERSION", "colour_wanted", "write_json", "write_text"]
 
 SCHEMA_VERSION = 1
 _MESSAGE_WIDTH = 60
+_STRING = json.encoder.encode_basestring_ascii  # a string as json.dumps writes it
 _COLOURS = {"Ready": "green", "Failed": "red", "Invalid": "red", "Blocked": "red",
             "Degraded": "red", "Unreadable": "red", "RolledBack": "red",
             "Progressing": "yellow", "Waiting": "yellow",
@@ -137,8 +139,9 @@ def write_json(view: FleetView, reader: StatusReader, out: TextIO, *, source: st
             "branches": dict(branches)}
     out.write(json.dumps(head, indent=None)[:-1] + ', "targets": [')
     first = True
+    text = _TargetText()
     for row, document in _with_documents(view, reader):
-        out.write(("\n  " if first else ",\n  ") + json.dumps(target_json(view, row))[:-1]
+        out.write(("\n  " if first else ",\n  ") + text.row(row)
                   + f', "status": {document or "null"}}}')
         first = False
     instances = [{"name": r.name, "solution": r.solution, "version": r.version or None,
@@ -195,3 +198,65 @@ def target_json(view: FleetView, row: TargetView) -> dict[str, Any]:
         "branch": entry.branch if entry else None, "path": entry.path if entry else None,
         "error": entry.error if entry else None,
     }
+
+
+class _TargetText:
+    """``json.dumps(target_json(view, row))`` without its closing brace, written without
+    the dict: strings through json's own encoder, and the text of what the rows of a fleet
+    repeat (states, messages, revisions, times, instances) made once each."""
+
+    def __init__(self) -> None:
+        self._texts: dict[str | None, str] = {None: "null"}
+        self._times: dict[dt.datetime | None, str] = {None: "null"}
+        self._instances: dict[tuple[InstanceOnTarget, ...], str] = {(): "[]"}
+
+    def row(self, row: TargetView) -> str:
+        entry, string, text = row.entry, _STRING, self._text
+        if entry is None:
+            reported = ('"phase": null, "message": ' + text(row.message)
+                        + ', "appliedRevision": null, "observedRevision": null, '
+                        '"lastGoodRevision": null')
+            seen = '"lastChange": null, "lastSeen": null'
+            found = '"reportedErrors": 0, "branch": null, "path": null, "error": null'
+        else:
+            reported = (f'"phase": {text(entry.phase)}, "message": {text(row.message)}, '
+                        f'"appliedRevision": {text(entry.applied_revision or None)}, '
+                        f'"observedRevision": {text(entry.observed_revision or None)}, '
+                        f'"lastGoodRevision": {text(entry.last_good_revision or None)}')
+            seen = (f'"lastChange": {self._time(entry.last_change)}, '
+                    f'"lastSeen": {self._time(entry.last_seen)}')
+            found = (f'"reportedErrors": {entry.errors}, "branch": {text(entry.branch)}, '
+                     f'"path": {string(entry.path)}, "error": {text(entry.error)}')
+        errors = json.dumps(list(row.errors)) if row.errors else "[]"
+        return (f'{{"site": {string(row.site)}, "target": {string(row.target)}, '
+                f'"state": {text(row.state)}, {reported}, '
+                f'"current": {"true" if row.current else "false"}, '
+                f'"inFleet": {"true" if row.in_fleet else "false"}, {seen}, '
+                f'"ageSeconds": {"null" if row.age is None else round(row.age)}, '
+                f'"instances": {self._instances_text(row.instances)}, '
+                f'"validationErrors": {errors}, "moreValidationErrors": {row.more_errors}, '
+                f'{found}')
+
+    def _text(self, value: str | None) -> str:
+        found = self._texts.get(value)
+        if found is None:
+            assert value is not None  # there from the start
+            found = self._texts[value] = _STRING(value)
+        return found
+
+    def _time(self, moment: dt.datetime | None) -> str:
+        found = self._times.get(moment)
+        if found is None:
+            assert moment is not None
+            found = self._times[moment] = _STRING(format_time(moment))
+        return found
+
+    def _instances_text(self, instances: tuple[InstanceOnTarget, ...]) -> str:
+        found = self._instances.get(instances)
+        if found is None:
+            text = self._text
+            found = self._instances[instances] = "[" + ", ".join(
+                f'{{"name": {text(i.name)}, "solution": {text(i.solution)}, '
+                f'"version": {text(i.version or None)}, "state": {text(i.state)}, '
+                f'"release": {text(i.release or None)}}}' for i in instances) + "]"
+        return found
