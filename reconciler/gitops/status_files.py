@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import yaml
@@ -38,6 +38,9 @@ HEARTBEAT_FILE = ".heartbeat"
 _CACHE_LIMIT = 50_000
 _INSTANCES: dict[tuple[tuple[str, ...], ...], str] = {}  # instance lists, as JSON
 _TIMES: dict[str, str] = {}  # time texts, in ISO format ("" : no time)
+_PLANS: dict[object, _RowPlan | None] = {}  # by shape
+_ABSENT, _NULL = -1, -2  # a fact's place in a shape when it has no value
+_EMPTIES = frozenset({"{}", "[]"})
 
 
 def heartbeat_file(site_path: str, moment: dt.datetime) -> bytes:
@@ -74,7 +77,14 @@ def facts_row(raw: bytes, *, document: bool = False) -> tuple[tuple[Any, ...], s
         return _fatal(f"not UTF-8 text (byte {exc.start})"), ""
     fast = shaped(text)  # the layout the daemons write, read by its shape
     if fast is not None:
-        return _row(fast.fields()), fast.json() if document else ""
+        try:
+            plan = _PLANS[fast.shape]
+        except KeyError:
+            if len(_PLANS) >= _CACHE_LIMIT:
+                _PLANS.clear()
+            plan = _PLANS[fast.shape] = _RowPlan.of(fast.shape.fields)
+        row = plan.row(fast.values) if plan is not None else _row(fast.fields())
+        return row, fast.json() if document else ""
     try:
         doc = load_status(text)
     except yaml.MarkedYAMLError as exc:
@@ -111,6 +121,90 @@ def _row(doc: Mapping[str, Any]) -> tuple[Any, ...]:
             len(errors) if isinstance(errors, list) else 0)
 
 
+class _RowPlan:
+    """Where the files of one shape keep each fact (the index of its value, or _ABSENT,
+    _NULL): :func:`_row` of their fields, taken straight from their values."""
+
+    __slots__ = ("applied", "change", "heartbeat", "instances", "texts")
+
+    def __init__(self, texts: tuple[int, ...], applied: int, change: int, heartbeat: int,
+                 instances: tuple[tuple[str, int, int, int, int], ...] | None) -> None:
+        self.texts = texts  # site, target, phase, message, observed, last good
+        self.applied = applied
+        self.change = change
+        self.heartbeat = heartbeat
+        self.instances = instances  # name and the solution, phase, release, failed release
+
+    @classmethod
+    def of(cls, tree: Mapping[str, Any]) -> _RowPlan | None:
+        """The plan of a shape's fields (``Shaped.shape.fields``); None when a fact is a
+        mapping (its text is Python's of the mapping: :func:`_row` makes it)."""
+        try:
+            texts = tuple(_index(tree, key) for key in (
+                "site", "target", "phase", "message", "observedRevision", "lastGoodRevision"))
+            instances = None
+            listed = tree.get("instances")
+            if isinstance(listed, dict):
+                instances = tuple(_instance_plan(name, node) for name, node in listed.items())
+            return cls(texts, _index(tree, "appliedRevision"), _index(tree, "lastChange"),
+                       _index(tree, "heartbeat"), instances)
+        except _Unplanned:
+            return None
+
+    def row(self, values: Sequence[str]) -> tuple[Any, ...]:
+        def text(index: int) -> str:
+            if index < 0:
+                return ""
+            value = values[index]
+            return value[1:-1].replace("''", "'") if value[0] == "'" else value
+
+        site, target, phase, message, observed, last_good = map(text, self.texts)
+        applied = observed if self.applied == _ABSENT else text(self.applied)
+        last_change = problem = heartbeat = ""
+        if self.change >= 0:
+            change = values[self.change]
+            if change in _EMPTIES:  # a mapping or a list: no time, and its repr is its text
+                problem = f"field lastChange {change} is not an ISO 8601 time"
+            else:
+                change = text(self.change)
+                last_change = _time_text(change)
+                if not last_change:
+                    problem = f"field lastChange {change!r} is not an ISO 8601 time"
+        if self.heartbeat >= 0 and values[self.heartbeat] not in _EMPTIES:
+            heartbeat = _time_text(text(self.heartbeat))
+        instances = "[]"
+        if self.instances is not None:
+            instances = _instances_json(tuple(
+                (name, text(solution), text(phase_at), text(release), text(failed))
+                for name, solution, phase_at, release, failed in self.instances))
+        return (site, target, phase, message, observed, applied, last_good, last_change,
+                heartbeat, problem, False, instances, 0)  # a list of errors is no shape
+
+
+class _Unplanned(Exception):
+    """A fact of the shape is a mapping."""
+
+
+def _index(tree: Mapping[str, Any], key: str) -> int:
+    if key not in tree:
+        return _ABSENT
+    node = tree[key]
+    if node is None:
+        return _NULL
+    if isinstance(node, dict):
+        raise _Unplanned
+    return int(node)
+
+
+def _instance_plan(name: str, node: Any) -> tuple[str, int, int, int, int]:
+    if not isinstance(node, dict):  # null or a value: no fields (a mapping only if {})
+        return (name, _ABSENT, _ABSENT, _ABSENT, _ABSENT)
+    rolled = node.get("rolledBack")
+    failed = _index(rolled, "failedRelease") if isinstance(rolled, dict) else _ABSENT
+    return (name, _index(node, "solution"), _index(node, "phase"), _index(node, "release"),
+            failed)
+
+
 def _json(doc: Mapping[Any, Any]) -> str:
     """The document as compact JSON; timestamps as ISO strings."""
     try:  # most documents are plain JSON data: json does the walk, in C
@@ -127,7 +221,7 @@ def _plain(value: object) -> object:
 
 def _instances(instances: Mapping[Any, Any]) -> str:
     """The instances as the JSON list of ``[name, solution, phase, release, failed
-    release]`` (the same few lists over a fleet: made once each)."""
+    release]``."""
     out = []
     for name, item in instances.items():
         fields = item if isinstance(item, Mapping) else {}
@@ -135,12 +229,16 @@ def _instances(instances: Mapping[Any, Any]) -> str:
         failed = rolled.get("failedRelease") if isinstance(rolled, Mapping) else None
         out.append((str(name), _text(fields.get("solution")), _text(fields.get("phase")),
                     _text(fields.get("release")), _text(failed)))
-    key = tuple(out)
-    found = _INSTANCES.get(key)
+    return _instances_json(tuple(out))
+
+
+def _instances_json(listed: tuple[tuple[str, str, str, str, str], ...]) -> str:
+    """The JSON of an instance list (the same few lists over a fleet: made once each)."""
+    found = _INSTANCES.get(listed)
     if found is None:
         if len(_INSTANCES) >= _CACHE_LIMIT:
             _INSTANCES.clear()
-        found = _INSTANCES[key] = json.dumps(out)
+        found = _INSTANCES[listed] = json.dumps(listed)
     return found
 
 

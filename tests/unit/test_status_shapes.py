@@ -11,6 +11,7 @@ import json
 import random
 import time
 from collections.abc import Mapping
+from typing import Any
 
 import pytest
 import yaml
@@ -206,7 +207,14 @@ errors: []
     ("release: 1:20\n", False), ("message: 1 a:20\n", True), ("message: a:b\n", True),
     ("message: a: b\n", False), ("message: it's \"quoted\" \\ [x] {y} a;b!@%&*?|<>\n", True),
     ("message: a #b\n", False), ("message: a#b\n", False), ("y: z\n", False),
-    ("message: x\nsite: y\n", False),
+    ("message: x\nsite: y\n", False), ("observedRevision: abc1\n", True),
+    ("appliedRevision:\nobservedRevision: abc1\n", True), ("heartbeat: {}\n", True),
+    ("heartbeat: 'x'\nlastChange: nope\n", True), ("instances:\n  a: {}\n  b: []\n", True),
+    ("instances:\n  a:\n    rolledBack: {}\n", True),
+    ("instances:\n  a:\n    rolledBack:\n      failedRelease:\n", True),
+    ("instances:\n  a:\n    rolledBack:\n      failedRelease:\n        x: z\n", True),
+    ("instances:\n  a:\n    phase: 'it''s'\n    release: 1.2.3\n", True),
+    ("target:\n  a: b\nphase: Ready\n", True), ("heartbeat:\n  a: b\n", True),
 ])
 def test_hand_written_text(text: str, taken: bool) -> None:
     assert check(text) is taken
@@ -242,3 +250,25 @@ def test_a_long_file_refused_at_its_end_is_refused_at_once() -> None:
     assert shaped(text) is None
     assert time.perf_counter() - started < 1.0  # exponential: never in our lifetime
     assert check(text) is False
+
+
+def test_the_fields_the_table_reads_in_every_form() -> None:
+    rng = random.Random(9)
+    values: list[Any] = [None, {}, [], "x", "it's", "2026-11-23T04:10:00Z", "1.2.3", "a" * 40,
+                         "yes", {"failedRelease": "1.2.0"}, {"a": "b"}]
+
+    def fields(keys: tuple[str, ...], depth: int) -> dict[str, Any]:
+        return {key: fields(keys, depth + 1) if depth < 2 and rng.random() < 0.2
+                else rng.choice(values) for key in rng.sample(keys, rng.randint(0, len(keys)))}
+
+    keys = ("site", "target", "phase", "message", "observedRevision", "appliedRevision",
+            "lastGoodRevision", "lastChange", "heartbeat", "errors")
+    taken = 0
+    for _ in range(3000):
+        doc: dict[str, Any] = fields(keys, 0)
+        if rng.random() < 0.8:
+            doc["instances"] = {name: fields(("solution", "phase", "release", "rolledBack",
+                                              "failedRelease"), 1)
+                                for name in rng.sample(["app", "db", "on"], rng.randint(0, 3))}
+        taken += check(_dump(doc))
+    assert taken > 300  # null is written "null": left to the full parser
