@@ -1,6 +1,7 @@
-"""Reading many status files from a real repository: read_facts gives, chunk by chunk, what
-each file says as facts_of does (status files of the daemons' layout, others, broken ones),
-hands over the documents chunk by chunk, and fails on a missing object; and the first fetch
+"""Reading many status files from a real repository: read_facts gives, chunk by chunk (and a
+child process for the second half), what each file says as facts_of does (status files of
+the daemons' layout, others, broken ones), hands over the documents as they are made, and
+fails on a missing object; and the first fetch
 into an empty cache is a clone that leaves no file per branch and no remote behind."""
 
 from __future__ import annotations
@@ -58,12 +59,31 @@ def test_read_facts_gives_what_each_file_says_chunk_by_chunk(tmp_path: Path) -> 
     assert read_facts(Git(repo), blobs) == facts  # without documents: the same facts
 
 
+def test_a_child_process_reads_the_second_half(tmp_path: Path) -> None:
+    repo = make_remote(tmp_path / "repo.git")
+    raws = contents()
+    blobs = [git(repo, "hash-object", "-w", "--stdin", input=raw) for raw in raws]
+    handed: list[dict[str, str]] = []
+
+    facts = read_facts(Git(repo), blobs, handed.append, chunk=2, shared_from=2)
+
+    assert facts == read_facts(Git(repo), blobs, chunk=2)
+    assert [type(v) for v in facts[blobs[-1]]] == [type(v) for v in facts_of(raws[-1]).row()]
+    # the parent's half a chunk at a time, then the child's at once
+    assert [len(chunk) for chunk in handed] == [2, 1, 4]
+    documents = {blob: text for chunk in handed for blob, text in chunk.items()}
+    assert {blob: documents[blob] or "null" for blob in blobs} == {
+        blob: document_of(raw) for blob, raw in zip(blobs, raws, strict=True)}
+
+
 def test_a_missing_object_is_a_source_error(tmp_path: Path) -> None:
     repo = make_remote(tmp_path / "repo.git")
     blob = git(repo, "hash-object", "-w", "--stdin", input=b"phase: Ready\n")
 
     with pytest.raises(SourceError, match="missing"):
         read_facts(Git(repo), [blob, "1" * 40], chunk=1)
+    with pytest.raises(SourceError, match="missing"):  # in the child's half
+        read_facts(Git(repo), [blob, "1" * 40], chunk=1, shared_from=2)
 
 
 def test_an_empty_cache_is_filled_by_a_clone(tmp_path: Path) -> None:
