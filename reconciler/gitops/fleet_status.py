@@ -259,7 +259,9 @@ class StatusReader:
                  ) -> tuple[StatusEntry, ...]:
         maker = EntryMaker(times, self.shared_branch)
         branches = [(branch, files) for branch, (_, _, files) in fresh.items()]
-        branches += [(branch, files) for branch, _, files in self.cache.records(skip=fresh)]
+        if any(branch not in fresh for branch in times):  # else: every one was just read
+            branches += [(branch, files)
+                         for branch, _, files in self.cache.records(skip=fresh)]
         files: list[tuple[str, FileFacts]] = []
         for branch, records in branches:
             for record in records:

@@ -81,6 +81,7 @@ class EntryMaker:
         self._pool: dict[Any, Any] = {}
         self._instances: dict[str, tuple[InstanceStatus, ...]] = {}
         self._seen: dict[tuple[str, str], dt.datetime | None] = {}
+        self._times: dict[str, dt.datetime | None] = {}  # a site's files share their times
 
     def heartbeat(self, branch: str, record: tuple[Any, ...]) -> None:
         """Note a heartbeat file: (path, blob, *facts) as the cache records a file."""
@@ -92,28 +93,35 @@ class EntryMaker:
         """The entry of a status file: (path, blob, *facts) as the cache records a file."""
         (path, blob, site_field, target_field, phase, message, observed, applied,
          last_good, last_change_text, _, problem, fatal, instances, errors) = record
-        share = self._share
-        site, _, name = path[len("status/"):].rpartition("/")
-        site, branch, target = share(site), share(branch), name.rsplit(".", 1)[0]
+        share = self._pool.setdefault
+        site, _, name = path[7:].rpartition("/")  # after "status/"
+        site, branch, target = share(site, site), share(branch, branch), name.rsplit(".", 1)[0]
         if not site:
             return StatusEntry(site=site, target=target, branch=branch, path=path, blob=blob,
                                error="status file is not under status/<site path>/")
         if fatal:  # not readable at all: nothing else is known
             return StatusEntry(site=site, target=target, branch=branch, path=path, blob=blob,
                                error=problem)
-        problems = [problem] if problem else []
-        for key, found, expected in (("site", site_field, site),
-                                     ("target", target_field, target)):
-            if found and found != expected:
-                problems.append(f"field {key} is {found!r} but the path says {expected!r}")
-        last_change = parse_time(last_change_text)
+        error = problem or None
+        if (site_field and site_field != site) or (target_field and target_field != target):
+            problems = [problem] if problem else []
+            for key, found, expected in (("site", site_field, site),
+                                         ("target", target_field, target)):
+                if found and found != expected:
+                    problems.append(f"field {key} is {found!r} but the path says {expected!r}")
+            error = "; ".join(problems)
+        last_change = self._times.get(last_change_text)
+        if last_change is None and last_change_text not in self._times:
+            last_change = self._times[last_change_text] = parse_time(last_change_text)
         heard = self._site_seen(branch, site)
         seen = max(last_change, heard) if last_change and heard else last_change or heard
+        found_instances = self._instances.get(instances)
+        if found_instances is None:
+            found_instances = self._instances_of(instances)
         return StatusEntry(
-            site, target, branch, path, share(phase), share(message), share(observed),
-            share(applied), share(last_good), last_change, seen,
-            "; ".join(problems) if problems else None, self._instances_of(instances), errors,
-            blob)
+            site, target, branch, path, share(phase, phase), share(message, message),
+            share(observed, observed), share(applied, applied), share(last_good, last_good),
+            last_change, seen, error, found_instances, errors, blob)
 
     def _share(self, value: Any) -> Any:
         return self._pool.setdefault(value, value)
