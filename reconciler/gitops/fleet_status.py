@@ -5,11 +5,12 @@ Used by ``reconciler status`` and ``report`` (joined with the fleet model by
 targets report healthy on the same revision. One call is one ``git fetch`` (every
 ``reconciler-status/*`` branch, the shared branch and, when asked, the tracked ref and the
 tags, in one round trip) into the bare repository of a cache
-(``reconciler.gitops.status_cache``), then, for the branches that moved since the cache last
-saw them only (``reconciler.gitops.status_reading``): one ``git diff-tree --stdin`` lists
-their files, ``git cat-file --batch`` reads the files whose blob changed, and
-``reconciler.gitops.status_parse`` parses them. No checkout, and no process per branch:
-10,000 branches cost a few processes.
+(``reconciler.gitops.status_cache``; into an empty one, a bare clone, which writes its
+references into one file where a fetch writes one per branch), then, for the branches that
+moved since the cache last saw them only (``reconciler.gitops.status_reading``): one ``git
+diff-tree --stdin`` lists their files, ``git cat-file --batch`` reads the files whose blob
+changed, a few thousand at a time, and ``reconciler.gitops.status_files`` says what they
+say. No checkout, and no process per branch: 10,000 branches cost a few dozen processes.
 
 Per target the newest entry wins (by ``lastChange``) when the same target appears on several
 branches, e.g. while a fleet moves from the shared branch to per-site branches. A file that
@@ -154,7 +155,10 @@ class StatusReader:
         ``specs``; the copies of the status branches there are left alone. The remote is
         not kept in the repository's config."""
         new = self.cache.directory / "repo.git.new"
-        shutil.rmtree(new, ignore_errors=True)  # what an interrupted clone left
+        if new.is_dir() and not new.is_symlink():  # what an interrupted clone left
+            shutil.rmtree(new, ignore_errors=True)
+        else:
+            new.unlink(missing_ok=True)
         runner = Git(self.cache.directory, working_copy=True, credentials=self._credentials,
                      network_timeout=self._timeout)
         runner.run("clone", "--bare", "--quiet", "--no-tags", "--no-local",
