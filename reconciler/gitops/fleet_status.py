@@ -246,7 +246,12 @@ class StatusReader:
         # reading them a third faster than in the order of their names
         new = list(dict.fromkeys(blob for _, tree, _ in moved.values()
                                  for _, blob in listed.get(tree, ()) if blob not in kept))
-        facts = read_facts(git, new, cache.store_documents if self.keep_documents else None)
+        store = cache.document_store() if self.keep_documents else None
+        try:
+            facts = read_facts(git, new, store)
+        finally:
+            if store is not None:
+                store.close()
         records: dict[str, tuple[str, int, list[FileFacts]]] = {}
         for branch, (commit, tree, when) in moved.items():
             records[branch] = (commit, when, [

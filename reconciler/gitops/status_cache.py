@@ -33,10 +33,11 @@ import structlog
 
 from reconciler.core.errors import SourceError
 
-__all__ = ["BlobFacts", "StatusCache", "default_cache_dir"]
+__all__ = ["BlobFacts", "DocumentStore", "StatusCache", "default_cache_dir"]
 
 _LAYOUT = "6"  # changes whenever the tables or what a row means change
 _MODELS_KEPT = 4  # fleet model indexes kept (the newest by use)
+_WAIT = 120.0  # seconds a writer waits for another's transaction
 _SCHEMA = """
 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE branches(branch TEXT PRIMARY KEY, commit_id TEXT NOT NULL, time INTEGER NOT NULL,
@@ -213,6 +214,11 @@ class StatusCache:
             self.db.executemany("INSERT OR REPLACE INTO documents VALUES (?,?)",
                                 documents.items())
 
+    def document_store(self) -> DocumentStore:
+        """A store of documents with a connection of its own, for a reader that stores them
+        while this cache's connection is idle (another thread, a forked process)."""
+        return DocumentStore(self._db_path)
+
     # ---------------------------------------------------------------- fleet model indexes
 
     def model(self, commit: str) -> dict[str, Any] | None:
@@ -232,6 +238,35 @@ class StatusCache:
                        (commit, time.time_ns(), json.dumps(data, separators=(",", ":"))))
             db.execute("DELETE FROM models WHERE commit_id NOT IN (SELECT commit_id FROM "
                        "models ORDER BY used DESC LIMIT ?)", (_MODELS_KEPT,))
+
+
+class DocumentStore:
+    """Stores documents (blob -> JSON) in the cache's database through a connection of its
+    own, opened in the process that first stores (a forked child opens one of its own and
+    never touches its parent's). Writers take turns: each waits for the other's
+    transaction."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: sqlite3.Connection | None = None
+        self._pid = 0
+
+    def __call__(self, documents: Mapping[str, str]) -> None:
+        if not documents:
+            return
+        if self._db is None or self._pid != os.getpid():
+            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=_WAIT,
+                                       check_same_thread=False)
+            self._db.execute("PRAGMA synchronous=OFF")
+            self._pid = os.getpid()
+        with _transaction(self._db):
+            self._db.executemany("INSERT OR REPLACE INTO documents VALUES (?,?)",
+                                 documents.items())
+
+    def close(self) -> None:
+        if self._db is not None and self._pid == os.getpid():
+            self._db.close()
+        self._db = None
 
 
 class _transaction:

@@ -97,8 +97,9 @@ def read_facts(git: Git, blobs: Sequence[str],
     (:func:`~reconciler.gitops.status_files.facts_row`). Read ``chunk`` at a time, the next
     ones by git while these are parsed; from ``shared_from`` blobs on (with two CPUs), the
     second half by a forked child process meanwhile. With ``documents``, the documents
-    (blob -> JSON) are handed to it as they are made, a chunk at a time (the child's at
-    its end), so they are never all held at once.
+    (blob -> JSON) are handed to it as they are made, a chunk at a time, so they are never
+    all held at once; the child calls it too (in its own process: a store it hands them to
+    must not use a connection of this one, see ``StatusCache.document_store``).
 
     The values a fleet's files repeat (revisions, phases, messages, sites, instances) are
     kept once each."""
@@ -109,8 +110,8 @@ def read_facts(git: Git, blobs: Sequence[str],
     # closes nothing of ours (the cache's database)
     context = multiprocessing.get_context("fork")
     receive, send = context.Pipe(duplex=False)
-    child = context.Process(target=_in_child, args=(git, blobs[half:], documents is not None,
-                                                    chunk, send), daemon=True)
+    child = context.Process(target=_in_child, args=(git, blobs[half:], documents, chunk,
+                                                    send), daemon=True)
     child.start()
     send.close()
     try:
@@ -125,8 +126,6 @@ def read_facts(git: Git, blobs: Sequence[str],
     if answer[0] != "facts":
         raise SourceError(f"reading status files: {answer[1]}")
     facts.update(answer[1])
-    if documents is not None:
-        documents(answer[2])
     return facts
 
 
@@ -147,19 +146,20 @@ def _read(git: Git, blobs: Sequence[str],
                 ahead = pool.submit(_cat, git, chunks[number + 1])
             made: dict[str, str] = {}
             for sha, raw in _contents(out, wanted, git):
-                row, made[sha] = facts_row(raw, document=documents is not None)
+                row, document = facts_row(raw, document=documents is not None)
                 facts[sha] = tuple([share(v, v) if v.__class__ is str else v for v in row])
+                if document:  # "": not a mapping
+                    made[sha] = document
             if documents is not None:
                 documents(made)
     return facts
 
 
-def _in_child(git: Git, blobs: Sequence[str], documents: bool, chunk: int,
+def _in_child(git: Git, blobs: Sequence[str],
+              documents: Callable[[dict[str, str]], None] | None, chunk: int,
               send: Connection) -> None:
     try:
-        made: dict[str, str] = {}
-        facts = _read(git, blobs, made.update if documents else None, chunk)
-        send.send(("facts", facts, made))
+        send.send(("facts", _read(git, blobs, documents, chunk)))
     except ReconcilerError as exc:
         send.send(("error", exc.message))
     except Exception as exc:  # sent to the parent, which raises it as its own

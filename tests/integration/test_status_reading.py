@@ -15,6 +15,7 @@ from reconciler.core.errors import SourceError
 from reconciler.engine.status import build_status, render_status
 from reconciler.gitops.fleet_status import StatusReader
 from reconciler.gitops.gitrun import Git
+from reconciler.gitops.status_cache import StatusCache
 from reconciler.gitops.status_files import document_of, facts_of, heartbeat_file
 from reconciler.gitops.status_reading import read_facts
 from tests.integration.test_status_push import git, make_remote
@@ -51,9 +52,9 @@ def test_read_facts_gives_what_each_file_says_chunk_by_chunk(tmp_path: Path) -> 
     for blob, raw in zip(blobs, raws, strict=True):
         assert facts[blob] == facts_of(raw).row()
         assert [type(v) for v in facts[blob]] == [type(v) for v in facts_of(raw).row()]
-    assert [len(chunk) for chunk in handed] == [3, 3, 1]
+    assert [len(chunk) for chunk in handed] == [3, 1, 0]  # a file no mapping has none
     documents = {blob: text for chunk in handed for blob, text in chunk.items()}
-    assert {blob: documents[blob] or "null" for blob in blobs} == {
+    assert {blob: documents.get(blob, "null") for blob in blobs} == {
         blob: document_of(raw) for blob, raw in zip(blobs, raws, strict=True)}
     assert facts[blobs[0]][2] == "Pending" and facts[blobs[0]][12] == 0
     assert read_facts(Git(repo), blobs) == facts  # without documents: the same facts
@@ -63,17 +64,19 @@ def test_a_child_process_reads_the_second_half(tmp_path: Path) -> None:
     repo = make_remote(tmp_path / "repo.git")
     raws = contents()
     blobs = [git(repo, "hash-object", "-w", "--stdin", input=raw) for raw in raws]
-    handed: list[dict[str, str]] = []
 
-    facts = read_facts(Git(repo), blobs, handed.append, chunk=2, shared_from=2)
+    with StatusCache(tmp_path / "cache") as cache:
+        store = cache.document_store()  # stores from both processes, each its connection
+        facts = read_facts(Git(repo), blobs, store, chunk=2, shared_from=2)
+        store.close()
+        documents = cache.documents(blobs)
 
     assert facts == read_facts(Git(repo), blobs, chunk=2)
     assert [type(v) for v in facts[blobs[-1]]] == [type(v) for v in facts_of(raws[-1]).row()]
-    # the parent's half a chunk at a time, then the child's at once
-    assert [len(chunk) for chunk in handed] == [2, 1, 4]
-    documents = {blob: text for chunk in handed for blob, text in chunk.items()}
-    assert {blob: documents[blob] or "null" for blob in blobs} == {
+    assert {blob: documents.get(blob) or "null" for blob in blobs} == {
         blob: document_of(raw) for blob, raw in zip(blobs, raws, strict=True)}
+    assert set(documents) == {blob for blob, raw in zip(blobs, raws, strict=True)
+                              if document_of(raw) != "null"}
 
 
 def test_a_missing_object_is_a_source_error(tmp_path: Path) -> None:
