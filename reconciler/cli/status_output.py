@@ -5,9 +5,9 @@ heard from, last change, message), then the roll-ups per instance and per site, 
 line of totals. On a terminal the states are coloured (``NO_COLOR`` turns that off); piped,
 the text is plain. Messages are cut to one line of 60 characters unless ``--wide``.
 
-The JSON (``--format json``, schema in docs/status.md) is written as it is produced: one
-target at a time, its whole status file read from the cache in batches, so neither the
-document nor the status files are ever held in memory at once.
+The JSON (``--format json``, schema in docs/status.md) is written as it is produced: a few
+hundred targets at a time, their whole status files read from the cache in one query, so
+neither the document nor the status files are ever held in memory at once.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any, TextIO
 
 import click
@@ -30,6 +30,7 @@ __all__ = ["SCHEMA_VERSION", "colour_wanted", "write_json", "write_text"]
 SCHEMA_VERSION = 1
 _MESSAGE_WIDTH = 60
 _STRING = json.encoder.encode_basestring_ascii  # a string as json.dumps writes it
+_DOCUMENTS_PER_WRITE = 400  # targets written at once, their documents read in one query
 _COLOURS = {"Ready": "green", "Failed": "red", "Invalid": "red", "Blocked": "red",
             "Degraded": "red", "Unreadable": "red", "RolledBack": "red",
             "Progressing": "yellow", "Waiting": "yellow",
@@ -138,12 +139,15 @@ def write_json(view: FleetView, reader: StatusReader, out: TextIO, *, source: st
             "staleAfter": view.stale_after, "modelError": model_error,
             "branches": dict(branches)}
     out.write(json.dumps(head, indent=None)[:-1] + ', "targets": [')
-    first = True
     text = _TargetText()
-    for row, document in _with_documents(view, reader):
-        out.write(("\n  " if first else ",\n  ") + text.row(row)
-                  + f', "status": {document or "null"}}}')
-        first = False
+    rows = view.rows
+    for start in range(0, len(rows), _DOCUMENTS_PER_WRITE):
+        batch = rows[start:start + _DOCUMENTS_PER_WRITE]
+        documents = reader.document_texts(row.entry for row in batch if row.entry)
+        out.write(("\n  " if start == 0 else ",\n  ") + ",\n  ".join([
+            f'{text.row(row)}, "status": '
+            f'{(documents.get(row.entry.blob) or "null") if row.entry else "null"}}}'
+            for row in batch]))
     instances = [{"name": r.name, "solution": r.solution, "version": r.version or None,
                   "targets": r.total, "readyOnVersion": r.ready_on_version,
                   "counts": dict(r.counts), "summary": r.summary()}
@@ -153,29 +157,6 @@ def write_json(view: FleetView, reader: StatusReader, out: TextIO, *, source: st
     out.write("\n], " + json.dumps({"instances": instances, "sites": sites,
                                      "counts": dict(view.counts()), "ready": view.ready})[1:]
               + "\n")
-
-
-def _with_documents(view: FleetView, reader: StatusReader) -> Iterator[tuple[TargetView, str]]:
-    """Each row with its status file as JSON text ("" without one), in the view's order."""
-    pending: list[TargetView] = []
-    for row in view.rows:
-        if row.entry is None:
-            yield from _documents(pending, reader)
-            pending = []
-            yield row, ""
-        else:
-            pending.append(row)
-            if len(pending) >= 400:
-                yield from _documents(pending, reader)
-                pending = []
-    yield from _documents(pending, reader)
-
-
-def _documents(rows: list[TargetView], reader: StatusReader) -> Iterator[tuple[TargetView,
-                                                                                str]]:
-    by_entry = {id(row.entry): row for row in rows}
-    for entry, document in reader.documents(row.entry for row in rows if row.entry):
-        yield by_entry[id(entry)], document
 
 
 def target_json(view: FleetView, row: TargetView) -> dict[str, Any]:

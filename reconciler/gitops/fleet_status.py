@@ -202,17 +202,23 @@ class StatusReader:
         yield from self._documents(batch)
 
     def _documents(self, batch: list[StatusEntry]) -> Iterator[tuple[StatusEntry, str]]:
-        if not batch:
-            return
-        blobs = sorted({e.blob for e in batch if e.blob})
+        found = self.document_texts(batch)
+        for entry in batch:
+            yield entry, found.get(entry.blob) or "null"
+
+    def document_texts(self, entries: Iterable[StatusEntry]) -> dict[str, str]:
+        """Blob -> its whole status file as JSON text (``null`` for a file that is not a
+        mapping), for the blobs of ``entries`` (a few hundred: one query)."""
+        blobs = sorted({e.blob for e in entries if e.blob})
+        if not blobs:
+            return {}
         found = self.cache.documents(blobs)
         missing = [blob for blob in blobs if blob not in found]
         if missing:  # read by a call that did not keep documents: made now, kept from now
             made = {blob: document_of(raw) for blob, raw in read_blobs(self.git, missing)}
             self.cache.store_documents(made)
             found.update(made)
-        for entry in batch:
-            yield entry, found.get(entry.blob) or "null"
+        return found
 
     # ---------------------------------------------------------------- steps of read()
 
