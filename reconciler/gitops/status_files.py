@@ -38,6 +38,7 @@ HEARTBEAT_FILE = ".heartbeat"
 _CACHE_LIMIT = 50_000
 _INSTANCES: dict[tuple[tuple[str, ...], ...], str] = {}  # instance lists, as JSON
 _TIMES: dict[str, str] = {}  # time texts, in ISO format ("" : no time)
+_TEXTS: dict[str, str] = {}  # values as written -> their text (unquoted), one object each
 _PLANS: dict[object, _RowPlan | None] = {}  # by shape
 _ABSENT, _NULL = -1, -2  # a fact's place in a shape when it has no value
 _EMPTIES = frozenset({"{}", "[]"})
@@ -152,13 +153,27 @@ class _RowPlan:
             return None
 
     def row(self, values: Sequence[str]) -> tuple[Any, ...]:
+        texts = _TEXTS
+
         def text(index: int) -> str:
+            """The text of a value; one object for each (a fleet's values repeat)."""
             if index < 0:
                 return ""
             value = values[index]
-            return value[1:-1].replace("''", "'") if value[0] == "'" else value
+            found = texts.get(value)
+            if found is None:
+                if len(texts) >= _CACHE_LIMIT:
+                    texts.clear()
+                found = texts[value] = (value[1:-1].replace("''", "'") if value[0] == "'"
+                                        else value)
+            return found
 
-        site, target, phase, message, observed, last_good = map(text, self.texts)
+        site, _, phase, message, observed, last_good = map(text, self.texts)
+        target = ""  # every file its own: not kept
+        if self.texts[1] >= 0:
+            target = values[self.texts[1]]
+            if target[0] == "'":
+                target = target[1:-1].replace("''", "'")
         applied = observed if self.applied == _ABSENT else text(self.applied)
         last_change = problem = heartbeat = ""
         if self.change >= 0:

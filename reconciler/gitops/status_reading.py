@@ -102,7 +102,7 @@ def read_facts(git: Git, blobs: Sequence[str],
     must not use a connection of this one, see ``StatusCache.document_store``).
 
     The values a fleet's files repeat (revisions, phases, messages, sites, instances) are
-    kept once each."""
+    kept once each (by ``facts_row``)."""
     if len(blobs) < shared_from or (os.cpu_count() or 1) < 2:
         return _read(git, blobs, documents, chunk)
     half = len(blobs) // 2
@@ -136,8 +136,6 @@ def _read(git: Git, blobs: Sequence[str],
     chunks = [blobs[start:start + chunk] for start in range(0, len(blobs), chunk)]
     if not chunks:
         return facts
-    shared: dict[Any, Any] = {}
-    share = shared.setdefault
     with ThreadPoolExecutor(1, thread_name_prefix="status-read") as pool:
         ahead = pool.submit(_cat, git, chunks[0])
         for number, wanted in enumerate(chunks):
@@ -147,7 +145,7 @@ def _read(git: Git, blobs: Sequence[str],
             made: dict[str, str] = {}
             for sha, raw in _contents(out, wanted, git):
                 row, document = facts_row(raw, document=documents is not None)
-                facts[sha] = tuple([share(v, v) if v.__class__ is str else v for v in row])
+                facts[sha] = row
                 if document:  # "": not a mapping
                     made[sha] = document
             if documents is not None:
