@@ -127,8 +127,8 @@ def status_text(rng: random.Random) -> str:
 
 def test_status_files_as_the_daemons_write_them() -> None:
     rng = random.Random(20261201)
-    taken = sum(check(status_text(rng)) for _ in range(1500))
-    assert taken > 500  # most files of a fleet are read by their shape
+    taken = sum(check(status_text(rng)) for _ in range(800))
+    assert taken > 250  # most files of a fleet are read by their shape
 
 
 def test_heartbeat_files_are_read_by_their_shape() -> None:
@@ -139,10 +139,10 @@ def test_heartbeat_files_are_read_by_their_shape() -> None:
 def test_generated_documents() -> None:
     rng = random.Random(20261130)
     taken = 0
-    for _ in range(3000):
+    for _ in range(1500):
         doc = {_key(rng): _value(rng, 0) for _ in range(rng.randint(1, 8))}
         taken += check(_dump(doc))
-    assert taken > 100
+    assert taken > 50
 
 
 OLD_LAYOUT = """apiVersion: reconciler/v1
@@ -264,11 +264,11 @@ def test_the_fields_the_table_reads_in_every_form() -> None:
     keys = ("site", "target", "phase", "message", "observedRevision", "appliedRevision",
             "lastGoodRevision", "lastChange", "heartbeat", "errors")
     taken = 0
-    for _ in range(3000):
+    for _ in range(1500):
         doc: dict[str, Any] = fields(keys, 0)
         if rng.random() < 0.8:
             doc["instances"] = {name: fields(("solution", "phase", "release", "rolledBack",
                                               "failedRelease"), 1)
                                 for name in rng.sample(["app", "db", "on"], rng.randint(0, 3))}
         taken += check(_dump(doc))
-    assert taken > 300  # null is written "null": left to the full parser
+    assert taken > 150  # null is written "null": left to the full parser
