@@ -24,6 +24,7 @@ path>/.heartbeat``, refreshed by the daemon every hour or so, see
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
@@ -273,24 +274,25 @@ class StatusReader:
                  fresh: Mapping[str, tuple[str, int, list[FileFacts]]]
                  ) -> tuple[StatusEntry, ...]:
         maker = EntryMaker(times, self.shared_branch)
-        branches = [(branch, files) for branch, (_, _, files) in fresh.items()]
+        branches: Iterable[tuple[str, list[FileFacts]]] = (
+            (branch, files) for branch, (_, _, files) in fresh.items())
         if any(branch not in fresh for branch in times):  # else: every one was just read
-            branches += [(branch, files)
-                         for branch, _, files in self.cache.records(skip=fresh)]
-        files: list[tuple[str, FileFacts]] = []
-        for branch, records in branches:
+            branches = itertools.chain(branches, (
+                (branch, files) for branch, _, files in self.cache.records(skip=fresh)))
+        newest: dict[tuple[str, str], StatusEntry] = {}
+        for branch, records in branches:  # a branch at a time: its heartbeats, then its files
+            targets = []
             for record in records:
                 if record[0].endswith(HEARTBEAT_SUFFIX):
                     maker.heartbeat(branch, record)
                 else:
-                    files.append((branch, record))
-        newest: dict[tuple[str, str], StatusEntry] = {}
-        for branch, record in files:
-            entry = maker.entry(branch, record)
-            key = (entry.site, entry.target)
-            current = newest.get(key)
-            if current is None or self._rank(entry) > self._rank(current):
-                newest[key] = entry
+                    targets.append(record)
+            for record in targets:
+                entry = maker.entry(branch, record)
+                key = (entry.site, entry.target)
+                current = newest.get(key)
+                if current is None or self._rank(entry) > self._rank(current):
+                    newest[key] = entry
         return tuple(sorted(newest.values(), key=lambda e: order(e.site, e.target)))
 
     def _rank(self, entry: StatusEntry) -> tuple[bool, dt.datetime, bool, str]:
