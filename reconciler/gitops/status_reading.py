@@ -111,7 +111,7 @@ def read_facts(git: Git, blobs: Sequence[str],
     context = multiprocessing.get_context("fork")
     receive, send = context.Pipe(duplex=False)
     child = context.Process(target=_in_child, args=(git, blobs[half:], documents, chunk,
-                                                    send), daemon=True)
+                                                    receive, send), daemon=True)
     child.start()
     send.close()
     try:
@@ -155,12 +155,19 @@ def _read(git: Git, blobs: Sequence[str],
 
 def _in_child(git: Git, blobs: Sequence[str],
               documents: Callable[[dict[str, str]], None] | None, chunk: int,
-              send: Connection) -> None:
+              receive: Connection, send: Connection) -> None:
+    # the parent's end, inherited by the fork: closed, so that our answer meets a broken
+    # pipe rather than waiting for ever when the parent stopped listening
+    receive.close()
     try:
-        send.send(("facts", _read(git, blobs, documents, chunk)))
-    except ReconcilerError as exc:
-        send.send(("error", exc.message))
-    except Exception as exc:  # sent to the parent, which raises it as its own
-        send.send(("error", f"{type(exc).__name__}: {exc}"))
+        try:
+            answer: tuple[Any, ...] = ("facts", _read(git, blobs, documents, chunk))
+        except ReconcilerError as exc:
+            answer = ("error", exc.message)
+        except Exception as exc:  # sent to the parent, which raises it as its own
+            answer = ("error", f"{type(exc).__name__}: {exc}")
+        send.send(answer)
+    except OSError:  # the parent stopped listening (it failed itself): nothing to say
+        pass
     finally:
         send.close()

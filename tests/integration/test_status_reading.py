@@ -89,6 +89,21 @@ def test_a_missing_object_is_a_source_error(tmp_path: Path) -> None:
         read_facts(Git(repo), [blob, "1" * 40], chunk=1, shared_from=2)
 
 
+def test_a_failure_of_this_half_leaves_the_child_quiet(tmp_path: Path,
+                                                      capfd: pytest.CaptureFixture[str]) -> None:
+    repo = make_remote(tmp_path / "repo.git")
+    files = tmp_path / "files"
+    files.mkdir()
+    for number in range(3000):  # the child's answer is larger than a pipe holds
+        (files / str(number)).write_bytes(f"phase: Ready\ntarget: t{number}\n".encode())
+    paths = "\n".join(str(files / str(number)) for number in range(3000)) + "\n"
+    blobs = git(repo, "hash-object", "-w", "--stdin-paths", input=paths.encode()).split()
+
+    with pytest.raises(SourceError, match="missing"):
+        read_facts(Git(repo), ["1" * 40, *blobs], chunk=500, shared_from=2)
+    assert "Traceback" not in capfd.readouterr().err
+
+
 def test_an_empty_cache_is_filled_by_a_clone(tmp_path: Path) -> None:
     remote = make_remote(tmp_path / "remote.git")
     status = render_status(build_status(target="t", site="s", observed="a" * 40,
