@@ -91,6 +91,20 @@ def _expanded_size(node: yaml.Node, memo: dict[int, int], limit: int) -> int:
     return size
 
 
+def _key_seen(key: yaml.ScalarNode, path: Path_, names: set[str],
+              lines: dict[Path_, int], dups: list[tuple[Path_, int]]) -> Path_:
+    """The path of a mapping's key, its line noted (the first one) and a repeated name
+    noted as a duplicate (``<<`` may repeat)."""
+    name = key.value
+    child = (*path, name)
+    line = key.start_mark.line + 1
+    if name in names and name != "<<":
+        dups.append((child, line))
+    names.add(name)
+    lines.setdefault(child, line)
+    return child
+
+
 def _index(node: yaml.Node, path: Path_, lines: dict[Path_, int],
            dups: list[tuple[Path_, int]]) -> None:
     if isinstance(node, yaml.MappingNode):
@@ -98,12 +112,7 @@ def _index(node: yaml.Node, path: Path_, lines: dict[Path_, int],
         for key, value in node.value:
             if not isinstance(key, yaml.ScalarNode):
                 continue
-            name = key.value
-            child = (*path, name)
-            if name in seen and name != "<<":
-                dups.append((child, key.start_mark.line + 1))
-            seen.add(name)
-            lines.setdefault(child, key.start_mark.line + 1)
+            child = _key_seen(key, path, seen, lines, dups)
             _index(value, child, lines, dups)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
@@ -156,12 +165,7 @@ def _plain(loader: Any, node: yaml.Node, path: Path_, lines: dict[Path_, int],
         for key, value in node.value:
             if key.__class__ is not yaml.ScalarNode:
                 raise _Unusual
-            name = key.value
-            child = (*path, name)
-            if name in names and name != "<<":
-                dups.append((child, key.start_mark.line + 1))
-            names.add(name)
-            lines.setdefault(child, key.start_mark.line + 1)
+            child = _key_seen(key, path, names, lines, dups)
             built = _plain(loader, key, path, lines, dups, seen)
             out[built] = _plain(loader, value, child, lines, dups, seen)
         return out
